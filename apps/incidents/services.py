@@ -1,0 +1,140 @@
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from apps.core.errors import DomainError
+from apps.incidents.models import (
+    Incident,
+    IncidentCounter,
+    IncidentEvent,
+    IncidentEventKind,
+    IncidentStatus,
+    Severity,
+)
+from apps.incidents.signals import incident_event_committed
+
+_STATUS_BY_LOWER = {choice.lower(): choice for choice in IncidentStatus.values}
+
+
+def parse_status(value) -> str:
+    status = _STATUS_BY_LOWER.get(str(value).strip().lower())
+    if status is None:
+        raise DomainError(
+            f"Unknown status {value!r}; expected one of {', '.join(IncidentStatus.values)}", field="status"
+        )
+    return status
+
+
+def parse_severity(value) -> int:
+    text = str(value).strip().upper().removeprefix("SEV")
+    if not text.isdigit() or int(text) not in Severity.values:
+        raise DomainError(f"Unknown severity {value!r}; expected 0–4 or SEV0–SEV4", field="severity")
+    return int(text)
+
+
+def _record_event(*, incident: Incident, actor: str, **fields) -> IncidentEvent:
+    event = IncidentEvent.objects.create(incident=incident, actor=actor or "", **fields)
+    transaction.on_commit(lambda: incident_event_committed.send(sender=IncidentEvent, event_id=event.pk))
+    return event
+
+
+def _next_number() -> int:
+    counter, _ = IncidentCounter.objects.select_for_update().get_or_create(pk=1)
+    IncidentCounter.objects.filter(pk=counter.pk).update(last_number=F("last_number") + 1)
+    counter.refresh_from_db()
+    return counter.last_number
+
+
+@transaction.atomic
+def incident_create(
+    *,
+    title: str,
+    summary: str = "",
+    severity=Severity.SEV2,
+    status=IncidentStatus.DETECTED,
+    service: str = "",
+    environment: str = "",
+    owner: str = "",
+    actor: str = "",
+) -> Incident:
+    if not title or not title.strip():
+        raise DomainError("An incident needs a title", field="title")
+    status = parse_status(status)
+    incident = Incident(
+        number=_next_number(),
+        title=title.strip(),
+        summary=summary or "",
+        severity=parse_severity(severity),
+        status=status,
+        service=service or "",
+        environment=environment or "",
+        owner=owner or "",
+    )
+    if status == IncidentStatus.RESOLVED:
+        incident.resolved_at = timezone.now()
+    incident.full_clean()
+    incident.save()
+    _record_event(
+        incident=incident,
+        actor=actor,
+        kind=IncidentEventKind.CREATED,
+        to_status=incident.status,
+        to_severity=incident.severity,
+    )
+    return incident
+
+
+@transaction.atomic
+def incident_update(*, incident_id, status=None, severity=None, actor: str = "", **fields) -> Incident:
+    """Change an incident; a new status or severity becomes a timeline event that fires runbooks.
+
+    The row is locked so two concurrent changes each see the other's result and record an
+    accurate from→to; a change to the value it already has records nothing (and fires nothing).
+    """
+    incident = Incident.objects.select_for_update().get(pk=incident_id)
+    events = []
+    if status is not None:
+        new_status = parse_status(status)
+        if new_status != incident.status:
+            events.append(
+                {"kind": IncidentEventKind.STATUS_CHANGED, "from_status": incident.status, "to_status": new_status}
+            )
+            incident.status = new_status
+            incident.resolved_at = timezone.now() if new_status == IncidentStatus.RESOLVED else None
+    if severity is not None:
+        new_severity = parse_severity(severity)
+        if new_severity != incident.severity:
+            events.append(
+                {
+                    "kind": IncidentEventKind.SEVERITY_CHANGED,
+                    "from_severity": incident.severity,
+                    "to_severity": new_severity,
+                }
+            )
+            incident.severity = new_severity
+    for name, value in fields.items():
+        if name not in {"title", "summary", "service", "environment", "owner"}:
+            raise DomainError(f"{name} cannot be changed", field=name)
+        setattr(incident, name, value if value is not None else "")
+    incident.full_clean()
+    incident.save()
+    for event in events:
+        # Every event carries the incident's state after the change: runbook conditions match on it.
+        _record_event(
+            incident=incident, actor=actor, **{"to_status": incident.status, "to_severity": incident.severity, **event}
+        )
+    return incident
+
+
+@transaction.atomic
+def incident_trigger_runbook(*, incident_id, runbook_slug: str, actor: str = "") -> IncidentEvent:
+    """A person asked for a `manual` runbook on this incident: recorded on the timeline like any change."""
+    incident = Incident.objects.select_for_update().get(pk=incident_id)
+    return _record_event(
+        incident=incident,
+        actor=actor,
+        kind=IncidentEventKind.MANUAL,
+        runbook_slug=runbook_slug,
+        to_status=incident.status,
+        to_severity=incident.severity,
+    )

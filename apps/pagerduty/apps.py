@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class PagerDutyConfig(AppConfig):
+    name = "apps.pagerduty"
+    label = "pagerduty"
+    verbose_name = "PagerDuty"

@@ -1,0 +1,322 @@
+"""The one HTTP client for PagerDuty's REST API.
+
+Plain `requests`, so `responses` can intercept it in tests. No ORM in here: callers pass the key
+and URLs and receive dicts or typed errors. Every attempt, including retried ones, is reported to
+`on_exchange` with secrets redacted, so the caller can store it on the run.
+"""
+
+import email.utils
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from urllib.parse import urlencode
+
+import requests
+from django.conf import settings
+
+from apps.core.redaction import redact_data, redact_headers, redact_text, register_secret
+from apps.pagerduty.errors import (
+    PagerDutyBadRequest,
+    PagerDutyError,
+    PagerDutyUnavailable,
+    error_for_status,
+)
+
+ACCEPT = "application/vnd.pagerduty+json;version=2"
+MAX_PAGE_SIZE = 100
+OFFSET_CAP = 10_000
+# Response headers worth keeping on a run record; the rest is noise.
+_KEPT_RESPONSE_HEADERS = ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset", "retry-after", "x-request-id")
+
+
+@dataclass
+class Exchange:
+    """One HTTP attempt as it will be stored: never holds a secret."""
+
+    method: str
+    url: str
+    request_headers: dict
+    request_body: object = None
+    status: int | None = None
+    response_headers: dict = field(default_factory=dict)
+    response_body: object = None
+    error: str = ""
+    duration_ms: int = 0
+    attempt: int = 1
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 5
+    backoff_base: float = 1.0
+    backoff_cap: float = 30.0
+    # A server-announced wait longer than this is not honoured in-process; the call fails instead.
+    max_announced_wait: float = 120.0
+
+    @classmethod
+    def from_settings(cls) -> "RetryPolicy":
+        return cls(
+            max_attempts=settings.PAGERDUTY_MAX_ATTEMPTS,
+            backoff_base=settings.PAGERDUTY_BACKOFF_BASE_SECONDS,
+            backoff_cap=settings.PAGERDUTY_BACKOFF_CAP_SECONDS,
+        )
+
+    def delay(self, attempt: int, announced: float | None) -> float:
+        if announced is not None:
+            return max(0.0, announced)
+        computed = min(self.backoff_cap, self.backoff_base * (2 ** (attempt - 1)))
+        # Half fixed, half random: spreads workers that failed together without shrinking the wait much.
+        return computed / 2 + random.uniform(0, computed / 2)
+
+
+def _sleep(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def announced_wait(headers) -> float | None:
+    """Seconds PagerDuty asked us to wait: `ratelimit-reset` (seconds) or `Retry-After` (seconds or date)."""
+    for name in ("ratelimit-reset", "retry-after"):
+        value = headers.get(name)
+        if value is None:
+            continue
+        value = str(value).strip()
+        try:
+            return float(value)
+        except ValueError:
+            parsed = email.utils.parsedate_to_datetime(value) if value else None
+            if parsed is not None:
+                return max(0.0, parsed.timestamp() - time.time())
+    return None
+
+
+def _parse_body(response: requests.Response):
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return response.text[:4000]
+
+
+def _error_from_response(response: requests.Response, body, exchange: Exchange) -> PagerDutyError:
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        message = error.get("message") or response.reason or "error"
+        code, errors = error.get("code"), error.get("errors") or []
+    else:
+        message = (body if isinstance(body, str) and body else response.reason) or f"HTTP {response.status_code}"
+        code, errors = None, []
+    cls = error_for_status(response.status_code)
+    return cls(redact_text(str(message)), status=response.status_code, code=code, errors=errors, exchange=exchange)
+
+
+class PagerDutyClient:
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        api_url: str = "https://api.pagerduty.com",
+        from_email: str = "",
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+        session: requests.Session | None = None,
+        on_exchange: Callable[[Exchange], None] | None = None,
+        sleep: Callable[[float], None] | None = None,
+    ):
+        register_secret(api_key)
+        self._api_key = api_key
+        self.api_url = api_url.rstrip("/")
+        self.from_email = from_email
+        self.timeout = timeout if timeout is not None else settings.PAGERDUTY_TIMEOUT_SECONDS
+        self.retry = retry or RetryPolicy.from_settings()
+        self.session = session or requests.Session()
+        self.on_exchange = on_exchange
+        self.sleep = sleep or _sleep
+        self.requests_made = 0
+
+    def __repr__(self) -> str:
+        return f"PagerDutyClient(api_url={self.api_url!r})"
+
+    # --- transport ---------------------------------------------------------------------------
+
+    def _headers(self, write: bool, from_email: str | None) -> dict:
+        headers = {
+            "Authorization": f"Token token={self._api_key}",
+            "Accept": ACCEPT,
+            "Content-Type": "application/json",
+        }
+        sender = from_email or self.from_email
+        if write or sender:
+            if not sender:
+                raise PagerDutyBadRequest(
+                    'No From email: PagerDuty requires a user\'s email in the "From" header on writes; '
+                    "set `from` on the step or a default From email on the connection",
+                    status=None,
+                )
+            headers["From"] = sender
+        return headers
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params=None,
+        json=None,
+        from_email: str | None = None,
+        retry_ambiguous: bool = True,
+    ):
+        """One logical call, retried on 429/5xx/timeouts within the policy.
+
+        `retry_ambiguous=False` is for calls that page people and have no dedup key (responder
+        requests): when we cannot know whether PagerDuty acted, we stop rather than page twice.
+        """
+        method = method.upper()
+        write = method in ("POST", "PUT", "DELETE")
+        headers = self._headers(write, from_email)
+        url = f"{self.api_url}/{path.lstrip('/')}"
+        shown_url = url + (f"?{urlencode(params, doseq=True)}" if params else "")
+        attempt = 0
+        while True:
+            attempt += 1
+            exchange = Exchange(
+                method=method,
+                url=redact_text(shown_url),
+                request_headers=redact_headers(headers),
+                request_body=redact_data(json),
+                attempt=attempt,
+            )
+            started = time.monotonic()
+            error: PagerDutyError | None = None
+            response = None
+            try:
+                self.requests_made += 1
+                response = self.session.request(
+                    method, url, params=params, json=json, headers=headers, timeout=self.timeout
+                )
+            except requests.ConnectTimeout as exc:
+                error = PagerDutyUnavailable(f"connect timeout: {exc}", maybe_processed=False)
+            except requests.ConnectionError as exc:
+                # A reset after the request was written may still have been processed.
+                error = PagerDutyUnavailable(f"connection error: {exc}", maybe_processed=write)
+            except requests.Timeout as exc:
+                error = PagerDutyUnavailable(f"read timeout after {self.timeout}s: {exc}", maybe_processed=True)
+            exchange.duration_ms = int((time.monotonic() - started) * 1000)
+            body = None
+            if response is not None:
+                body = _parse_body(response)
+                exchange.status = response.status_code
+                exchange.response_headers = {
+                    k: response.headers[k] for k in _KEPT_RESPONSE_HEADERS if k in response.headers
+                }
+                exchange.response_body = redact_data(body)
+                if response.status_code >= 400:
+                    error = _error_from_response(response, body, exchange)
+            else:
+                exchange.error = redact_text(str(error))
+                error.exchange = exchange
+            if self.on_exchange:
+                self.on_exchange(exchange)
+            if error is None:
+                return body
+            wait = self._retry_wait(error, response, attempt, retry_ambiguous)
+            if wait is None:
+                raise error
+            self.sleep(wait)
+
+    def _retry_wait(self, error, response, attempt, retry_ambiguous) -> float | None:
+        if not error.retryable or attempt >= self.retry.max_attempts:
+            return None
+        if isinstance(error, PagerDutyUnavailable) and error.maybe_processed and not retry_ambiguous:
+            return None
+        if not retry_ambiguous and error.status and error.status >= 500:
+            return None
+        announced = announced_wait(response.headers) if response is not None else None
+        if announced is not None and announced > self.retry.max_announced_wait:
+            return None
+        return self.retry.delay(attempt, announced)
+
+    # --- reads ---------------------------------------------------------------------------------
+
+    def iter_pages(self, path: str, key: str, params: dict | None = None) -> Iterator[list]:
+        """Classic pagination at the largest page size. Raises rather than stop silently at the cap."""
+        offset = 0
+        while True:
+            if offset + MAX_PAGE_SIZE > OFFSET_CAP:
+                raise OffsetCapReached(path, offset)
+            page = self.request("GET", path, params={**(params or {}), "limit": MAX_PAGE_SIZE, "offset": offset})
+            items = page.get(key) or []
+            yield items
+            if not page.get("more") or not items:
+                return
+            offset += len(items)
+
+    def list_all(self, path: str, key: str, params: dict | None = None) -> list:
+        return [item for page in self.iter_pages(path, key, params) for item in page]
+
+    def find_open_incidents(self, *, incident_key: str, service_id: str | None = None) -> list:
+        if not incident_key:
+            # An empty incident_key filter matches every incident on the account.
+            raise ValueError("refusing to look up incidents by an empty incident_key")
+        params = {
+            "incident_key": incident_key,
+            "statuses[]": ["triggered", "acknowledged"],
+            "date_range": "all",
+        }
+        if service_id:
+            params["service_ids[]"] = [service_id]
+        return self.request("GET", "/incidents", params=params).get("incidents") or []
+
+    def find_users(self, *, query: str) -> list:
+        return self.request("GET", "/users", params={"query": query, "limit": MAX_PAGE_SIZE}).get("users") or []
+
+    def get_user(self, user_id: str) -> dict:
+        return self.request("GET", f"/users/{user_id}")["user"]
+
+    def get_incident(self, incident_id: str) -> dict:
+        return self.request("GET", f"/incidents/{incident_id}")["incident"]
+
+    def test_connection(self) -> dict:
+        return self.request("GET", "/abilities")
+
+    # --- writes --------------------------------------------------------------------------------
+
+    def create_incident(self, payload: dict, *, from_email: str | None = None) -> dict:
+        # Safe to retry: a create that did land comes back as the dedup 400, which callers adopt.
+        return self.request("POST", "/incidents", json=payload, from_email=from_email)["incident"]
+
+    def create_responder_request(self, incident_id: str, payload: dict, *, from_email: str | None = None) -> dict:
+        return self.request(
+            "POST",
+            f"/incidents/{incident_id}/responder_requests",
+            json=payload,
+            from_email=from_email,
+            retry_ambiguous=False,
+        )
+
+    def update_incident(self, incident_id: str, payload: dict, *, from_email: str | None = None) -> dict:
+        return self.request("PUT", f"/incidents/{incident_id}", json=payload, from_email=from_email)["incident"]
+
+
+class OffsetCapReached(PagerDutyError):
+    """Classic pagination cannot go past offset 10,000: the caller must partition the query."""
+
+    def __init__(self, path: str, offset: int):
+        self.path = path
+        self.offset = offset
+        super().__init__(
+            f"{path}: classic pagination stops at offset {OFFSET_CAP}; partition the query (e.g. by team)",
+            status=None,
+        )
+
+
+DEDUP_MESSAGE = "Open incident with matching dedup key already exists"
+
+
+def is_dedup_conflict(error: PagerDutyError) -> bool:
+    texts = [error.message, *(str(e) for e in error.errors)]
+    return isinstance(error, PagerDutyBadRequest) and any(DEDUP_MESSAGE.lower() in t.lower() for t in texts)

@@ -1,0 +1,56 @@
+from django.db import transaction
+from django.utils import timezone
+
+from apps.core.errors import DomainError
+from apps.pagerduty.client import PagerDutyClient
+from apps.pagerduty.errors import PagerDutyError
+from apps.pagerduty.models import DEFAULT_API_URL, DEFAULT_EVENTS_URL, PagerDutyConnection
+
+
+def connection_client(*, connection: PagerDutyConnection, **kwargs) -> PagerDutyClient:
+    return PagerDutyClient(
+        api_key=connection.api_key, api_url=connection.api_url, from_email=connection.from_email, **kwargs
+    )
+
+
+@transaction.atomic
+def connection_upsert(
+    *,
+    name: str,
+    api_key: str | None = None,
+    from_email: str,
+    api_url: str = "",
+    events_url: str = "",
+    subdomain: str = "",
+) -> PagerDutyConnection:
+    """Create or update by name. A blank api_key keeps the stored one (the key is write-only)."""
+    connection = PagerDutyConnection.objects.select_for_update().filter(name=name).first()
+    if connection is None:
+        if not api_key:
+            raise DomainError("A new connection needs an API key", field="api_key")
+        connection = PagerDutyConnection(name=name)
+    if api_key:
+        connection.api_key = api_key
+    connection.from_email = from_email
+    connection.api_url = (api_url or DEFAULT_API_URL).rstrip("/")
+    connection.events_url = (events_url or DEFAULT_EVENTS_URL).rstrip("/")
+    connection.subdomain = subdomain or ""
+    connection.full_clean()
+    connection.save()
+    return connection
+
+
+def connection_test(*, connection: PagerDutyConnection) -> tuple[bool, str]:
+    """Asks PagerDuty which abilities the key has: proves URL, key and account in one request."""
+    client = connection_client(connection=connection)
+    client.retry = client.retry.__class__(max_attempts=1)
+    try:
+        abilities = client.test_connection().get("abilities") or []
+        ok, message = True, f"Connected to {connection.api_url}; account abilities: {len(abilities)}"
+    except PagerDutyError as exc:
+        ok, message = False, str(exc)
+    PagerDutyConnection.objects.filter(pk=connection.pk).update(
+        last_tested_at=timezone.now(), last_test_ok=ok, last_test_message=message
+    )
+    connection.last_test_ok, connection.last_test_message = ok, message
+    return ok, message

@@ -1,0 +1,46 @@
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from apps.runbooks.loader import YamlError, read_documents, spec_problems
+from apps.runbooks.services import runbook_upsert_from_spec
+
+
+class Command(BaseCommand):
+    help = "Load runbooks from YAML files (upsert by slug). With --check, validate only."
+
+    def add_arguments(self, parser):
+        parser.add_argument("paths", nargs="+", help="YAML files or directories (searched recursively)")
+        parser.add_argument("--check", action="store_true", help="Validate every file and write nothing")
+
+    def handle(self, *args, paths, check, **options):
+        documents = []
+        for raw in paths:
+            path = Path(raw)
+            if not path.exists():
+                raise CommandError(f"{raw}: no such file or directory")
+            documents += read_documents(path)
+        if not documents:
+            raise CommandError(f"No runbook YAML files found in {', '.join(paths)}")
+        problems, slugs = [], {}
+        for source, doc in documents:
+            if isinstance(doc, YamlError):
+                problems.append(f"{source}: YAML syntax error: {doc}")
+                continue
+            for problem in spec_problems(doc, source=source):
+                problems.append(f"{source}: {problem}")
+            slug = doc.get("slug") if isinstance(doc, dict) else None
+            if slug in slugs:
+                problems.append(f"{source}: slug {slug!r} is also defined in {slugs[slug]}")
+            slugs.setdefault(slug, source)
+        if problems:
+            for line in problems:
+                self.stderr.write(line)
+            raise CommandError(f"{len(problems)} problem(s) in {len(documents)} runbook(s); nothing was written")
+        if check:
+            self.stdout.write(self.style.SUCCESS(f"{len(documents)} runbook(s) valid"))
+            return
+        for source, doc in documents:
+            runbook, created = runbook_upsert_from_spec(spec=doc)
+            self.stdout.write(f"{'created' if created else 'updated'} {runbook.slug} ({source})")
+        self.stdout.write(self.style.SUCCESS(f"{len(documents)} runbook(s) loaded"))

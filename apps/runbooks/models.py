@@ -1,0 +1,189 @@
+from django.core.validators import RegexValidator
+from django.db import models
+
+from apps.core.models import TimeStampedModel
+from apps.incidents.models import Incident, IncidentEvent, IncidentStatus
+from apps.pagerduty.models import PagerDutyConnection
+
+
+class TriggerOn(models.TextChoices):
+    CREATED = "created"
+    STATUS_CHANGED = "status_changed"
+    SEVERITY_CHANGED = "severity_changed"
+    MANUAL = "manual"
+
+
+class OnFailure(models.TextChoices):
+    STOP = "stop"
+    CONTINUE = "continue"
+
+
+class RunStatus(models.TextChoices):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+
+FINISHED = {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.SKIPPED, RunStatus.CANCELLED}
+
+step_key_validator = RegexValidator(
+    r"^[a-z][a-z0-9_]*$", "Lower-case letters, digits and underscores, starting with a letter (used as steps.<key>)"
+)
+
+
+class Runbook(TimeStampedModel):
+    slug = models.SlugField(max_length=100, unique=True)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    enabled = models.BooleanField(default=True)
+    trigger_on = models.CharField(max_length=20, choices=TriggerOn.choices, default=TriggerOn.STATUS_CHANGED)
+    # Empty list = any. Status lists apply to status_changed only.
+    trigger_to = models.JSONField(default=list, blank=True, help_text="Statuses the incident changes to")
+    trigger_from = models.JSONField(default=list, blank=True, help_text="Statuses the incident changes from")
+    condition_severity = models.JSONField(default=list, blank=True, help_text="Severities 0–4; empty = any")
+    condition_services = models.JSONField(default=list, blank=True, help_text="Activity.service values; empty = any")
+    condition_environments = models.JSONField(default=list, blank=True, help_text="Environments; empty = any")
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.name or self.slug
+
+
+class Step(models.Model):
+    runbook = models.ForeignKey(Runbook, on_delete=models.CASCADE, related_name="steps")
+    position = models.PositiveIntegerField(default=0)
+    key = models.CharField(max_length=50, validators=[step_key_validator])
+    name = models.CharField(max_length=200, blank=True)
+    action = models.CharField(max_length=100)
+    # By name, so runbooks-as-code stay portable between environments.
+    connection = models.CharField(max_length=100, default="default", blank=True)
+    inputs = models.JSONField(default=dict, blank=True, help_text="Field → Mustache template (the `with:` block)")
+    on_failure = models.CharField(max_length=10, choices=OnFailure.choices, default=OnFailure.STOP)
+
+    class Meta:
+        ordering = ["position", "id"]
+        constraints = [models.UniqueConstraint(fields=["runbook", "key"], name="uniq_step_key_per_runbook")]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.action})"
+
+
+class RunbookRun(TimeStampedModel):
+    runbook = models.ForeignKey(Runbook, on_delete=models.CASCADE, related_name="runs")
+    incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="runbook_runs")
+    event = models.ForeignKey(IncidentEvent, on_delete=models.CASCADE, related_name="runbook_runs")
+    status = models.CharField(max_length=20, choices=RunStatus.choices, default=RunStatus.PENDING, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    # How many times execution started (1 + re-runs + takeovers after a crash).
+    executions = models.PositiveIntegerField(default=0)
+    # Lease: the worker executing the run holds it until lease_expires_at (renewed between steps).
+    lease_token = models.CharField(max_length=64, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            # One run per (runbook, event): a redelivered message or a re-dispatch starts nothing twice.
+            models.UniqueConstraint(fields=["runbook", "event"], name="uniq_run_per_runbook_event"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.runbook.slug} on {self.incident.short_id} ({self.status})"
+
+
+class StepRun(models.Model):
+    run = models.ForeignKey(RunbookRun, on_delete=models.CASCADE, related_name="step_runs")
+    step = models.ForeignKey(Step, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    # Snapshot of the step when the run was created: editing the runbook never changes a run.
+    position = models.PositiveIntegerField()
+    key = models.CharField(max_length=50)
+    name = models.CharField(max_length=200, blank=True)
+    action = models.CharField(max_length=100)
+    connection = models.CharField(max_length=100, blank=True)
+    inputs = models.JSONField(default=dict, blank=True)
+    on_failure = models.CharField(max_length=10, choices=OnFailure.choices, default=OnFailure.STOP)
+
+    status = models.CharField(max_length=20, choices=RunStatus.choices, default=RunStatus.PENDING)
+    rendered = models.JSONField(default=dict, blank=True)
+    request = models.JSONField(default=dict, blank=True, help_text="Last request sent (secrets redacted)")
+    response = models.JSONField(default=dict, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    outputs = models.JSONField(default=dict, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "position"]
+        constraints = [models.UniqueConstraint(fields=["run", "key"], name="uniq_step_run_key")]
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.status}"
+
+    @property
+    def duration_ms(self) -> int | None:
+        if self.started_at and self.finished_at:
+            return int((self.finished_at - self.started_at).total_seconds() * 1000)
+        return None
+
+
+class StepRunExchange(models.Model):
+    """Every HTTP attempt a step made, in order, as PagerDuty saw it (secrets redacted)."""
+
+    step_run = models.ForeignKey(StepRun, on_delete=models.CASCADE, related_name="exchanges")
+    method = models.CharField(max_length=10)
+    url = models.TextField()
+    request_headers = models.JSONField(default=dict)
+    request_body = models.JSONField(null=True, blank=True)
+    status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_headers = models.JSONField(default=dict)
+    response_body = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    duration_ms = models.PositiveIntegerField(default=0)
+    attempt = models.PositiveSmallIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.url} → {self.status or self.error}"
+
+
+class PagerDutyIncidentLink(TimeStampedModel):
+    """Which PagerDuty incident belongs to which of our incidents, so later steps need no pasted id."""
+
+    incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="pagerduty_links")
+    connection = models.ForeignKey(PagerDutyConnection, on_delete=models.SET_NULL, null=True, related_name="+")
+    pagerduty_incident_id = models.CharField(max_length=32)
+    incident_number = models.PositiveIntegerField(null=True, blank=True)
+    html_url = models.URLField(blank=True, max_length=500)
+    incident_key = models.CharField(max_length=255, blank=True)
+    service_id = models.CharField(max_length=32, blank=True)
+    status = models.CharField(max_length=20, default="triggered")
+    created_by = models.ForeignKey(StepRun, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["incident", "connection", "pagerduty_incident_id"], name="uniq_pagerduty_link"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.incident.short_id} ↔ PagerDuty {self.pagerduty_incident_id}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in ("triggered", "acknowledged")
+
+
+ACTIVE_INCIDENT_STATUSES = [s for s in IncidentStatus.values if s != IncidentStatus.RESOLVED]

@@ -1,0 +1,325 @@
+"""The runbook engine: start runs for incident events, execute their steps, re-run them.
+
+Idempotency, in order of defence:
+1. one RunbookRun per (runbook, event) — a unique constraint, so re-dispatching starts nothing;
+2. a lease on the run — two deliveries of the same message never execute it at once;
+3. per step, a status written *before* the request — a step found `running` was interrupted, and
+   its action reconciles with PagerDuty (look up by incident key) instead of sending blindly;
+4. the PagerDuty incident link and incident_key dedup — a re-run reuses the open incident.
+"""
+
+import logging
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, OperationalError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from apps.core.errors import DomainError
+from apps.core.redaction import redact_data, redact_headers
+from apps.incidents.models import IncidentEvent
+from apps.pagerduty.errors import PagerDutyError
+from apps.pagerduty.selectors import connection_get
+from apps.pagerduty.services import connection_client
+from apps.runbooks import tasks, templating
+from apps.runbooks.executors import StepContext, StepFailed, StepSkipped, get_action
+from apps.runbooks.models import FINISHED, OnFailure, Runbook, RunbookRun, RunStatus, StepRun, StepRunExchange
+from apps.runbooks.resolvers import LiveResolver
+from apps.runbooks.selectors import runbooks_matching_event, template_context_for_run
+
+logger = logging.getLogger(__name__)
+
+
+# --- starting runs -------------------------------------------------------------------------------
+
+
+def runs_create_for_event(*, event_id: int) -> list[RunbookRun]:
+    """Start one run per matching runbook. Safe to call any number of times for the same event."""
+    event = IncidentEvent.objects.select_related("incident").filter(pk=event_id).first()
+    if event is None:
+        return []
+    created = []
+    for runbook in runbooks_matching_event(event=event):
+        try:
+            with transaction.atomic():
+                run = run_create(runbook=runbook, event=event)
+        except IntegrityError:
+            continue  # this (runbook, event) already has its run
+        created.append(run)
+        transaction.on_commit(lambda run_id=run.pk: tasks.execute_run.delay(run_id))
+    IncidentEvent.objects.filter(pk=event.pk, dispatched_at__isnull=True).update(dispatched_at=timezone.now())
+    return created
+
+
+def run_create(*, runbook: Runbook, event: IncidentEvent) -> RunbookRun:
+    run = RunbookRun.objects.create(runbook=runbook, incident=event.incident, event=event)
+    StepRun.objects.bulk_create(
+        [
+            StepRun(
+                run=run,
+                step=step,
+                position=index,
+                key=step.key,
+                name=step.name,
+                action=step.action,
+                connection=step.connection,
+                inputs=step.inputs,
+                on_failure=step.on_failure,
+            )
+            for index, step in enumerate(runbook.steps.order_by("position", "id"))
+        ]
+    )
+    return run
+
+
+# --- executing runs ------------------------------------------------------------------------------
+
+
+class LeaseHeld(Exception):
+    """Another worker is executing this run right now."""
+
+    def __init__(self, seconds_left: float):
+        self.seconds_left = seconds_left
+        super().__init__(f"run is leased for another {seconds_left:.0f}s")
+
+
+def _lease_until():
+    return timezone.now() + timedelta(seconds=settings.RUNBOOK_RUN_LEASE_SECONDS)
+
+
+def _claim(run_id, token: str) -> bool:
+    now = timezone.now()
+    claimable = Q(status=RunStatus.PENDING) | Q(status=RunStatus.RUNNING, lease_expires_at__lt=now)
+    claimable |= Q(status=RunStatus.RUNNING, lease_expires_at__isnull=True)
+    return bool(
+        RunbookRun.objects.filter(claimable, pk=run_id).update(
+            status=RunStatus.RUNNING,
+            lease_token=token,
+            lease_expires_at=_lease_until(),
+            executions=F("executions") + 1,
+            started_at=now,
+        )
+    )
+
+
+def _renew(run_id, token: str) -> bool:
+    return bool(RunbookRun.objects.filter(pk=run_id, lease_token=token).update(lease_expires_at=_lease_until()))
+
+
+def run_execute(*, run_id) -> RunbookRun | None:
+    """Execute a run's unfinished steps in order. Returns None if there was nothing to do.
+
+    Raises LeaseHeld when another worker holds the run, so the caller can try again later.
+    """
+    token = uuid.uuid4().hex
+    if not _claim(run_id, token):
+        run = RunbookRun.objects.filter(pk=run_id).first()
+        if run is None or run.status in FINISHED:
+            return None
+        seconds_left = (run.lease_expires_at - timezone.now()).total_seconds() if run.lease_expires_at else 0
+        raise LeaseHeld(max(seconds_left, 0))
+    run = RunbookRun.objects.select_related("incident", "runbook").get(pk=run_id)
+    cache: dict = {}
+    stopped_by = None
+    for step_run in run.step_runs.order_by("position"):
+        if step_run.status in FINISHED:
+            if step_run.status == RunStatus.FAILED and step_run.on_failure == OnFailure.STOP:
+                stopped_by = step_run
+                break
+            continue
+        if not _renew(run.pk, token):
+            logger.warning("run %s: lease lost to another worker; stopping here", run.pk)
+            return run
+        _execute_step(run=run, step_run=step_run, cache=cache)
+        if step_run.status == RunStatus.FAILED and step_run.on_failure == OnFailure.STOP:
+            stopped_by = step_run
+            break
+    return _finish(run=run, token=token, stopped_by=stopped_by)
+
+
+def _finish(*, run: RunbookRun, token: str, stopped_by: StepRun | None) -> RunbookRun:
+    if stopped_by is not None:
+        run.step_runs.filter(status=RunStatus.PENDING).update(
+            status=RunStatus.CANCELLED, error=f"Not run: step {stopped_by.key!r} failed (on_failure: stop)"
+        )
+    statuses = set(run.step_runs.values_list("status", flat=True))
+    status = RunStatus.FAILED if RunStatus.FAILED in statuses else RunStatus.SUCCEEDED
+    error = f"Step {stopped_by.key!r} failed: {stopped_by.error}" if stopped_by else ""
+    if not stopped_by and status == RunStatus.FAILED:
+        error = "One or more steps failed (on_failure: continue)"
+    RunbookRun.objects.filter(pk=run.pk, lease_token=token).update(
+        status=status, finished_at=timezone.now(), error=error, lease_token="", lease_expires_at=None
+    )
+    run.refresh_from_db()
+    return run
+
+
+def _store_exchange(step_run: StepRun):
+    def store(exchange):
+        StepRunExchange.objects.create(
+            step_run=step_run,
+            method=exchange.method,
+            url=exchange.url,
+            request_headers=exchange.request_headers,
+            request_body=exchange.request_body,
+            status=exchange.status,
+            response_headers=exchange.response_headers,
+            response_body=exchange.response_body,
+            error=exchange.error,
+            duration_ms=exchange.duration_ms,
+            attempt=exchange.attempt,
+        )
+        StepRun.objects.filter(pk=step_run.pk).update(attempts=F("attempts") + 1)
+
+    return store
+
+
+def _execute_step(*, run: RunbookRun, step_run: StepRun, cache: dict) -> None:
+    recovering = step_run.status == RunStatus.RUNNING
+    step_run.status = RunStatus.RUNNING
+    step_run.error = ""
+    step_run.started_at = step_run.started_at or timezone.now()
+    step_run.finished_at = None
+    # Written before any request: if the worker dies from here on, the next execution knows.
+    step_run.save(update_fields=["status", "error", "started_at", "finished_at"])
+    try:
+        outputs = _perform_step(run=run, step_run=step_run, cache=cache, recovering=recovering)
+    except StepSkipped as exc:
+        _end_step(step_run, RunStatus.SKIPPED, error=str(exc))
+    except (StepFailed, templating.TemplateError, DomainError, PagerDutyError) as exc:
+        _end_step(step_run, RunStatus.FAILED, error=str(exc))
+    except OperationalError:
+        raise  # the database is unwell: let the task retry rather than record a false failure
+    except Exception as exc:  # a bug must fail one step visibly, not wedge the run
+        logger.exception("run %s step %s: unexpected error", run.pk, step_run.key)
+        _end_step(step_run, RunStatus.FAILED, error=f"Internal error: {type(exc).__name__}: {exc}")
+    else:
+        step_run.outputs = outputs
+        _end_step(step_run, RunStatus.SUCCEEDED)
+
+
+def _end_step(step_run: StepRun, status: str, *, error: str = "") -> None:
+    last = step_run.exchanges.order_by("-id").first()
+    if last is not None:
+        step_run.response = {"status": last.status, "body": last.response_body, "error": last.error}
+    step_run.attempts = step_run.exchanges.count()
+    step_run.status = status
+    step_run.error = error
+    step_run.finished_at = timezone.now()
+    step_run.save()
+
+
+def _perform_step(*, run: RunbookRun, step_run: StepRun, cache: dict, recovering: bool) -> dict:
+    spec = get_action(step_run.action)
+    context = template_context_for_run(run=run)
+    rendered = templating.render_fields(spec.with_defaults(step_run.inputs), context)
+    step_run.rendered = redact_data(rendered)
+    step_run.save(update_fields=["rendered"])
+    connection = connection_get(name=step_run.connection or "default")
+    client = connection_client(connection=connection, on_exchange=_store_exchange(step_run))
+    ctx = StepContext(
+        incident=run.incident,
+        rendered=rendered,
+        resolver=LiveResolver(incident=run.incident, connection=connection, client=client, cache=cache),
+        default_from=connection.from_email,
+        connection=connection,
+        client=client,
+        recovering=recovering,
+        step_run=step_run,
+        previous_exchanges=list(step_run.exchanges.all()) if recovering else [],
+    )
+    planned = spec.implementation.plan(ctx)
+    step_run.request = {
+        "method": planned.method,
+        "url": connection.api_url.rstrip("/") + planned.path,
+        "headers": redact_headers(client._headers(True, planned.from_email)),
+        "body": redact_data(planned.body),
+    }
+    step_run.save(update_fields=["request"])
+    return spec.implementation.execute(ctx, planned)
+
+
+# --- re-running and recovery ---------------------------------------------------------------------
+
+
+@transaction.atomic
+def run_rerun_from_failed(*, run_id) -> RunbookRun:
+    """Reset the failed step and everything after it; steps that succeeded keep their outputs."""
+    run = RunbookRun.objects.select_for_update().get(pk=run_id)
+    if run.status not in FINISHED:
+        raise DomainError(f"Run is {run.status}; only a finished run can be re-run")
+    first_failed = run.step_runs.filter(status__in=[RunStatus.FAILED, RunStatus.CANCELLED]).order_by("position").first()
+    if first_failed is None:
+        raise DomainError("Nothing to re-run: no step failed")
+    run.step_runs.filter(position__gte=first_failed.position).exclude(status=RunStatus.SUCCEEDED).update(
+        status=RunStatus.PENDING, error="", finished_at=None, started_at=None
+    )
+    run.status, run.error, run.finished_at = RunStatus.PENDING, "", None
+    run.save(update_fields=["status", "error", "finished_at"])
+    transaction.on_commit(lambda: tasks.execute_run.delay(run.pk))
+    return run
+
+
+def runs_recover_stalled(*, pending_after_seconds: int = 60, max_age_hours: int = 24) -> dict:
+    """Re-enqueue work whose message was lost: undispatched events, unclaimed runs, expired leases."""
+    now = timezone.now()
+    horizon = now - timedelta(hours=max_age_hours)
+    stale = now - timedelta(seconds=pending_after_seconds)
+    events = list(
+        IncidentEvent.objects.filter(
+            dispatched_at__isnull=True, created_at__lt=stale, created_at__gt=horizon
+        ).values_list("pk", flat=True)[:500]
+    )
+    runs = list(
+        RunbookRun.objects.filter(created_at__gt=horizon)
+        .filter(
+            Q(status=RunStatus.PENDING, updated_at__lt=stale) | Q(status=RunStatus.RUNNING, lease_expires_at__lt=now)
+        )
+        .values_list("pk", flat=True)[:500]
+    )
+    for event_id in events:
+        tasks.dispatch_incident_event.delay(event_id)
+    for run_id in runs:
+        tasks.execute_run.delay(run_id)
+    return {"events": len(events), "runs": len(runs)}
+
+
+# --- runbooks as code ----------------------------------------------------------------------------
+
+
+@transaction.atomic
+def runbook_upsert_from_spec(*, spec: dict) -> tuple[Runbook, bool]:
+    """Create or update a runbook by slug from a validated spec; steps are matched by key and
+    updated in place, so run history keeps pointing at the same Step rows."""
+    trigger = spec.get("trigger") or {}
+    conditions = spec.get("conditions") or {}
+
+    def as_list(value):
+        return [] if value is None else value if isinstance(value, list) else [value]
+
+    runbook, created = Runbook.objects.select_for_update().get_or_create(slug=spec["slug"])
+    runbook.name = spec["name"]
+    runbook.description = spec.get("description") or ""
+    runbook.enabled = spec.get("enabled", True)
+    runbook.trigger_on = trigger["on"]
+    runbook.trigger_to = as_list(trigger.get("to"))
+    runbook.trigger_from = as_list(trigger.get("from"))
+    runbook.condition_severity = as_list(conditions.get("severity"))
+    runbook.condition_services = as_list(conditions.get("services"))
+    runbook.condition_environments = as_list(conditions.get("environments"))
+    runbook.save()
+    existing = {step.key: step for step in runbook.steps.all()}
+    keys = [step["key"] for step in spec.get("steps") or []]
+    runbook.steps.exclude(key__in=keys).delete()
+    for position, item in enumerate(spec.get("steps") or []):
+        step = existing.get(item["key"]) or runbook.steps.model(runbook=runbook, key=item["key"])
+        step.position = position
+        step.name = item.get("name") or ""
+        step.action = item["action"]
+        step.connection = item.get("connection") or "default"
+        step.inputs = {name: "" if value is None else str(value) for name, value in (item.get("with") or {}).items()}
+        step.on_failure = item.get("on_failure", OnFailure.STOP)
+        step.save()
+    return runbook, created

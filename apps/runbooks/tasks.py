@@ -1,0 +1,29 @@
+"""Thin Celery tasks: ids in, services do the work, duplicates and stale deliveries are no-ops."""
+
+import logging
+
+from celery import shared_task
+
+from apps.runbooks import services
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(acks_late=True)
+def dispatch_incident_event(event_id: int) -> int:
+    return len(services.runs_create_for_event(event_id=event_id))
+
+
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=20)
+def execute_run(self, run_id: int) -> str | None:
+    try:
+        run = services.run_execute(run_id=run_id)
+    except services.LeaseHeld as held:
+        # Another delivery is executing it; look again when its lease would have expired.
+        raise self.retry(countdown=held.seconds_left + 1) from None
+    return run.status if run else None
+
+
+@shared_task
+def recover_stalled_runs() -> dict:
+    return services.runs_recover_stalled()

@@ -1,0 +1,158 @@
+"""The only module that touches chevron.
+
+Templates end up in JSON bodies and PagerDuty text, not HTML, so nothing is escaped: `R&D <db>`
+arrives as written. Partials are refused (they would read files). Variables are checked twice:
+against the Activity schema when a runbook is saved or loaded, and against the real context when
+a step renders, so a missing value is an error with a name, never a silent empty string.
+"""
+
+import difflib
+from collections.abc import Iterable
+
+import chevron
+from chevron.tokenizer import ChevronError, tokenize
+
+ACTIVITY_FIELDS: dict[str, tuple[str, str]] = {
+    # name: (description, example)
+    "id": ("Incident UUID", "6f1c2d3e-0000-4000-8000-123456789abc"),
+    "short_id": ("Short id", "INC-123"),
+    "title": ("Title", "Checkout API returns 500s"),
+    "summary": ("Summary", "Error rate above 5% since 10:02 UTC"),
+    "severity": ("Severity 0–4 (0 is the worst)", "1"),
+    "severity_label": ("Severity as SEV0–SEV4", "SEV1"),
+    "status": ("Detected, Investigating, Identified, Monitoring or Resolved", "Investigating"),
+    "service": ("Affected service", "checkout"),
+    "environment": ("Environment", "production"),
+    "owner": ("Owner's email", "alice@example.com"),
+    "created_at": ("Created, ISO 8601 UTC", "2026-11-23T10:02:00Z"),
+    "resolved_at": ("Resolved, ISO 8601 UTC (empty until resolved)", "2026-11-23T11:30:00Z"),
+    "url": ("Link to the incident in this service", "https://runbooks.example.com/admin/incidents/incident/…"),
+}
+PAGERDUTY_FIELDS: dict[str, tuple[str, str]] = {
+    "incident_id": ("PagerDuty incident linked to this incident (empty if none)", "Q1ABCDEF2GHIJK"),
+}
+
+
+class TemplateError(Exception):
+    def __init__(self, message: str, *, field: str | None = None):
+        self.field = field
+        super().__init__(message)
+
+
+def _tokens(template: str) -> list[tuple[str, str]]:
+    try:
+        return list(tokenize(template))
+    except ChevronError as exc:
+        raise TemplateError(f"Mustache syntax error: {exc}".replace("\n", "; ")) from None
+
+
+def validate(template: str, *, allowed: Iterable[str]) -> None:
+    """Syntax and every variable against the names that exist where the template is used."""
+    allowed = set(allowed)
+    prefixes = {".".join(name.split(".")[:i]) for name in allowed for i in range(1, name.count(".") + 1)}
+    depth = 0
+    for kind, name in _tokens(template):
+        name = name.strip()
+        if kind == "partial":
+            raise TemplateError(f"Partials ({{{{> {name}}}}}) are not supported")
+        if kind == "end":
+            depth -= 1
+            continue
+        if kind not in ("variable", "no escape", "section", "inverted section"):
+            continue
+        is_section = kind in ("section", "inverted section")
+        if name == "." and depth > 0:
+            pass
+        elif not (name in allowed or (is_section and name in prefixes)):
+            suggestion = _closest(name, allowed)
+            hint = f"; did you mean {{{{{suggestion}}}}}?" if suggestion else ""
+            raise TemplateError(f"Unknown variable {{{{{name}}}}}{hint}")
+        if is_section:
+            depth += 1
+
+
+def _closest(name: str, allowed: set[str]) -> str | None:
+    matches = difflib.get_close_matches(name, sorted(allowed), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def _lookup(context: dict, name: str):
+    value = context
+    for part in name.split("."):
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        else:
+            return _MISSING
+    return value
+
+
+_MISSING = object()
+
+
+def render(template, context: dict) -> str:
+    """Render one field. Every variable must exist in `context`; its value may be empty."""
+    if template is None:
+        return ""
+    if not isinstance(template, str):
+        return str(template)
+    tokens = _tokens(template)
+    in_section = 0
+    for kind, name in tokens:
+        name = name.strip()
+        if kind in ("section", "inverted section"):
+            in_section += 1
+        elif kind == "end":
+            in_section -= 1
+        elif kind == "partial":
+            raise TemplateError(f"Partials ({{{{> {name}}}}}) are not supported")
+        if (
+            kind in ("variable", "no escape", "section", "inverted section")
+            and name != "."
+            and _lookup(context, name) is _MISSING
+            # Inside a section a name may be relative to the section's value; chevron resolves it.
+            and not (in_section and kind in ("variable", "no escape"))
+        ):
+            raise TemplateError(_missing_message(context, name))
+    # chevron escapes `{{x}}` for HTML; turning every variable into a no-escape tag keeps the
+    # bytes as written without asking authors to type triple braces.
+    unescaped = [("no escape", key) if kind == "variable" else (kind, key) for kind, key in tokens]
+    return chevron.render(unescaped, _stringify(context), partials_path=None, partials_dict={})
+
+
+def _missing_message(context: dict, name: str) -> str:
+    parts = name.split(".")
+    if parts[0] == "steps" and len(parts) >= 2 and parts[1] not in context.get("steps", {}):
+        return f"{{{{{name}}}}} has no value: step {parts[1]!r} has not produced outputs in this run"
+    return f"Unknown variable {{{{{name}}}}}"
+
+
+def _stringify(value):
+    # None must render as "", never "None"; everything else as str() at the leaves.
+    if isinstance(value, dict):
+        return {k: _stringify(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_stringify(v) for v in value]
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else ""
+    return value if isinstance(value, str) else str(value)
+
+
+def render_fields(fields: dict, context: dict) -> dict:
+    """Render every field; raises TemplateError naming the first field that failed."""
+    rendered = {}
+    for name, template in fields.items():
+        try:
+            rendered[name] = render(template, context)
+        except TemplateError as exc:
+            raise TemplateError(f"{name}: {exc}", field=name) from None
+    return rendered
+
+
+def activity_names() -> list[str]:
+    return [f"Activity.{name}" for name in ACTIVITY_FIELDS]
+
+
+def pagerduty_names() -> list[str]:
+    return [f"pagerduty.{name}" for name in PAGERDUTY_FIELDS]

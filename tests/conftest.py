@@ -1,0 +1,47 @@
+"""Shared fixtures. Unit tests run Celery eagerly and mock HTTP with `responses`; tests marked
+`integration`/`e2e` use real processes instead and opt out of both."""
+
+import pytest
+import responses as responses_lib
+
+from apps.pagerduty.models import ServiceMapping
+from apps.pagerduty.services import connection_upsert
+from config.celery import app as celery_app
+
+PD_URL = "https://pd.test"
+API_KEY = "u+UNITtestKEY-4f2a9c81d7e6"
+FROM_EMAIL = "sre@example.com"
+SERVICE_ID = "PSVC001"
+
+
+@pytest.fixture(autouse=True)
+def celery_eager(request):
+    if request.node.get_closest_marker("integration") or request.node.get_closest_marker("e2e"):
+        yield
+        return
+    celery_app.conf.task_always_eager = True
+    celery_app.conf.task_eager_propagates = True
+    yield
+    celery_app.conf.task_always_eager = False
+    celery_app.conf.task_eager_propagates = False
+
+
+@pytest.fixture
+def pd():
+    """Every HTTP request must match a registered PagerDuty response; nothing leaves the process."""
+    with responses_lib.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield mock
+
+
+@pytest.fixture
+def pd_connection(db):
+    connection = connection_upsert(name="default", api_key=API_KEY, from_email=FROM_EMAIL, api_url=PD_URL)
+    ServiceMapping.objects.create(connection=connection, service="", pagerduty_service_id=SERVICE_ID)
+    return connection
+
+
+@pytest.fixture
+def fast_retries(settings):
+    settings.PAGERDUTY_BACKOFF_BASE_SECONDS = 0.01
+    settings.PAGERDUTY_BACKOFF_CAP_SECONDS = 0.05
+    return settings

@@ -1,0 +1,60 @@
+# Two commands matter: `make run` (the service with demo data) and `make test` (everything).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+PORT ?= 8000
+SANDBOX_PORT ?= 8765
+
+.PHONY: run test lint format bench install demo-setup clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	@rm -f $(VENV)/.installed-*
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+# Web + worker + beat on the embedded default (SQLite under var/, filesystem broker), plus the
+# local PagerDuty stand-in unless PAGERDUTY_API_KEY points the demo at a real account.
+run: $(STAMP)
+	$(BIN)/python manage.py migrate --no-input -v 0
+	$(BIN)/python manage.py collectstatic --no-input -v 0
+	@set -e; trap 'kill 0' INT TERM EXIT; \
+	if [ -z "$$PAGERDUTY_API_KEY" ]; then \
+	  $(BIN)/python manage.py pagerduty_sandbox --port $(SANDBOX_PORT) --quiet & \
+	  export PAGERDUTY_SANDBOX_URL=http://127.0.0.1:$(SANDBOX_PORT); \
+	  for i in $$(seq 1 50); do curl -sf $$PAGERDUTY_SANDBOX_URL/_sandbox/health >/dev/null && break; sleep 0.2; done; \
+	fi; \
+	$(BIN)/python manage.py demo_setup; \
+	echo "Admin: http://localhost:$(PORT)/admin/  (user admin, password admin)"; \
+	PATH=$(CURDIR)/$(BIN):$$PATH PORT=$(PORT) $(BIN)/honcho start -f Procfile
+
+# Uses the local PostgreSQL and Redis when they answer (and DATABASE_URL / REDIS_URL are unset),
+# so integration tests run here as in CI; elsewhere they skip and say why.
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python manage.py makemigrations --check --dry-run -v 1
+	@if [ -z "$$DATABASE_URL" ] && $(BIN)/python -c "import socket; socket.create_connection(('127.0.0.1', 5432), 1)" 2>/dev/null; then \
+	  export DATABASE_URL=postgres://postgres@127.0.0.1:5432/test; fi; \
+	if [ -z "$$REDIS_URL" ] && $(BIN)/python -c "import socket; socket.create_connection(('127.0.0.1', 6379), 1)" 2>/dev/null; then \
+	  export REDIS_URL=redis://127.0.0.1:6379/0; fi; \
+	echo "database: $${DATABASE_URL:-sqlite (var/)}  broker: $${REDIS_URL:-none}"; \
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf var/ .pytest_cache .ruff_cache

@@ -1,0 +1,78 @@
+import os
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+from apps.incidents.models import Incident
+from apps.incidents.services import incident_create, incident_update
+from apps.pagerduty.models import PagerDutyConnection
+from apps.pagerduty.services import connection_upsert
+
+SANDBOX_TOKEN = "sandbox-token"
+DEMO_INCIDENTS = [
+    # (title, summary, severity, environment, service, move to)
+    (
+        "Checkout API returns 500s",
+        "Error rate above 5% on POST /checkout since 10:02 UTC",
+        1,
+        "production",
+        "checkout",
+        "Investigating",
+    ),
+    (
+        "Search latency p99 over 2s",
+        "Elasticsearch cluster yellow after node loss",
+        3,
+        "production",
+        "search",
+        "Investigating",
+    ),
+    ("Staging deploy failing", "Migrations time out on staging", 2, "staging", "deploy", None),
+]
+
+
+class Command(BaseCommand):
+    help = (
+        "First-run setup for `make run`: an admin user, the `default` PagerDuty connection (the local stand-in, "
+        "or a real account from PAGERDUTY_* variables), the example runbooks and a few demo incidents. "
+        "Safe to run again: it only creates what is missing."
+    )
+
+    def handle(self, *args, **options):
+        user_model = get_user_model()
+        if not user_model.objects.filter(is_superuser=True).exists():
+            user_model.objects.create_superuser("admin", "admin@example.com", "admin")
+            self.stdout.write("Created superuser admin / admin (demo only: change it)")
+
+        if os.environ.get("PAGERDUTY_API_KEY"):
+            call_command("pagerduty_connect", "default", "--from-env")
+        elif (
+            os.environ.get("PAGERDUTY_SANDBOX_URL") and not PagerDutyConnection.objects.filter(name="default").exists()
+        ):
+            url = os.environ["PAGERDUTY_SANDBOX_URL"]
+            connection = connection_upsert(
+                name="default", api_key=SANDBOX_TOKEN, from_email="sre@example.com", api_url=url, events_url=url
+            )
+            connection.service_mappings.update_or_create(service="", defaults={"pagerduty_service_id": "PSVC001"})
+            self.stdout.write(f"Connection 'default' → local PagerDuty stand-in at {url}")
+
+        call_command("load_runbooks", str(Path(settings.BASE_DIR) / "runbooks"))
+
+        if not Incident.objects.exists():
+            for title, summary, severity, environment, service, move_to in DEMO_INCIDENTS:
+                incident = incident_create(
+                    title=title,
+                    summary=summary,
+                    severity=severity,
+                    environment=environment,
+                    service=service,
+                    owner="sre@example.com",
+                    actor="demo",
+                )
+                if move_to:
+                    # Queued now, run by the worker once it starts: the demo pages on first boot.
+                    incident_update(incident_id=incident.pk, status=move_to, actor="demo")
+            self.stdout.write(f"Created {len(DEMO_INCIDENTS)} demo incidents")

@@ -10,7 +10,8 @@ from apps.pagerduty.services import connection_test
 
 class PagerDutyConnectionForm(forms.ModelForm):
     # Not a model field of the form: the stored key is never loaded into it, so it cannot be rendered.
-    api_key = forms.CharField(
+    new_api_key = forms.CharField(
+        label="API key",
         required=False,
         strip=True,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
@@ -24,14 +25,14 @@ class PagerDutyConnectionForm(forms.ModelForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if self.instance.pk is None:
-            self.fields["api_key"].required = True
-            self.fields["api_key"].help_text = "REST API key. Encrypted at rest and never shown after saving."
+            self.fields["new_api_key"].required = True
+            self.fields["new_api_key"].help_text = "REST API key. Encrypted at rest and never shown after saving."
         else:
             self.fields["name"].disabled = True  # steps refer to connections by name
 
     def save(self, commit=True):
-        if self.cleaned_data.get("api_key"):
-            self.instance.api_key = self.cleaned_data["api_key"]
+        if self.cleaned_data.get("new_api_key"):
+            self.instance.api_key = self.cleaned_data["new_api_key"]
         return super().save(commit=commit)
 
 
@@ -49,7 +50,7 @@ class PagerDutyConnectionAdmin(admin.ModelAdmin):
     change_form_template = "admin/pagerduty/pagerdutyconnection/change_form.html"
 
     def get_fields(self, request, obj=None):
-        fields = ["name", "api_key", "from_email", "api_url", "events_url", "subdomain"]
+        fields = ["name", "new_api_key", "from_email", "api_url", "events_url", "subdomain"]
         return fields + (["key_status", "last_tested_at", "last_test_ok", "last_test_message"] if obj else [])
 
     @admin.display(description="API key")

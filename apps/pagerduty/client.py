@@ -217,7 +217,7 @@ class PagerDutyClient:
                 if response.status_code >= 400:
                     error = _error_from_response(response, body, exchange)
             else:
-                exchange.error = redact_text(str(error))
+                exchange.error = redact_text(error.message)
                 error.exchange = exchange
             if self.on_exchange:
                 self.on_exchange(exchange)

@@ -123,7 +123,17 @@ def _missing_message(context: dict, name: str) -> str:
     parts = name.split(".")
     if parts[0] == "steps" and len(parts) >= 2 and parts[1] not in context.get("steps", {}):
         return f"{{{{{name}}}}} has no value: step {parts[1]!r} has not produced outputs in this run"
-    return f"Unknown variable {{{{{name}}}}}"
+    suggestion = _closest(name, set(_dotted_names(context)))
+    hint = f"; did you mean {{{{{suggestion}}}}}?" if suggestion else ""
+    return f"Unknown variable {{{{{name}}}}}{hint}"
+
+
+def _dotted_names(value, prefix: str = ""):
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            yield from _dotted_names(inner, f"{prefix}{key}.")
+    elif prefix:
+        yield prefix[:-1]
 
 
 def _stringify(value):

@@ -1,0 +1,138 @@
+"""Real processes: PostgreSQL, the Redis broker, a Celery worker subprocess, the PagerDuty stand-in.
+
+Skipped with the reason when PostgreSQL or Redis is not configured (a laptop); under CI=true a
+missing service fails instead, so a green CI always means these ran.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from config.celery import app as celery_app
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _reachable(url: str, default_port: int) -> bool:
+    parts = urlsplit(url)
+    try:
+        socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def _unavailable(reason: str):
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI=true: integration tests must run)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def real_services():
+    if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+        _unavailable("integration tests need PostgreSQL: set DATABASE_URL=postgres://…")
+    broker = settings.CELERY_BROKER_URL
+    if not broker.startswith("redis://") or not _reachable(broker, 6379):
+        _unavailable(f"integration tests need Redis: set REDIS_URL=redis://… (broker is {broker!r})")
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+class WorkerProcess:
+    def __init__(self, process: subprocess.Popen, log: Path, queue: str):
+        self.process, self.log, self.queue = process, log, queue
+
+    def pool_children(self) -> list[int]:
+        return _children(self.process.pid)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def celery_worker_process(real_services, transactional_db, tmp_path, monkeypatch):
+    """A real `celery worker` on a private queue, reading the test database."""
+    queue = f"test-{uuid.uuid4().hex[:8]}"
+    db = connection.settings_dict
+    database_url = (
+        f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    )
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "CELERY_QUEUE": queue,
+        "RUNBOOK_RUN_LEASE_SECONDS": "3",
+        "PAGERDUTY_BACKOFF_BASE_SECONDS": "0.2",
+        "PAGERDUTY_BACKOFF_CAP_SECONDS": "1",
+        "VAR_DIR": str(tmp_path / "var"),
+        "PYTHONUNBUFFERED": "1",
+    }
+    log = tmp_path / "worker.log"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "--pool",
+            "prefork",
+            "--concurrency",
+            "1",
+            "-Q",
+            queue,
+            "--without-heartbeat",
+            "--without-gossip",
+            "--without-mingle",
+            "--loglevel",
+            "INFO",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    monkeypatch.setattr(celery_app.conf, "task_default_queue", queue)
+    worker = WorkerProcess(process, log, queue)
+    deadline = time.monotonic() + 60
+    while "ready." not in worker.output():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"celery worker did not start:\n{worker.output()}")
+        time.sleep(0.2)
+    yield worker
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    with celery_app.connection_for_write() as conn:
+        conn.default_channel.queue_delete(queue)
+
+
+def wait_for(predicate, *, timeout: float = 30, interval: float = 0.2, message: str = ""):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message or predicate}")

@@ -1,0 +1,70 @@
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connection as db
+
+from apps.core import encryption
+from apps.pagerduty import payloads
+from apps.pagerduty.models import PagerDutyConnection, UrgencyMapping
+from apps.pagerduty.selectors import urgency_for
+
+
+def test_create_payload_with_escalation_policy():
+    body = payloads.create_incident_payload(
+        title="t",
+        service_id="PS",
+        urgency="high",
+        incident_key="k",
+        details="d",
+        responder=("PEP1", payloads.ESCALATION_POLICY),
+        priority_id="PP",
+    )
+    assert body == {
+        "incident": {
+            "type": "incident",
+            "title": "t",
+            "service": {"id": "PS", "type": "service_reference"},
+            "urgency": "high",
+            "incident_key": "k",
+            "body": {"type": "incident_body", "details": "d"},
+            "escalation_policy": {"id": "PEP1", "type": "escalation_policy_reference"},
+            "priority": {"id": "PP", "type": "priority_reference"},
+        }
+    }
+
+
+def test_create_payload_with_user_uses_assignments_not_policy():
+    incident = payloads.create_incident_payload(
+        title="t", service_id="PS", urgency="low", incident_key="k", responder=("PU1", payloads.USER)
+    )["incident"]
+    assert incident["assignments"] == [{"assignee": {"id": "PU1", "type": "user_reference"}}]
+    assert "escalation_policy" not in incident and "body" not in incident
+
+
+def test_details_join_summary_and_url():
+    assert payloads.incident_details(summary="s", url="u") == "s\n\nu"
+    assert payloads.incident_details(summary="", url="u") == "u"
+
+
+@pytest.mark.django_db
+def test_urgency_mapping_overrides():
+    assert [urgency_for(severity=s) for s in range(5)] == ["high", "high", "low", "low", "low"]
+    UrgencyMapping.objects.create(severity=2, urgency="high")
+    assert urgency_for(severity=2) == "high"
+
+
+@pytest.mark.django_db
+def test_api_key_encrypted_at_rest_and_rotatable(settings):
+    conn = PagerDutyConnection.objects.create(name="x", api_key="plain-secret-123", from_email="a@b.co")
+    with db.cursor() as cursor:
+        cursor.execute("SELECT api_key FROM pagerduty_pagerdutyconnection WHERE id = %s", [conn.pk])
+        stored = cursor.fetchone()[0]
+    assert stored.startswith("fernet:") and "plain-secret-123" not in stored
+    assert PagerDutyConnection.objects.get(pk=conn.pk).api_key == "plain-secret-123"
+    assert "plain-secret-123" not in repr(PagerDutyConnection.objects.get(pk=conn.pk).api_key)
+
+    old_key = settings.FIELD_ENCRYPTION_KEYS[0]
+    settings.FIELD_ENCRYPTION_KEYS = ["Z2V0LWEtbmV3LWtleS1mb3ItdGVzdHMtMDEyMzQ1Njc=", old_key]
+    assert PagerDutyConnection.objects.get(pk=conn.pk).api_key == "plain-secret-123"
+    settings.FIELD_ENCRYPTION_KEYS = ["Z2V0LWEtbmV3LWtleS1mb3ItdGVzdHMtMDEyMzQ1Njc="]
+    with pytest.raises(ImproperlyConfigured, match="FIELD_ENCRYPTION_KEY changed"):
+        encryption.decrypt(stored)

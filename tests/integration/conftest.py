@@ -21,6 +21,8 @@ from django.db import connection
 from config.celery import app as celery_app
 
 ROOT = Path(__file__).resolve().parents[2]
+# One private queue per test session: Celery caches its routing, so the name must not change.
+QUEUE = f"test-{uuid.uuid4().hex[:8]}"
 
 
 def _reachable(url: str, default_port: int) -> bool:
@@ -66,9 +68,9 @@ class WorkerProcess:
 
 
 @pytest.fixture
-def celery_worker_process(real_services, transactional_db, tmp_path, monkeypatch):
+def celery_worker_process(real_services, transactional_db, tmp_path):
     """A real `celery worker` on a private queue, reading the test database."""
-    queue = f"test-{uuid.uuid4().hex[:8]}"
+    queue = QUEUE
     db = connection.settings_dict
     database_url = (
         f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
@@ -110,7 +112,8 @@ def celery_worker_process(real_services, transactional_db, tmp_path, monkeypatch
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
     )
-    monkeypatch.setattr(celery_app.conf, "task_default_queue", queue)
+    previous_queue = celery_app.conf.task_default_queue
+    celery_app.conf.task_default_queue = queue
     worker = WorkerProcess(process, log, queue)
     deadline = time.monotonic() + 60
     while "ready." not in worker.output():
@@ -124,8 +127,9 @@ def celery_worker_process(real_services, transactional_db, tmp_path, monkeypatch
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+    celery_app.conf.task_default_queue = previous_queue
     with celery_app.connection_for_write() as conn:
-        conn.default_channel.queue_delete(queue)
+        conn.default_channel.queue_purge(queue)
 
 
 def wait_for(predicate, *, timeout: float = 30, interval: float = 0.2, message: str = ""):

@@ -1,10 +1,14 @@
 """Shared fixtures. Unit tests run Celery eagerly and mock HTTP with `responses`; tests marked
 `integration`/`e2e` use real processes instead and opt out of both."""
 
+import json
+from urllib.parse import parse_qs, urlsplit
+
 import pytest
 import responses as responses_lib
 
 from apps.pagerduty.models import ServiceMapping
+from apps.pagerduty.sandbox.contract import ContractChecker
 from apps.pagerduty.services import connection_upsert
 from config.celery import app as celery_app
 
@@ -26,11 +30,29 @@ def celery_eager(request):
     celery_app.conf.task_eager_propagates = False
 
 
+@pytest.fixture(scope="session")
+def pagerduty_contract():
+    return ContractChecker()
+
+
 @pytest.fixture
-def pd():
-    """Every HTTP request must match a registered PagerDuty response; nothing leaves the process."""
+def pd(pagerduty_contract):
+    """Every HTTP request must match a registered PagerDuty response; nothing leaves the process.
+
+    Afterwards every request our client sent is checked against PagerDuty's official OpenAPI spec
+    (when the spec file is present), so a mock cannot hide a malformed request."""
     with responses_lib.RequestsMock(assert_all_requests_are_fired=False) as mock:
         yield mock
+        problems = []
+        for call in mock.calls:
+            request = call.request
+            url = urlsplit(request.url)
+            body = json.loads(request.body) if request.body else None
+            for problem in pagerduty_contract.check_rest(
+                request.method, url.path, parse_qs(url.query), body, has_body=request.body is not None
+            ):
+                problems.append(f"{request.method} {url.path}: {problem}")
+        assert not problems, "requests that PagerDuty's spec refuses:\n" + "\n".join(problems)
 
 
 @pytest.fixture

@@ -68,3 +68,13 @@ def test_api_key_encrypted_at_rest_and_rotatable(settings):
     settings.FIELD_ENCRYPTION_KEYS = ["Z2V0LWEtbmV3LWtleS1mb3ItdGVzdHMtMDEyMzQ1Njc="]
     with pytest.raises(ImproperlyConfigured, match="FIELD_ENCRYPTION_KEY changed"):
         encryption.decrypt(stored)
+
+
+def test_contract_check_refuses_a_malformed_request(pagerduty_contract):
+    if not pagerduty_contract.enabled:
+        pytest.skip(pagerduty_contract.reason)
+    good = payloads.create_incident_payload(title="t", service_id="PS", urgency="high", incident_key="k")
+    assert pagerduty_contract.check_rest("POST", "/incidents", {}, good, has_body=True) == []
+    bad = {"incident": {**good["incident"], "service": "PS", "urgency": "urgent"}}
+    problems = pagerduty_contract.check_rest("POST", "/incidents", {}, bad, has_body=True)
+    assert problems and any("urgent" in p or "service" in p for p in problems)

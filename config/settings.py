@@ -165,6 +165,17 @@ CELERY_BEAT_SCHEDULE = {
         "task": "apps.runbooks.tasks.recover_stalled_runs",
         "schedule": timedelta(seconds=env.int("RUN_RECOVERY_INTERVAL", default=60)),
     },
+    # On-call re-sync from PagerDuty: off unless ONCALL_SYNC_INTERVAL_MINUTES is set.
+    **(
+        {
+            "oncall-sync": {
+                "task": "apps.oncall.tasks.sync_periodic",
+                "schedule": timedelta(minutes=env.int("ONCALL_SYNC_INTERVAL_MINUTES")),
+            }
+        }
+        if env.int("ONCALL_SYNC_INTERVAL_MINUTES", default=0) > 0
+        else {}
+    ),
 }
 
 # --- Runbook engine -------------------------------------------------------------------------
@@ -176,6 +187,10 @@ PAGERDUTY_TIMEOUT_SECONDS = env.float("PAGERDUTY_TIMEOUT_SECONDS", default=10.0)
 PAGERDUTY_MAX_ATTEMPTS = env.int("PAGERDUTY_MAX_ATTEMPTS", default=5)
 PAGERDUTY_BACKOFF_BASE_SECONDS = env.float("PAGERDUTY_BACKOFF_BASE_SECONDS", default=1.0)
 PAGERDUTY_BACKOFF_CAP_SECONDS = env.float("PAGERDUTY_BACKOFF_CAP_SECONDS", default=30.0)
+# Shared budget per API key across all workers (PagerDuty allows 960/min; keep a margin). 0 disables.
+PAGERDUTY_RATE_LIMIT_PER_MINUTE = env.int("PAGERDUTY_RATE_LIMIT_PER_MINUTE", default=900)
+PAGERDUTY_RATE_LIMIT_BURST = env.int("PAGERDUTY_RATE_LIMIT_BURST", default=20)
+PAGERDUTY_RATE_LIMIT_REDIS_URL = env("PAGERDUTY_RATE_LIMIT_REDIS_URL", default=REDIS_URL)
 
 LOGGING = {
     "version": 1,

@@ -30,6 +30,12 @@ def celery_eager(request):
     celery_app.conf.task_eager_propagates = False
 
 
+@pytest.fixture(autouse=True)
+def no_shared_rate_limit(settings):
+    # The shared limiter has its own tests; elsewhere it would only make the suite wait.
+    settings.PAGERDUTY_RATE_LIMIT_PER_MINUTE = 0
+
+
 @pytest.fixture(scope="session")
 def pagerduty_contract():
     return ContractChecker()

@@ -6,12 +6,14 @@ and URLs and receive dicts or typed errors. Every attempt, including retried one
 """
 
 import email.utils
+import logging
 import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from urllib.parse import urlencode
 
+import redis
 import requests
 from django.conf import settings
 
@@ -22,7 +24,9 @@ from apps.pagerduty.errors import (
     PagerDutyUnavailable,
     error_for_status,
 )
+from apps.pagerduty.ratelimit import RateLimiter
 
+logger = logging.getLogger(__name__)
 ACCEPT = "application/vnd.pagerduty+json;version=2"
 MAX_PAGE_SIZE = 100
 OFFSET_CAP = 10_000
@@ -126,6 +130,7 @@ class PagerDutyClient:
         session: requests.Session | None = None,
         on_exchange: Callable[[Exchange], None] | None = None,
         sleep: Callable[[float], None] | None = None,
+        throttle: RateLimiter | None = None,
     ):
         register_secret(api_key)
         self._api_key = api_key
@@ -136,6 +141,8 @@ class PagerDutyClient:
         self.session = session or requests.Session()
         self.on_exchange = on_exchange
         self.sleep = sleep or _sleep
+        self.throttle = throttle
+        self.throttled_seconds = 0.0
         self.requests_made = 0
 
     def __repr__(self) -> str:
@@ -190,6 +197,7 @@ class PagerDutyClient:
                 request_body=redact_data(json),
                 attempt=attempt,
             )
+            self._wait_for_budget()
             started = time.monotonic()
             error: PagerDutyError | None = None
             response = None
@@ -227,6 +235,15 @@ class PagerDutyClient:
             if wait is None:
                 raise error
             self.sleep(wait)
+
+    def _wait_for_budget(self) -> None:
+        if self.throttle is None:
+            return
+        try:
+            self.throttled_seconds += self.throttle.wait(self.sleep)
+        except redis.RedisError as exc:
+            # The limiter protects PagerDuty's budget; losing it must not stop a page from going out.
+            logger.warning("PagerDuty rate limiter unavailable (%s); sending without it", exc)
 
     def _retry_wait(self, error, response, attempt, retry_ambiguous) -> float | None:
         if not error.retryable or attempt >= self.retry.max_attempts:

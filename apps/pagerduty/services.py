@@ -5,9 +5,11 @@ from apps.core.errors import DomainError
 from apps.pagerduty.client import PagerDutyClient
 from apps.pagerduty.errors import PagerDutyError
 from apps.pagerduty.models import DEFAULT_API_URL, DEFAULT_EVENTS_URL, PagerDutyConnection
+from apps.pagerduty.ratelimit import limiter_for
 
 
 def connection_client(*, connection: PagerDutyConnection, **kwargs) -> PagerDutyClient:
+    kwargs.setdefault("throttle", limiter_for(connection.api_key))
     return PagerDutyClient(
         api_key=connection.api_key, api_url=connection.api_url, from_email=connection.from_email, **kwargs
     )

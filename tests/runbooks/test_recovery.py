@@ -28,7 +28,7 @@ def test_lost_dispatch_is_recovered(pd, pd_connection, django_capture_on_commit_
     assert RunbookRun.objects.get().status == "succeeded"
     assert writes(pd) == [("POST", "/incidents")]
     # Once dispatched, the next sweep finds nothing to do.
-    IncidentEvent.objects.update(created_at=timezone.now() - timedelta(minutes=5))
+    IncidentEvent.objects.filter(pk=event.pk).update(created_at=timezone.now() - timedelta(minutes=5))
     assert services.runs_recover_stalled() == {"events": 0, "runs": 0}
 
 

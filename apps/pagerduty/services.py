@@ -2,7 +2,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.core.errors import DomainError
-from apps.pagerduty.client import PagerDutyClient
+from apps.pagerduty.client import PagerDutyClient, RetryPolicy
 from apps.pagerduty.errors import PagerDutyError
 from apps.pagerduty.models import DEFAULT_API_URL, DEFAULT_EVENTS_URL, PagerDutyConnection
 from apps.pagerduty.ratelimit import limiter_for
@@ -44,8 +44,8 @@ def connection_upsert(
 
 def connection_test(*, connection: PagerDutyConnection) -> tuple[bool, str]:
     """Asks PagerDuty which abilities the key has: proves URL, key and account in one request."""
-    client = connection_client(connection=connection)
-    client.retry = client.retry.__class__(max_attempts=1)
+    # One attempt: a person is waiting for the answer, and a retry would only hide the problem.
+    client = connection_client(connection=connection, retry=RetryPolicy(max_attempts=1))
     try:
         abilities = client.test_connection().get("abilities") or []
         ok, message = True, f"Connected to {connection.api_url}; account abilities: {len(abilities)}"

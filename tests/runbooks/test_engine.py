@@ -419,7 +419,7 @@ def test_500_retried_with_backoff_until_cap(
     pd, pd_connection, django_capture_on_commit_callbacks, fast_retries, monkeypatch
 ):
     waits = []
-    monkeypatch.setattr("apps.pagerduty.client._sleep", waits.append)
+    monkeypatch.setattr("apps.runbooks.services._sleep", waits.append)
     make_runbook()
     for _ in range(5):
         pd.add(responses.POST, f"{PD_URL}/incidents", status=500, json={"error": {"message": "Internal Server Error"}})
@@ -565,3 +565,22 @@ def test_api_key_never_stored_or_recorded_in_clear(pd, pd_connection, django_cap
     assert API_KEY not in dump
     assert "Token token=***redacted***" in dump
     assert "bad token ***redacted***" in dump
+
+
+def test_waiting_out_a_429_keeps_the_lease(
+    pd, pd_connection, django_capture_on_commit_callbacks, monkeypatch, settings
+):
+    settings.RUNBOOK_RUN_LEASE_SECONDS = 5
+    leases = []
+
+    def record_lease(seconds):
+        run = RunbookRun.objects.get()
+        leases.append((run.lease_expires_at - timezone.now()).total_seconds())
+
+    monkeypatch.setattr("apps.runbooks.services._sleep", record_lease)
+    make_runbook()
+    pd.add(responses.POST, f"{PD_URL}/incidents", status=429, headers={"ratelimit-reset": "60"})
+    add_create_ok(pd)
+    change_status(IncidentFactory(), "Investigating", django_capture_on_commit_callbacks)
+    assert len(leases) == 1 and leases[0] > 60  # a 60 s wait must not let another worker take the run
+    assert RunbookRun.objects.get().status == "succeeded"

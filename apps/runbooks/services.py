@@ -9,6 +9,7 @@ Idempotency, in order of defence:
 """
 
 import logging
+import time
 import uuid
 from datetime import timedelta
 
@@ -104,8 +105,23 @@ def _claim(run_id, token: str) -> bool:
     )
 
 
-def _renew(run_id, token: str) -> bool:
-    return bool(RunbookRun.objects.filter(pk=run_id, lease_token=token).update(lease_expires_at=_lease_until()))
+def _renew(run_id, token: str, *, extra_seconds: float = 0) -> bool:
+    until = _lease_until() + timedelta(seconds=extra_seconds)
+    return bool(RunbookRun.objects.filter(pk=run_id, lease_token=token).update(lease_expires_at=until))
+
+
+def _sleep(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def _lease_keeping_sleep(run_id, token: str):
+    """A step waiting out a 429 or a backoff keeps its lease, so nobody takes the run over meanwhile."""
+
+    def sleep(seconds: float) -> None:
+        _renew(run_id, token, extra_seconds=seconds)
+        _sleep(seconds)
+
+    return sleep
 
 
 def run_execute(*, run_id) -> RunbookRun | None:
@@ -132,7 +148,7 @@ def run_execute(*, run_id) -> RunbookRun | None:
         if not _renew(run.pk, token):
             logger.warning("run %s: lease lost to another worker; stopping here", run.pk)
             return run
-        _execute_step(run=run, step_run=step_run, cache=cache)
+        _execute_step(run=run, step_run=step_run, cache=cache, token=token)
         if step_run.status == RunStatus.FAILED and step_run.on_failure == OnFailure.STOP:
             stopped_by = step_run
             break
@@ -176,7 +192,7 @@ def _store_exchange(step_run: StepRun):
     return store
 
 
-def _execute_step(*, run: RunbookRun, step_run: StepRun, cache: dict) -> None:
+def _execute_step(*, run: RunbookRun, step_run: StepRun, cache: dict, token: str) -> None:
     recovering = step_run.status == RunStatus.RUNNING
     step_run.status = RunStatus.RUNNING
     step_run.error = ""
@@ -185,7 +201,7 @@ def _execute_step(*, run: RunbookRun, step_run: StepRun, cache: dict) -> None:
     # Written before any request: if the worker dies from here on, the next execution knows.
     step_run.save(update_fields=["status", "error", "started_at", "finished_at"])
     try:
-        outputs = _perform_step(run=run, step_run=step_run, cache=cache, recovering=recovering)
+        outputs = _perform_step(run=run, step_run=step_run, cache=cache, recovering=recovering, token=token)
     except StepSkipped as exc:
         _end_step(step_run, RunStatus.SKIPPED, error=str(exc))
     except (StepFailed, templating.TemplateError, DomainError, PagerDutyError) as exc:
@@ -211,14 +227,16 @@ def _end_step(step_run: StepRun, status: str, *, error: str = "") -> None:
     step_run.save()
 
 
-def _perform_step(*, run: RunbookRun, step_run: StepRun, cache: dict, recovering: bool) -> dict:
+def _perform_step(*, run: RunbookRun, step_run: StepRun, cache: dict, recovering: bool, token: str) -> dict:
     spec = get_action(step_run.action)
     context = template_context_for_run(run=run)
     rendered = templating.render_fields(spec.with_defaults(step_run.inputs), context)
     step_run.rendered = redact_data(rendered)
     step_run.save(update_fields=["rendered"])
     connection = connection_get(name=step_run.connection or "default")
-    client = connection_client(connection=connection, on_exchange=_store_exchange(step_run))
+    client = connection_client(
+        connection=connection, on_exchange=_store_exchange(step_run), sleep=_lease_keeping_sleep(run.pk, token)
+    )
     ctx = StepContext(
         incident=run.incident,
         rendered=rendered,

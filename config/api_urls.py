@@ -1,6 +1,7 @@
 from rest_framework.routers import DefaultRouter
 
 from apps.incidents.api import IncidentViewSet
+from apps.oncall.api import OncallEscalationPolicyViewSet, OncallScheduleViewSet, OncallUserViewSet
 from apps.pagerduty.api import PagerDutyConnectionViewSet
 from apps.runbooks.api import RunbookViewSet, RunViewSet
 
@@ -9,5 +10,8 @@ router.register("incidents", IncidentViewSet, basename="incident")
 router.register("runbooks", RunbookViewSet, basename="runbook")
 router.register("runs", RunViewSet, basename="run")
 router.register("pagerduty/connections", PagerDutyConnectionViewSet, basename="pagerduty-connection")
+router.register("oncall/schedules", OncallScheduleViewSet, basename="oncall-schedule")
+router.register("oncall/escalation-policies", OncallEscalationPolicyViewSet, basename="oncall-escalation-policy")
+router.register("oncall/users", OncallUserViewSet, basename="oncall-user")
 
 urlpatterns = router.urls

@@ -1,0 +1,166 @@
+"""Reads over imported on-call data: for runbook steps (ids for emails) and for "who is on call now".
+
+"On call now" is answered from the imported final schedule, so it costs no PagerDuty request; it
+is only as fresh as the last sync and only known inside the synced window (`rendered_until`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.utils import timezone
+
+from apps.core.errors import DomainError
+from apps.oncall.models import (
+    EscalationRule,
+    EscalationTarget,
+    OncallEscalationPolicy,
+    OncallSchedule,
+    OncallUser,
+    ScheduleEntry,
+)
+from apps.pagerduty.models import PagerDutyConnection
+
+
+@dataclass(frozen=True)
+class OnCall:
+    """One person on call: through a schedule (with the shift) or named directly by a policy rule."""
+
+    user_pagerduty_id: str
+    user: OncallUser | None
+    schedule: OncallSchedule | None = None
+    escalation_level: int | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+
+    def as_dict(self) -> dict:
+        return {
+            "user": {
+                "id": self.user_pagerduty_id,
+                "name": self.user.name if self.user else None,
+                "email": self.user.email if self.user else None,
+            },
+            "schedule": {"id": self.schedule.pagerduty_id, "name": self.schedule.name} if self.schedule else None,
+            "escalation_level": self.escalation_level,
+            "start": self.start.isoformat() if self.start else None,
+            "end": self.end.isoformat() if self.end else None,
+        }
+
+
+def oncall_user_id_for_email(*, connection: PagerDutyConnection, email: str) -> str | None:
+    """The PagerDuty user id for an email (any case) among imported users still present upstream."""
+    email = (email or "").strip()
+    if not email:
+        return None
+    return (
+        OncallUser.objects.filter(connection=connection, email__iexact=email, deleted_upstream_at__isnull=True)
+        .order_by("pagerduty_id")
+        .values_list("pagerduty_id", flat=True)
+        .first()
+    )
+
+
+def oncall_responder_type(*, connection: PagerDutyConnection, pagerduty_id: str) -> str | None:
+    """ "user", "escalation_policy", or None when no imported object has that id."""
+    pagerduty_id = (pagerduty_id or "").strip()
+    if not pagerduty_id:
+        return None
+    live = {"connection": connection, "pagerduty_id": pagerduty_id, "deleted_upstream_at__isnull": True}
+    if OncallUser.objects.filter(**live).exists():
+        return "user"
+    if OncallEscalationPolicy.objects.filter(**live).exists():
+        return "escalation_policy"
+    return None
+
+
+def oncall_now_for_schedules(
+    *, schedules: Iterable[OncallSchedule], at: datetime | None = None
+) -> dict[int, list[OnCall]]:
+    """Schedule pk → who is on call at `at`, for many schedules in two queries."""
+    at = at or timezone.now()
+    schedules = list(schedules)
+    result: dict[int, list[OnCall]] = {s.pk: [] for s in schedules}
+    if not schedules:
+        return result
+    by_pk = {s.pk: s for s in schedules}
+    entries = ScheduleEntry.objects.filter(
+        schedule_id__in=list(by_pk), kind=ScheduleEntry.Kind.FINAL, start__lte=at, end__gt=at
+    ).select_related("user")
+    for entry in entries.order_by("schedule_id", "start"):
+        result[entry.schedule_id].append(
+            OnCall(
+                user_pagerduty_id=entry.user_pagerduty_id,
+                user=entry.user,
+                schedule=by_pk[entry.schedule_id],
+                start=entry.start,
+                end=entry.end,
+            )
+        )
+    return result
+
+
+def oncall_now_for_policies(
+    *, policies: Iterable[OncallEscalationPolicy], at: datetime | None = None
+) -> dict[int, list[OnCall]]:
+    """Policy pk → who each level pages at `at` (users named directly, and whoever the schedules say)."""
+    at = at or timezone.now()
+    policies = list(policies)
+    result: dict[int, list[OnCall]] = {p.pk: [] for p in policies}
+    if not policies:
+        return result
+    rules = list(
+        EscalationRule.objects.filter(policy_id__in=list(result)).prefetch_related("targets__user", "targets__schedule")
+    )
+    schedules = {t.schedule_id: t.schedule for r in rules for t in r.targets.all() if t.schedule_id}
+    shifts = oncall_now_for_schedules(schedules=schedules.values(), at=at)
+    for rule in sorted(rules, key=lambda r: (r.policy_id, r.position)):
+        level = rule.position + 1
+        for target in rule.targets.all():
+            if target.target_type == EscalationTarget.Type.USER:
+                result[rule.policy_id].append(
+                    OnCall(user_pagerduty_id=target.target_pagerduty_id, user=target.user, escalation_level=level)
+                )
+            elif target.schedule_id:
+                for shift in shifts.get(target.schedule_id, []):
+                    result[rule.policy_id].append(
+                        OnCall(
+                            user_pagerduty_id=shift.user_pagerduty_id,
+                            user=shift.user,
+                            schedule=shift.schedule,
+                            escalation_level=level,
+                            start=shift.start,
+                            end=shift.end,
+                        )
+                    )
+    return result
+
+
+def oncall_now(
+    *,
+    schedule: OncallSchedule | None = None,
+    escalation_policy: OncallEscalationPolicy | None = None,
+    at: datetime | None = None,
+) -> list[OnCall]:
+    """Who is on call at `at` (default now) on one schedule or one escalation policy."""
+    if (schedule is None) == (escalation_policy is None):
+        raise DomainError("Ask about exactly one schedule or one escalation policy.")
+    if at is not None and timezone.is_naive(at):
+        raise DomainError("The time must include a time zone (e.g. 2026-11-23T09:00:00Z).", field="at")
+    if schedule is not None:
+        return oncall_now_for_schedules(schedules=[schedule], at=at)[schedule.pk]
+    return oncall_now_for_policies(policies=[escalation_policy], at=at)[escalation_policy.pk]
+
+
+def oncall_window_note(*, schedule: OncallSchedule, at: datetime | None = None) -> str:
+    """Why a schedule may show nobody: never synced, or `at` outside the synced window."""
+    at = at or timezone.now()
+    if schedule.rendered_since is None or schedule.rendered_until is None:
+        return "never rendered: sync schedules to see who is on call"
+    if not (schedule.rendered_since <= at < schedule.rendered_until):
+        return (
+            f"outside the synced window {schedule.rendered_since:%Y-%m-%d} – {schedule.rendered_until:%Y-%m-%d}: "
+            "sync again"
+        )
+    return ""

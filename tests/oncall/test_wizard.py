@@ -1,0 +1,139 @@
+"""The admin wizard, driven step by step through Django's test client against the stand-in."""
+
+from unittest import mock
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.urls import reverse
+
+from apps.oncall import tasks
+from apps.oncall.models import OncallUser, SyncRun
+from apps.pagerduty.models import PagerDutyConnection
+from tests.oncall.conftest import SMALL, TOKEN
+
+WIZARD = "/admin/oncall/sync/"
+PREFIX = "sync_wizard_view"
+
+
+@pytest.fixture
+def admin_client(client, db):
+    user = User.objects.create_superuser("boss", "boss@example.com", "pw-123456789")
+    client.force_login(user)
+    return client
+
+
+def step(client, name, data, **extra):
+    return client.post(WIZARD, {f"{PREFIX}-current_step": name, **{f"{name}-{k}": v for k, v in data.items()}}, **extra)
+
+
+def test_wizard_end_to_end(admin_client, sandbox, django_capture_on_commit_callbacks):
+    response = admin_client.get(WIZARD)
+    assert response.status_code == 200
+    assert b"Choose a PagerDuty connection" in response.content
+
+    # 1. create and test a connection; the key never lands in the session
+    response = step(
+        admin_client,
+        "connection",
+        {
+            "new_name": "default",
+            "new_api_key": TOKEN,
+            "new_from_email": "sre@example.com",
+            "new_api_url": sandbox.url,
+            "test": "on",
+        },
+    )
+    assert response.status_code == 200, response.content
+    assert b"Choose what to import" in response.content
+    connection = PagerDutyConnection.objects.get(name="default")
+    assert str(connection.api_key) == TOKEN and connection.last_test_ok is True
+    assert TOKEN not in str(dict(admin_client.session))
+
+    # 2. choose what to import: planning runs on Celery (eager here) after commit
+    with django_capture_on_commit_callbacks(execute=True):
+        response = step(
+            admin_client,
+            "scope",
+            {"resources": ["teams", "users", "schedules", "escalation_policies", "services"], "window_days": "14"},
+        )
+    # The review step renders at once and waits for the plan (it polls, then re-renders itself).
+    assert response.status_code == 200 and b"Reading" in response.content
+    run = SyncRun.objects.get()
+    assert run.status == SyncRun.Status.PLANNED, run.error
+    response = admin_client.post(WIZARD, {f"{PREFIX}-current_step": "review", "wizard_goto_step": "review"})
+    assert b"Review the plan" in response.content and b"Plan for default" in response.content
+
+    # 3. review → 4. confirm
+    response = step(admin_client, "review", {"sync_run": run.pk})
+    assert b"Apply this plan" in response.content
+    with (
+        mock.patch.object(tasks.sync_apply, "delay", wraps=tasks.sync_apply.delay) as delay,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        response = step(admin_client, "confirm", {"sync_run": run.pk, "confirm": "on"})
+        assert response.status_code == 302
+        assert response["Location"] == reverse("admin:oncall_sync_run", args=[run.pk])
+        # The same confirm again (double click, back and resubmit): nothing is applied twice.
+        again = step(admin_client, "confirm", {"sync_run": run.pk, "confirm": "on"})
+        assert again.status_code == 302 and again["Location"] == response["Location"]
+    assert delay.call_count == 1
+    run.refresh_from_db()
+    assert run.status == SyncRun.Status.APPLIED
+    assert OncallUser.objects.count() == SMALL["users"]
+    applied_at = run.report["applied_at"]
+
+    page = admin_client.get(response["Location"])
+    assert page.status_code == 200
+    assert b"Report" in page.content and b"Users" in page.content
+    progress = admin_client.get(reverse("admin:oncall_sync_progress", args=[run.pk])).json()
+    assert progress["done"] is True and progress["status"] == "applied"
+    assert {r["key"]: r["percent"] for r in progress["resources"]}["users"] == 100
+    run.refresh_from_db()
+    assert run.report["applied_at"] == applied_at
+
+
+def test_wizard_needs_the_sync_permission(client, db):
+    staff = User.objects.create_user("viewer", password="pw-123456789", is_staff=True)
+    client.force_login(staff)
+    assert client.get(WIZARD).status_code == 403
+    staff.user_permissions.add(Permission.objects.get(codename="add_syncrun"))
+    assert client.get(WIZARD).status_code == 200
+
+
+def test_app_list_links_to_the_wizard(admin_client):
+    response = admin_client.get("/admin/oncall/")
+    assert b"Sync from PagerDuty" in response.content and WIZARD.encode() in response.content
+
+
+def test_bad_input_is_a_form_error_not_a_500(admin_client, sandbox, sandbox_connection):
+    response = step(admin_client, "connection", {"new_name": "x"})
+    assert response.status_code == 200 and b"Choose a connection, or fill in" in response.content
+
+    response = step(admin_client, "connection", {"connection": sandbox_connection.pk, "test": "on"})
+    assert b"Choose what to import" in response.content
+    response = step(admin_client, "scope", {"resources": [], "window_days": "500", "team_ids": "not-an-id"})
+    assert response.status_code == 200
+    assert b"This field is required" in response.content
+    response = step(admin_client, "scope", {"resources": ["users"], "window_days": "14", "team_ids": "bad id"})
+    assert b"Not PagerDuty team ids" in response.content
+    assert SyncRun.objects.count() == 0
+
+    # A tampered management form is refused with 400, not a crash.
+    assert admin_client.post(WIZARD, {"foo": "bar"}).status_code == 400
+
+
+def test_failed_connection_test_is_shown(admin_client, sandbox, db):
+    response = step(
+        admin_client,
+        "connection",
+        {
+            "new_name": "wrong",
+            "new_api_key": "bad-token",
+            "new_from_email": "sre@example.com",
+            "new_api_url": sandbox.url,
+            "test": "on",
+        },
+    )
+    assert response.status_code == 200
+    assert b"Connection test failed" in response.content
+    assert not PagerDutyConnection.objects.filter(name="wrong").exists()

@@ -150,7 +150,7 @@ class PagerDutyClient:
 
     # --- transport ---------------------------------------------------------------------------
 
-    def _headers(self, write: bool, from_email: str | None) -> dict:
+    def request_headers(self, write: bool, from_email: str | None = None) -> dict:
         headers = {
             "Authorization": f"Token token={self._api_key}",
             "Accept": ACCEPT,
@@ -184,7 +184,7 @@ class PagerDutyClient:
         """
         method = method.upper()
         write = method in ("POST", "PUT", "DELETE")
-        headers = self._headers(write, from_email)
+        headers = self.request_headers(write, from_email)
         url = f"{self.api_url}/{path.lstrip('/')}"
         shown_url = url + (f"?{urlencode(params, doseq=True)}" if params else "")
         attempt = 0

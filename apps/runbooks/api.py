@@ -7,7 +7,9 @@ from rest_framework.response import Response
 from apps.incidents.models import Incident
 from apps.incidents.services import incident_trigger_runbook
 from apps.runbooks import services
-from apps.runbooks.models import Runbook, RunbookRun, Step, StepRun, StepRunExchange
+from apps.runbooks.dryrun import runbook_dry_run
+from apps.runbooks.models import Runbook, RunbookRun, RunbookVersion, Step, StepRun, StepRunExchange
+from apps.runbooks.versions import runbook_version_latest
 
 
 class StepSerializer(serializers.ModelSerializer):
@@ -107,6 +109,7 @@ class StepRunSerializer(serializers.ModelSerializer):
 
 class RunSerializer(serializers.ModelSerializer):
     runbook = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    runbook_version = serializers.SerializerMethodField(help_text="Number of the runbook version this run executed")
     incident_short_id = serializers.CharField(source="incident.short_id", read_only=True)
     event = serializers.CharField(source="event.__str__", read_only=True)
     step_runs = StepRunSerializer(many=True, read_only=True)
@@ -116,6 +119,7 @@ class RunSerializer(serializers.ModelSerializer):
         fields = [
             "id",
             "runbook",
+            "runbook_version",
             "incident",
             "incident_short_id",
             "event",
@@ -128,9 +132,69 @@ class RunSerializer(serializers.ModelSerializer):
             "step_runs",
         ]
 
+    def get_runbook_version(self, run) -> int | None:
+        return run.runbook_version.number if run.runbook_version_id else None
+
 
 class ManualRunSerializer(serializers.Serializer):
     incident = serializers.UUIDField()
+
+
+class DryRunRequestSerializer(serializers.Serializer):
+    incident = serializers.UUIDField(required=False, help_text="Incident to render the steps for")
+    sample = serializers.BooleanField(required=False, default=False, help_text="Use the built-in sample incident")
+
+    def validate(self, data):
+        if bool(data.get("incident")) == bool(data.get("sample")):
+            raise serializers.ValidationError('Send either {"incident": "<incident uuid>"} or {"sample": true}')
+        if data.get("incident"):
+            incident = Incident.objects.filter(pk=data["incident"]).first()
+            if incident is None:
+                raise serializers.ValidationError({"incident": [f"No incident with id {data['incident']}"]})
+            data["incident"] = incident
+        return data
+
+
+class PlannedRequestSerializer(serializers.Serializer):
+    method = serializers.CharField()
+    url = serializers.CharField()
+    headers = serializers.DictField(child=serializers.CharField(), help_text="Secrets redacted")
+    body = serializers.JSONField(allow_null=True)
+
+
+class DryRunStepSerializer(serializers.Serializer):
+    key = serializers.CharField()
+    name = serializers.CharField()
+    action = serializers.CharField()
+    connection = serializers.CharField()
+    # A plain string in the schema: a second enum named "status" would collide with the run status enum.
+    status = serializers.CharField(help_text="planned, skipped or error")
+    rendered = serializers.DictField(child=serializers.CharField(), help_text="Each field's template, rendered")
+    request = PlannedRequestSerializer(allow_null=True, help_text="Exactly what the engine would send")
+    sends_request = serializers.BooleanField(help_text="False when the engine would reuse an open incident")
+    placeholders = serializers.ListField(
+        child=serializers.DictField(), help_text="Values known only at run time: value, field, reason"
+    )
+    reads = serializers.ListField(child=serializers.DictField(), help_text="Read-only look-ups made for the plan")
+    derived = serializers.DictField(help_text="Urgency, service and incident key the step would use")
+    notes = serializers.ListField(child=serializers.CharField())
+    error = serializers.CharField(allow_blank=True)
+    field = serializers.CharField(allow_blank=True, help_text="The field the error is about, if any")
+
+
+class DryRunResponseSerializer(serializers.Serializer):
+    runbook = serializers.CharField()
+    version = serializers.IntegerField(allow_null=True)
+    incident = serializers.DictField()
+    steps = DryRunStepSerializer(many=True)
+
+
+class RunbookVersionSerializer(serializers.ModelSerializer):
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = RunbookVersion
+        fields = ["number", "created_at", "created_by", "comment", "spec"]
 
 
 class RunbookViewSet(viewsets.ReadOnlyModelViewSet):
@@ -151,14 +215,43 @@ class RunbookViewSet(viewsets.ReadOnlyModelViewSet):
         )
         return Response({"event": event.pk, "incident": str(incident.pk)}, status=status.HTTP_202_ACCEPTED)
 
+    @extend_schema(request=DryRunRequestSerializer, responses={200: DryRunResponseSerializer})
+    @action(detail=True, methods=["post"], url_path="dry-run")
+    def dry_run(self, request, slug=None):
+        """Render every step for an incident (or the sample) and return the exact requests that would
+        go to PagerDuty. Nothing is sent except read-only look-ups (listed per step) and no run is recorded."""
+        runbook = self.get_object()
+        serializer = DryRunRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        incident = serializer.validated_data.get("incident")
+        sample = serializer.validated_data.get("sample", False)
+        steps = runbook_dry_run(runbook=runbook, incident=incident, sample=sample)
+        version = runbook_version_latest(runbook=runbook)
+        return Response(
+            {
+                "runbook": runbook.slug,
+                "version": version.number if version else None,
+                "incident": {"id": str(incident.pk), "short_id": incident.short_id} if incident else {"sample": True},
+                "steps": [{k: v for k, v in step.items() if k != "field_errors"} for step in steps],
+            }
+        )
+
+    @extend_schema(request=None, responses=RunbookVersionSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def versions(self, request, slug=None):
+        """Every saved version of this runbook, newest first, in the runbooks-as-code shape."""
+        runbook = self.get_object()
+        versions = runbook.versions.select_related("created_by").order_by("-number")
+        return Response(RunbookVersionSerializer(versions, many=True).data)
+
 
 class RunViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = RunSerializer
 
     def get_queryset(self):
-        queryset = RunbookRun.objects.select_related("runbook", "incident", "event").prefetch_related(
-            "step_runs__exchanges"
-        )
+        queryset = RunbookRun.objects.select_related(
+            "runbook", "runbook_version", "incident", "event"
+        ).prefetch_related("step_runs__exchanges")
         incident = self.request.query_params.get("incident")
         if incident:
             try:

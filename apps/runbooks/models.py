@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
 
@@ -73,8 +74,32 @@ class Step(models.Model):
         return f"{self.key} ({self.action})"
 
 
+class RunbookVersion(models.Model):
+    """A snapshot of a runbook as saved, in the runbooks-as-code shape (loader.runbook_to_spec)."""
+
+    runbook = models.ForeignKey(Runbook, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    spec = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    comment = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["runbook", "-number"]
+        constraints = [models.UniqueConstraint(fields=["runbook", "number"], name="uniq_runbook_version_number")]
+
+    def __str__(self) -> str:
+        return f"{self.runbook.slug} v{self.number}"
+
+
 class RunbookRun(TimeStampedModel):
     runbook = models.ForeignKey(Runbook, on_delete=models.CASCADE, related_name="runs")
+    # The version this run executed; null only for runs created before versions existed.
+    runbook_version = models.ForeignKey(
+        RunbookVersion, on_delete=models.SET_NULL, null=True, blank=True, related_name="runs"
+    )
     incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="runbook_runs")
     event = models.ForeignKey(IncidentEvent, on_delete=models.CASCADE, related_name="runbook_runs")
     status = models.CharField(max_length=20, choices=RunStatus.choices, default=RunStatus.PENDING, db_index=True)

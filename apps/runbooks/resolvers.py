@@ -1,8 +1,10 @@
 """Turn what authors write (emails, empty fields) into what PagerDuty wants (ids, references)."""
 
 import re
+from dataclasses import dataclass
 
 from apps.incidents.models import Incident
+from apps.oncall.selectors import oncall_responder_type, oncall_user_id_for_email
 from apps.pagerduty import payloads, selectors
 from apps.pagerduty.errors import PagerDutyNotFound
 from apps.pagerduty.models import PagerDutyConnection, Urgency
@@ -64,6 +66,11 @@ class LiveResolver:
         return self.cache[key]
 
     def _user_id_for_email(self, email: str, *, field: str) -> str:
+        # Imported on-call users answer without a request; PagerDuty is asked only for the rest.
+        imported = oncall_user_id_for_email(connection=self.connection, email=email)
+        return imported or self._lookup_user_id(email, field=field)
+
+    def _lookup_user_id(self, email: str, *, field: str) -> str:
         for user in self.client.find_users(query=email):
             if (user.get("email") or "").lower() == email.lower():
                 return user["id"]
@@ -82,10 +89,130 @@ class LiveResolver:
             return value, _TYPES[explicit_type]
         key = ("responder_type", value)
         if key not in self.cache:
-            # PagerDuty ids do not say what they point at; a user lookup settles it in one request.
-            try:
-                self.client.get_user(value)
-                self.cache[key] = payloads.USER
-            except PagerDutyNotFound:
-                self.cache[key] = payloads.ESCALATION_POLICY
+            self.cache[key] = self._responder_type(value, field=field)
         return value, self.cache[key]
+
+    def _responder_type(self, value: str, *, field: str) -> str:
+        imported = oncall_responder_type(connection=self.connection, pagerduty_id=value)
+        if imported in _TYPES:
+            return _TYPES[imported]
+        # PagerDuty ids do not say what they point at; a user lookup settles it in one request.
+        try:
+            self.client.get_user(value)
+            return payloads.USER
+        except PagerDutyNotFound:
+            return payloads.ESCALATION_POLICY
+
+
+# --- dry run -------------------------------------------------------------------------------------
+
+
+def email_placeholder(email: str) -> str:
+    return f"<user id for {email}>"
+
+
+@dataclass(frozen=True)
+class Placeholder:
+    value: str
+    field: str
+    reason: str
+
+    def as_dict(self) -> dict:
+        return {"value": self.value, "field": self.field, "reason": self.reason}
+
+
+class ReadOnlyClient:
+    """The only PagerDuty calls a dry run may make: user look-ups. Anything else (a write, or a
+    read a later change adds to the resolver) fails here instead of reaching the network."""
+
+    def __init__(self, client):
+        self._client = client
+
+    def find_users(self, *, query: str) -> list:
+        return self._client.find_users(query=query)
+
+    def get_user(self, user_id: str) -> dict:
+        return self._client.get_user(user_id)
+
+    def __getattr__(self, name):
+        raise AttributeError(f"a dry run makes no {name!r} call to PagerDuty")
+
+
+class DryRunResolver(LiveResolver):
+    """Resolves what LiveResolver resolves, without side effects.
+
+    Mappings, urgency and links come from the database exactly as in a live run. Emails become
+    ids through imported on-call users; failing that, through PagerDuty's read-only user look-up
+    when the caller allows network reads (dry run); otherwise (preview as you type) into a marked
+    placeholder. `linked_incident` overrides the database link when an earlier step of the same
+    dry run would have created one (its id is then a placeholder too).
+    """
+
+    def __init__(
+        self,
+        *,
+        incident: Incident,
+        connection: PagerDutyConnection,
+        client=None,
+        allow_reads: bool = False,
+        linked_incident: str | None = None,
+        cache: dict | None = None,
+    ):
+        self.allow_reads = bool(allow_reads and client is not None)
+        super().__init__(
+            incident=incident,
+            connection=connection,
+            client=ReadOnlyClient(client) if self.allow_reads else None,
+            cache=cache,
+        )
+        self.linked_incident = linked_incident
+        # What the current step could not know for real; the dry run reads and resets it per step.
+        self.placeholders: list[Placeholder] = []
+        self.notes: list[str] = []
+
+    def linked_incident_id(self) -> str:
+        if self.linked_incident is not None:
+            if self.linked_incident.startswith("<"):
+                self.placeholders.append(
+                    Placeholder(
+                        self.linked_incident,
+                        "incident_id",
+                        "the PagerDuty incident an earlier step of this run creates: known only once it has run",
+                    )
+                )
+            return self.linked_incident
+        return super().linked_incident_id()
+
+    def user_id(self, value: str, *, field: str) -> str:
+        resolved = super().user_id(value, field=field)
+        if resolved == email_placeholder(value.strip()):
+            self.placeholders.append(
+                Placeholder(
+                    resolved,
+                    field,
+                    f"PagerDuty user id of {value.strip()}: looked up when the step runs "
+                    "(the preview sends no request to PagerDuty; the dry run does this read-only look-up)",
+                )
+            )
+        return resolved
+
+    def _lookup_user_id(self, email: str, *, field: str) -> str:
+        if self.allow_reads:
+            return super()._lookup_user_id(email, field=field)
+        return email_placeholder(email)
+
+    def responder(self, value: str, *, field: str, explicit_type: str = "") -> tuple[str, str]:
+        value, explicit_type = value.strip(), (explicit_type or "").strip()
+        if explicit_type or "@" in value or not PAGERDUTY_ID.match(value):
+            return super().responder(value, field=field, explicit_type=explicit_type)
+        imported = oncall_responder_type(connection=self.connection, pagerduty_id=value)
+        if imported in _TYPES:
+            return value, _TYPES[imported]
+        if self.allow_reads:
+            return super().responder(value, field=field, explicit_type=explicit_type)
+        # Not cached: every step that relies on the guess must say so.
+        self.notes.append(
+            f"{field}: whether {value} is a user or an escalation policy is looked up when the step runs; "
+            "this preview assumes a user. Set “Responder type” to be sure, or use Dry run, which looks it up."
+        )
+        return value, payloads.USER

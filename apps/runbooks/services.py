@@ -29,6 +29,7 @@ from apps.runbooks.executors import StepContext, StepFailed, StepSkipped, get_ac
 from apps.runbooks.models import FINISHED, OnFailure, Runbook, RunbookRun, RunStatus, StepRun, StepRunExchange
 from apps.runbooks.resolvers import LiveResolver
 from apps.runbooks.selectors import runbooks_matching_event, template_context_for_run
+from apps.runbooks.versions import runbook_version_ensure
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,10 @@ def runs_create_for_event(*, event_id: int) -> list[RunbookRun]:
 
 
 def run_create(*, runbook: Runbook, event: IncidentEvent) -> RunbookRun:
-    run = RunbookRun.objects.create(runbook=runbook, incident=event.incident, event=event)
+    # Normally the latest saved version; written here only if the runbook changed by a path that
+    # records none (shell, data migration), so every run names exactly what it executed.
+    version, _ = runbook_version_ensure(runbook=runbook, comment="Recorded when a run started")
+    run = RunbookRun.objects.create(runbook=runbook, runbook_version=version, incident=event.incident, event=event)
     StepRun.objects.bulk_create(
         [
             StepRun(
@@ -252,7 +256,7 @@ def _perform_step(*, run: RunbookRun, step_run: StepRun, cache: dict, recovering
     step_run.request = {
         "method": planned.method,
         "url": connection.api_url.rstrip("/") + planned.path,
-        "headers": redact_headers(client._headers(True, planned.from_email)),
+        "headers": redact_headers(client.request_headers(True, planned.from_email)),
         "body": redact_data(planned.body),
     }
     step_run.save(update_fields=["request"])
@@ -308,9 +312,10 @@ def runs_recover_stalled(*, pending_after_seconds: int = 60, max_age_hours: int 
 
 
 @transaction.atomic
-def runbook_upsert_from_spec(*, spec: dict) -> tuple[Runbook, bool]:
+def runbook_upsert_from_spec(*, spec: dict, user=None, comment: str = "Loaded from YAML") -> tuple[Runbook, bool]:
     """Create or update a runbook by slug from a validated spec; steps are matched by key and
-    updated in place, so run history keeps pointing at the same Step rows."""
+    updated in place, so run history keeps pointing at the same Step rows. A new version is
+    recorded only when the result differs from the latest one."""
     trigger = spec.get("trigger") or {}
     conditions = spec.get("conditions") or {}
 
@@ -340,4 +345,5 @@ def runbook_upsert_from_spec(*, spec: dict) -> tuple[Runbook, bool]:
         step.inputs = {name: "" if value is None else str(value) for name, value in (item.get("with") or {}).items()}
         step.on_failure = item.get("on_failure", OnFailure.STOP)
         step.save()
+    runbook_version_ensure(runbook=runbook, user=user, comment=comment)
     return runbook, created

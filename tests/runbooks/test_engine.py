@@ -584,3 +584,19 @@ def test_waiting_out_a_429_keeps_the_lease(
     change_status(IncidentFactory(), "Investigating", django_capture_on_commit_callbacks)
     assert len(leases) == 1 and leases[0] > 60  # a 60 s wait must not let another worker take the run
     assert RunbookRun.objects.get().status == "succeeded"
+
+
+def test_imported_oncall_users_resolve_without_asking_pagerduty(pd, pd_connection, django_capture_on_commit_callbacks):
+    from apps.oncall.models import OncallEscalationPolicy, OncallUser
+
+    OncallUser.objects.create(connection=pd_connection, pagerduty_id="PIMPORT", name="Alice", email="alice@example.com")
+    OncallEscalationPolicy.objects.create(connection=pd_connection, pagerduty_id="PEP5678", name="Primary")
+    untyped = {**THREE_STEPS[1]["with"], "responder_type": ""}
+    make_runbook(steps=[PAGE_STEP, {**THREE_STEPS[1], "with": untyped}])
+    add_create_ok(pd)
+    pd.add(responses.POST, f"{PD_URL}/incidents/Q1ABCDEF/responder_requests", json={"responder_request": {}})
+    change_status(IncidentFactory(owner="ALICE@example.com"), "Investigating", django_capture_on_commit_callbacks)
+    assert [c.request.method for c in pd.calls] == ["POST", "POST"]  # no GET /users, no type probe
+    sent = body(pd.calls[1])
+    assert sent["requester_id"] == "PIMPORT"
+    assert sent["responder_request_targets"][0]["responder_request_target"]["type"] == "escalation_policy_reference"

@@ -1,0 +1,86 @@
+"""Runbook versions: a snapshot in the runbooks-as-code shape each time a runbook changes.
+
+A version holds the same dict `loader.runbook_to_spec` exports, so a version can be read, diffed
+and dumped as the YAML a person would commit. A new one is written only when the spec differs
+from the latest, so saving without a change, or re-loading the same files, adds nothing.
+"""
+
+import difflib
+import json
+
+from django.db import transaction
+from django.db.models import Max
+
+from apps.core.errors import DomainError
+from apps.runbooks.loader import dump_yaml, runbook_to_spec
+from apps.runbooks.models import Runbook, RunbookVersion
+
+
+def _canonical(spec: dict) -> str:
+    # Compared as JSON text so tuples/lists and int/str subtleties from the DB round-trip equal.
+    return json.dumps(spec, sort_keys=True, ensure_ascii=False)
+
+
+def runbook_version_latest(*, runbook: Runbook) -> RunbookVersion | None:
+    return runbook.versions.order_by("-number").first()
+
+
+@transaction.atomic
+def runbook_version_ensure(*, runbook: Runbook, user=None, comment: str = "") -> tuple[RunbookVersion, bool]:
+    """The version matching the runbook as it is now, written if the latest one differs.
+
+    Returns (version, created). The runbook row is locked first so two saves (or two workers
+    starting runs) never compute the same next number.
+    """
+    Runbook.objects.select_for_update().filter(pk=runbook.pk).first()
+    spec = runbook_to_spec(runbook)
+    latest = runbook_version_latest(runbook=runbook)
+    if latest is not None and _canonical(latest.spec) == _canonical(spec):
+        return latest, False
+    number = (runbook.versions.aggregate(last=Max("number"))["last"] or 0) + 1
+    version = RunbookVersion.objects.create(
+        runbook=runbook,
+        number=number,
+        spec=spec,
+        created_by=user if getattr(user, "is_authenticated", False) else None,
+        comment=(comment or "")[:300],
+    )
+    return version, True
+
+
+def runbook_version_get(*, runbook: Runbook, number) -> RunbookVersion:
+    try:
+        return runbook.versions.get(number=int(number))
+    except (TypeError, ValueError, RunbookVersion.DoesNotExist):
+        raise DomainError(f"Runbook {runbook.slug!r} has no version {number!r}", field="version") from None
+
+
+def version_yaml(version: RunbookVersion) -> str:
+    return dump_yaml(version.spec)
+
+
+def versions_diff(*, older: RunbookVersion, newer: RunbookVersion, context: int = 3) -> list[tuple[str, str]]:
+    """Unified diff of the two versions' YAML as (kind, line) pairs; kind is one of
+    `header`, `hunk`, `added`, `removed`, `context` — ready for a template to colour."""
+    lines = difflib.unified_diff(
+        version_yaml(older).splitlines(),
+        version_yaml(newer).splitlines(),
+        fromfile=f"{older.runbook.slug} v{older.number}",
+        tofile=f"{newer.runbook.slug} v{newer.number}",
+        n=context,
+        lineterm="",
+    )
+    diff = []
+    for line in lines:
+        if line.startswith(("---", "+++")):
+            kind = "header"
+        elif line.startswith("@@"):
+            kind = "hunk"
+        elif line.startswith("+"):
+            kind = "added"
+        elif line.startswith("-"):
+            kind = "removed"
+        else:
+            kind = "context"
+        diff.append((kind, line))
+    return diff

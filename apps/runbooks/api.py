@@ -8,6 +8,7 @@ from apps.incidents.models import Incident
 from apps.incidents.services import incident_trigger_runbook
 from apps.runbooks import services
 from apps.runbooks.dryrun import runbook_dry_run
+from apps.runbooks.loader import conditions_spec, trigger_spec
 from apps.runbooks.models import Runbook, RunbookRun, RunbookVersion, Step, StepRun, StepRunExchange
 from apps.runbooks.versions import runbook_version_latest
 
@@ -45,23 +46,10 @@ class RunbookSerializer(serializers.ModelSerializer):
         ]
 
     def get_trigger(self, runbook) -> dict:
-        trigger = {"on": runbook.trigger_on}
-        if runbook.trigger_to:
-            trigger["to"] = runbook.trigger_to
-        if runbook.trigger_from:
-            trigger["from"] = runbook.trigger_from
-        return trigger
+        return trigger_spec(runbook)
 
     def get_conditions(self, runbook) -> dict:
-        conditions = {}
-        for name, value in (
-            ("severity", runbook.condition_severity),
-            ("services", runbook.condition_services),
-            ("environments", runbook.condition_environments),
-        ):
-            if value:
-                conditions[name] = value
-        return conditions
+        return conditions_spec(runbook)
 
 
 class ExchangeSerializer(serializers.ModelSerializer):

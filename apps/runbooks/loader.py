@@ -113,14 +113,18 @@ class YamlError(str):
     """A file that did not parse: carried as a document so every file's problems are listed together."""
 
 
-def runbook_to_spec(runbook: Runbook) -> dict:
+def trigger_spec(runbook: Runbook) -> dict:
     trigger = {"on": runbook.trigger_on}
     if runbook.trigger_on == TriggerOn.STATUS_CHANGED:
         if runbook.trigger_to:
             trigger["to"] = list(runbook.trigger_to)
         if runbook.trigger_from:
             trigger["from"] = list(runbook.trigger_from)
-    conditions = {
+    return trigger
+
+
+def conditions_spec(runbook: Runbook) -> dict:
+    return {
         name: list(value)
         for name, value in (
             ("severity", runbook.condition_severity),
@@ -129,6 +133,10 @@ def runbook_to_spec(runbook: Runbook) -> dict:
         )
         if value
     }
+
+
+def runbook_to_spec(runbook: Runbook) -> dict:
+    trigger, conditions = trigger_spec(runbook), conditions_spec(runbook)
     spec = {"slug": runbook.slug, "name": runbook.name}
     if runbook.description:
         spec["description"] = runbook.description

@@ -178,19 +178,7 @@ def _finish(*, run: RunbookRun, token: str, stopped_by: StepRun | None) -> Runbo
 
 def _store_exchange(step_run: StepRun):
     def store(exchange):
-        StepRunExchange.objects.create(
-            step_run=step_run,
-            method=exchange.method,
-            url=exchange.url,
-            request_headers=exchange.request_headers,
-            request_body=exchange.request_body,
-            status=exchange.status,
-            response_headers=exchange.response_headers,
-            response_body=exchange.response_body,
-            error=exchange.error,
-            duration_ms=exchange.duration_ms,
-            attempt=exchange.attempt,
-        )
+        StepRunExchange.objects.create(step_run=step_run, **exchange.as_dict())
         StepRun.objects.filter(pk=step_run.pk).update(attempts=F("attempts") + 1)
 
     return store

@@ -16,11 +16,18 @@ from urllib.parse import urlsplit
 
 import pytest
 from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
 from django.db import connection
+from rest_framework.test import APIClient
 
+from apps.pagerduty.sandbox import SandboxServer, SandboxState, seed_account
+from apps.pagerduty.services import connection_upsert
+from apps.runbooks.models import RunbookRun
 from config.celery import app as celery_app
 
 ROOT = Path(__file__).resolve().parents[2]
+RUNBOOKS = ROOT / "runbooks"
 # One private queue per test session: Celery caches its routing, so the name must not change.
 QUEUE = f"test-{uuid.uuid4().hex[:8]}"
 
@@ -65,6 +72,9 @@ class WorkerProcess:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def finished_tasks(self, name: str) -> int:
+        return sum(1 for line in self.output().splitlines() if f"tasks.{name}[" in line and " succeeded in " in line)
 
 
 @pytest.fixture
@@ -140,3 +150,30 @@ def wait_for(predicate, *, timeout: float = 30, interval: float = 0.2, message: 
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {message or predicate}")
+
+
+@pytest.fixture
+def sandbox():
+    state = SandboxState(tokens={"sandbox-token"})
+    seed_account(state, users=20, teams=3, schedules=4, escalation_policies=3, services=4, seed=7)
+    with SandboxServer(state, host="127.0.0.1", port=0).start() as server:
+        yield server, state
+
+
+@pytest.fixture
+def wired(celery_worker_process, sandbox):
+    server, state = sandbox
+    connection = connection_upsert(
+        name="default", api_key="sandbox-token", from_email="sre@example.com", api_url=server.url
+    )
+    connection.service_mappings.create(service="", pagerduty_service_id="PSVC001")
+    call_command("load_runbooks", str(RUNBOOKS))
+    user = get_user_model().objects.create_user("integration")
+    api = APIClient()
+    api.force_authenticate(user)
+    return api, state, celery_worker_process
+
+
+def runs_finished(incident_id, count):
+    runs = list(RunbookRun.objects.filter(incident_id=incident_id))
+    return len(runs) >= count and all(r.status in ("succeeded", "failed", "skipped") for r in runs) and runs

@@ -3,47 +3,13 @@ PagerDuty stand-in over HTTP. Nothing is mocked."""
 
 import os
 import signal
-from pathlib import Path
 
 import pytest
-from django.contrib.auth import get_user_model
-from django.core.management import call_command
-from rest_framework.test import APIClient
 
-from apps.pagerduty.sandbox import SandboxServer, SandboxState, seed_account
-from apps.pagerduty.services import connection_upsert
 from apps.runbooks.models import RunbookRun, StepRun
-from tests.integration.conftest import wait_for
+from tests.integration.conftest import runs_finished, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
-RUNBOOKS = Path(__file__).resolve().parents[2] / "runbooks"
-
-
-@pytest.fixture
-def sandbox():
-    state = SandboxState(tokens={"sandbox-token"})
-    seed_account(state, users=20, teams=3, schedules=4, escalation_policies=3, services=4, seed=7)
-    with SandboxServer(state, host="127.0.0.1", port=0).start() as server:
-        yield server, state
-
-
-@pytest.fixture
-def wired(celery_worker_process, sandbox):
-    server, state = sandbox
-    connection = connection_upsert(
-        name="default", api_key="sandbox-token", from_email="sre@example.com", api_url=server.url
-    )
-    connection.service_mappings.create(service="", pagerduty_service_id="PSVC001")
-    call_command("load_runbooks", str(RUNBOOKS))
-    user = get_user_model().objects.create_user("integration")
-    api = APIClient()
-    api.force_authenticate(user)
-    return api, state, celery_worker_process
-
-
-def _runs_finished(incident_id, count):
-    runs = list(RunbookRun.objects.filter(incident_id=incident_id))
-    return len(runs) >= count and all(r.status in ("succeeded", "failed", "skipped") for r in runs) and runs
 
 
 def _writes(state):
@@ -67,7 +33,7 @@ def test_status_changes_drive_pagerduty_through_a_real_worker(wired):
     incident_id = created["id"]
 
     assert api.patch(f"/api/v1/incidents/{incident_id}/", {"status": "Investigating"}, format="json").status_code == 200
-    wait_for(lambda: _runs_finished(incident_id, 1), message=f"page run\n{worker.output()}")
+    wait_for(lambda: runs_finished(incident_id, 1), message=f"page run\n{worker.output()}")
     run = RunbookRun.objects.get(incident_id=incident_id, runbook__slug="page-on-critical")
     assert run.status == "succeeded", run.step_runs.get().error
     [incident] = list(state.incidents.values())
@@ -81,7 +47,7 @@ def test_status_changes_drive_pagerduty_through_a_real_worker(wired):
 
     # Escalation: the page step reuses the open incident, then a responder is requested.
     api.patch(f"/api/v1/incidents/{incident_id}/", {"severity": "SEV0"}, format="json")
-    wait_for(lambda: _runs_finished(incident_id, 2), message="escalation run")
+    wait_for(lambda: runs_finished(incident_id, 2), message="escalation run")
     escalation = RunbookRun.objects.get(incident_id=incident_id, runbook__slug="escalate-responder")
     assert escalation.status == "succeeded", [s.error for s in escalation.step_runs.all()]
     assert escalation.step_runs.get(key="page").outputs["deduplicated"] is True
@@ -93,7 +59,7 @@ def test_status_changes_drive_pagerduty_through_a_real_worker(wired):
     ] == ["PRESPND"]
 
     api.patch(f"/api/v1/incidents/{incident_id}/", {"status": "Resolved"}, format="json")
-    wait_for(lambda: _runs_finished(incident_id, 3), message="resolve run")
+    wait_for(lambda: runs_finished(incident_id, 3), message="resolve run")
     assert state.incidents[incident["id"]]["status"] == "resolved"
     assert _writes(state) == [
         ("POST", "/incidents"),
@@ -121,7 +87,7 @@ def test_worker_killed_after_pagerduty_answered_pages_once(wired):
     [child] = worker.pool_children()
     os.kill(child, signal.SIGKILL)
 
-    wait_for(lambda: _runs_finished(incident_id, 1), timeout=60, message=f"recovered run\n{worker.output()}")
+    wait_for(lambda: runs_finished(incident_id, 1), timeout=60, message=f"recovered run\n{worker.output()}")
     run = RunbookRun.objects.get(incident_id=incident_id)
     step = StepRun.objects.get(run=run)
     assert run.status == "succeeded", step.error

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection as db
@@ -72,6 +74,8 @@ def test_api_key_encrypted_at_rest_and_rotatable(settings):
 
 def test_contract_check_refuses_a_malformed_request(pagerduty_contract):
     if not pagerduty_contract.enabled:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the OpenAPI spec is required under CI=true: {pagerduty_contract.reason}")
         pytest.skip(pagerduty_contract.reason)
     good = payloads.create_incident_payload(title="t", service_id="PS", urgency="high", incident_key="k")
     assert pagerduty_contract.check_rest("POST", "/incidents", {}, good, has_body=True) == []

@@ -9,6 +9,7 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 
+from apps.oncall.models import OncallEscalationPolicy, OncallService, OncallUser
 from apps.runbooks.models import Runbook, RunbookVersion
 from tests.factories import IncidentFactory
 from tests.runbooks.helpers import PAGE_STEP, make_runbook
@@ -97,10 +98,9 @@ def test_actions_metadata_describes_fields_variables_connections_and_incidents(a
 
 
 def test_imported_services_and_responders_are_offered(admin_client, pd_connection):
-    oncall = pytest.importorskip("apps.oncall.models", reason="apps.oncall (imported on-call data) is not installed")
-    oncall.OncallService.objects.create(connection=pd_connection, pagerduty_id="PSVC002", name="Search")
-    oncall.OncallEscalationPolicy.objects.create(connection=pd_connection, pagerduty_id="PEP0001", name="On-call")
-    oncall.OncallUser.objects.create(connection=pd_connection, pagerduty_id="PRESPND", name="Res", email="r@x.io")
+    OncallService.objects.create(connection=pd_connection, pagerduty_id="PSVC002", name="Search")
+    OncallEscalationPolicy.objects.create(connection=pd_connection, pagerduty_id="PEP0001", name="On-call")
+    OncallUser.objects.create(connection=pd_connection, pagerduty_id="PRESPND", name="Res", email="r@x.io")
 
     [connection] = admin_client.get(ACTIONS_URL).json()["connections"]
 

@@ -4,7 +4,6 @@ The strongest check is the comparison with the engine itself: dry-run an inciden
 engine run the same runbook on it and compare with what it recorded and what PagerDuty received.
 """
 
-import importlib
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,8 @@ import responses
 from rest_framework.test import APIClient
 
 from apps.incidents.services import incident_trigger_runbook, incident_update
+from apps.oncall.models import OncallEscalationPolicy, OncallUser
+from apps.pagerduty.sandbox import SandboxServer, SandboxState, seed_account
 from apps.pagerduty.services import connection_upsert
 from apps.runbooks import loader
 from apps.runbooks.dryrun import StepSource, runbook_dry_run, sample_incident, steps_preview
@@ -239,11 +240,8 @@ def test_user_responder_of_unknown_type_is_looked_up_in_dry_run_and_assumed_in_p
 
 
 def test_imported_oncall_data_resolves_without_pagerduty(pd, pd_connection):
-    oncall = pytest.importorskip("apps.oncall.models", reason="apps.oncall (imported on-call data) is not installed")
-    oncall.OncallUser.objects.create(
-        connection=pd_connection, pagerduty_id="PIMPORT", name="SRE", email="SRE@example.com"
-    )
-    oncall.OncallEscalationPolicy.objects.create(connection=pd_connection, pagerduty_id="PEPIMP1", name="Checkout")
+    OncallUser.objects.create(connection=pd_connection, pagerduty_id="PIMPORT", name="SRE", email="SRE@example.com")
+    OncallEscalationPolicy.objects.create(connection=pd_connection, pagerduty_id="PEPIMP1", name="Checkout")
     escalate = {**ESCALATE, "with": {**ESCALATE["with"], "responder_id": "PEPIMP1", "responder_type": ""}}
     runbook = make_runbook(steps=[PAGE_STEP, escalate])
 
@@ -380,26 +378,11 @@ def test_api_dry_run_unknown_runbook_and_anonymous(api, pd_connection):
 # --- the PagerDuty stand-in ------------------------------------------------------------------------
 
 
-def _sandbox():
-    """The stand-in is built by another team; its documented API is used as soon as it lands."""
-    for module in ("apps.pagerduty.sandbox.server", "apps.pagerduty.sandbox"):
-        try:
-            found = importlib.import_module(module)
-        except ImportError:
-            continue
-        if hasattr(found, "SandboxServer"):
-            state_module = importlib.import_module("apps.pagerduty.sandbox.state")
-            seed_module = importlib.import_module("apps.pagerduty.sandbox.seed")
-            return found.SandboxServer, state_module.SandboxState, seed_module.seed_account
-    pytest.skip("apps.pagerduty.sandbox has no SandboxServer yet (being built in parallel)")
-
-
 @pytest.fixture
 def sandbox(db):
-    server_cls, state_cls, seed_account = _sandbox()
-    state = state_cls(tokens={"sandbox-token"})
+    state = SandboxState(tokens={"sandbox-token"})
     seed_account(state, users=20, teams=3, schedules=4, escalation_policies=3, services=4, seed=1)
-    server = server_cls(state, port=0).start()
+    server = SandboxServer(state, port=0).start()
     connection = connection_upsert(
         name="default", api_key="sandbox-token", from_email="sre@example.com", api_url=server.url
     )

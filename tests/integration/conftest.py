@@ -177,3 +177,68 @@ def wired(celery_worker_process, sandbox):
 def runs_finished(incident_id, count):
     runs = list(RunbookRun.objects.filter(incident_id=incident_id))
     return len(runs) >= count and all(r.status in ("succeeded", "failed", "skipped") for r in runs) and runs
+
+
+def _start_worker(tmp_path: Path, name: str, *, concurrency: int, extra_env: dict) -> WorkerProcess:
+    """One more `celery worker` process on the session's queue, environment as celery_worker_process."""
+    db = connection.settings_dict
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "CELERY_QUEUE": QUEUE,
+        "RUNBOOK_RUN_LEASE_SECONDS": "3",
+        "PAGERDUTY_BACKOFF_BASE_SECONDS": "0.2",
+        "PAGERDUTY_BACKOFF_CAP_SECONDS": "1",
+        "VAR_DIR": str(tmp_path / "var"),
+        "PYTHONUNBUFFERED": "1",
+        **{key: str(value) for key, value in extra_env.items()},
+    }
+    log = tmp_path / f"{name}.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "prefork"]
+        + ["--concurrency", str(concurrency), "-Q", QUEUE, "-n", f"{name}@%h"]
+        + ["--without-heartbeat", "--without-gossip", "--without-mingle", "--loglevel", "INFO"],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    worker = WorkerProcess(process, log, QUEUE)
+    deadline = time.monotonic() + 60
+    while "ready." not in worker.output():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"celery worker {name} did not start:\n{worker.output()}")
+        time.sleep(0.2)
+    return worker
+
+
+@pytest.fixture
+def more_workers(celery_worker_process, tmp_path):
+    """Start further worker processes beside celery_worker_process, as production runs any number of them:
+    `more_workers(concurrency=2, PAGERDUTY_MAX_ATTEMPTS=5)` returns the started WorkerProcess."""
+    started: list[WorkerProcess] = []
+
+    def start(concurrency: int = 1, **extra_env) -> WorkerProcess:
+        worker = _start_worker(tmp_path, f"extra{len(started) + 1}", concurrency=concurrency, extra_env=extra_env)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.process.send_signal(signal.SIGTERM)
+    for worker in started:
+        try:
+            worker.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            worker.process.kill()
+            worker.process.wait()
+
+
+def all_runs_finished(incident_ids) -> bool:
+    """True once every incident has at least one run and none is still pending or running."""
+    runs = list(RunbookRun.objects.filter(incident_id__in=incident_ids).values_list("incident_id", "status"))
+    return {str(i) for i, _ in runs} == {str(i) for i in incident_ids} and all(
+        status in ("succeeded", "failed", "skipped", "cancelled") for _, status in runs
+    )

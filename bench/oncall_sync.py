@@ -48,8 +48,8 @@ def main() -> int:
     from apps.oncall import services
     from apps.oncall.models import SyncRun
     from apps.pagerduty.client import RetryPolicy
-    from apps.pagerduty.sandbox import SandboxServer, SandboxState, seed_account
     from apps.pagerduty.services import connection_client, connection_upsert
+    from apps.sandbox import SandboxServer, SandboxState, seed_account
 
     creation = connection.creation
     old_name = connection.settings_dict["NAME"]

@@ -184,7 +184,7 @@ def percentile(values, p: float) -> float:
 
 
 def make_timed_state_class():
-    from apps.pagerduty.sandbox import SandboxState
+    from apps.sandbox import SandboxState
 
     class TimedState(SandboxState):
         """The stand-in, noting on this process's monotonic clock when each request arrived.
@@ -440,7 +440,7 @@ def setup_data(server) -> None:
 def run(args, env: dict, workers: Workers) -> None:
     from django.conf import settings
 
-    from apps.pagerduty.sandbox import SandboxServer, seed_account
+    from apps.sandbox import SandboxServer, seed_account
 
     # The OpenAPI check is off: on two cores it would compete with the workers for CPU.
     state = make_timed_state_class()(tokens={TOKEN}, rate_limit_per_minute=RAISED, contract=False)

@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "apps.pagerduty",
     "apps.oncall",
     "apps.runbooks",
+    "apps.sandbox",
 ]
 
 MIDDLEWARE = [

@@ -8,8 +8,8 @@ import pytest
 import responses as responses_lib
 
 from apps.pagerduty.models import ServiceMapping
-from apps.pagerduty.sandbox.contract import ContractChecker
 from apps.pagerduty.services import connection_upsert
+from apps.sandbox.contract import ContractChecker
 from config.celery import app as celery_app
 
 PD_URL = "https://pd.test"

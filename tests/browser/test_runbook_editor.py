@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 
 from apps.pagerduty.models import ServiceMapping
-from apps.pagerduty.sandbox.seed import seed_account
-from apps.pagerduty.sandbox.server import SandboxServer
-from apps.pagerduty.sandbox.state import SandboxState
 from apps.pagerduty.services import connection_upsert
 from apps.runbooks import loader
 from apps.runbooks.models import Runbook
+from apps.sandbox.seed import seed_account
+from apps.sandbox.server import SandboxServer
+from apps.sandbox.state import SandboxState
 from tests.factories import IncidentFactory
 
 pytestmark = pytest.mark.browser

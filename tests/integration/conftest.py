@@ -21,9 +21,9 @@ from django.core.management import call_command
 from django.db import connection
 from rest_framework.test import APIClient
 
-from apps.pagerduty.sandbox import SandboxServer, SandboxState, seed_account
 from apps.pagerduty.services import connection_upsert
 from apps.runbooks.models import RunbookRun
+from apps.sandbox import SandboxServer, SandboxState, seed_account
 from config.celery import app as celery_app
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,8 +6,8 @@ import pytest
 
 from apps.oncall import services
 from apps.pagerduty.client import RetryPolicy
-from apps.pagerduty.sandbox import SandboxServer, SandboxState, seed_account
 from apps.pagerduty.services import connection_client, connection_upsert
+from apps.sandbox import SandboxServer, SandboxState, seed_account
 
 TOKEN = "sandbox-token"
 # Fixed clock for plans: the window (and so rendered entries) is the same on every run.

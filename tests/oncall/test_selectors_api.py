@@ -9,7 +9,7 @@ from rest_framework.test import APIClient
 from apps.core.errors import DomainError
 from apps.oncall.models import OncallEscalationPolicy, OncallSchedule, ScheduleEntry
 from apps.oncall.selectors import oncall_now, oncall_responder_type, oncall_user_id_for_email
-from apps.pagerduty.sandbox import (
+from apps.sandbox import (
     ADMIN_USER_ID,
     CHECKOUT_ESCALATION_POLICY_ID,
     CHECKOUT_SCHEDULE_ID,

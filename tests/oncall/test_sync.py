@@ -17,7 +17,7 @@ from apps.oncall.models import (
     SyncRun,
     TeamMembership,
 )
-from apps.pagerduty.sandbox import (
+from apps.sandbox import (
     ADMIN_USER_ID,
     CHECKOUT_ESCALATION_POLICY_ID,
     CHECKOUT_SCHEDULE_ID,

@@ -12,12 +12,12 @@ from rest_framework.test import APIClient
 
 from apps.incidents.services import incident_trigger_runbook, incident_update
 from apps.oncall.models import OncallEscalationPolicy, OncallUser
-from apps.pagerduty.sandbox import SandboxServer, SandboxState, seed_account
 from apps.pagerduty.services import connection_upsert
 from apps.runbooks import loader
 from apps.runbooks.dryrun import StepSource, runbook_dry_run, sample_incident, steps_preview
 from apps.runbooks.models import PagerDutyIncidentLink, RunbookRun, StepRun
 from apps.runbooks.services import runbook_upsert_from_spec
+from apps.sandbox import SandboxServer, SandboxState, seed_account
 from tests.conftest import API_KEY, PD_URL
 from tests.factories import IncidentFactory
 from tests.runbooks.helpers import PAGE_STEP, add_create_ok, body, make_runbook

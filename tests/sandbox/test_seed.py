@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 
-from apps.pagerduty.sandbox import (
+from apps.sandbox import (
     ADMIN_EMAIL,
     ADMIN_USER_ID,
     CHECKOUT_ESCALATION_POLICY_ID,

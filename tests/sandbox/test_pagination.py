@@ -1,6 +1,6 @@
 import pytest
 
-from apps.pagerduty.sandbox import SandboxServer, SandboxState, seed_account
+from apps.sandbox import SandboxServer, SandboxState, seed_account
 
 from .conftest import Api
 

@@ -3,7 +3,7 @@
 import pytest
 import requests
 
-from apps.pagerduty.sandbox import CHECKOUT_SERVICE_ID, RESPONDER_USER_ID, ContractChecker, SandboxServer, SandboxState
+from apps.sandbox import CHECKOUT_SERVICE_ID, RESPONDER_USER_ID, ContractChecker, SandboxServer, SandboxState
 
 from .conftest import require_spec
 

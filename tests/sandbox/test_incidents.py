@@ -1,6 +1,6 @@
 import requests
 
-from apps.pagerduty.sandbox import (
+from apps.sandbox import (
     ADMIN_EMAIL,
     ADMIN_USER_ID,
     CHECKOUT_ESCALATION_POLICY_ID,

@@ -2,8 +2,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from apps.pagerduty.sandbox import ADMIN_USER_ID, CHECKOUT_ESCALATION_POLICY_ID, CHECKOUT_SCHEDULE_ID, RESPONDER_USER_ID
-from apps.pagerduty.sandbox import schedules as sched
+from apps.sandbox import ADMIN_USER_ID, CHECKOUT_ESCALATION_POLICY_ID, CHECKOUT_SCHEDULE_ID, RESPONDER_USER_ID
+from apps.sandbox import schedules as sched
 
 A, B, C = ({"id": uid, "type": "user_reference", "summary": uid} for uid in ("PAAAAAA", "PBBBBBB", "PCCCCCC"))
 WEEK = 7 * 86400

@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 REST_SPEC_ENV = "PAGERDUTY_OPENAPI_SPEC"
 EVENTS_SPEC_ENV = "PAGERDUTY_EVENTS_OPENAPI_SPEC"
-REPO_DIR = Path(__file__).resolve().parents[3]
+REPO_DIR = Path(__file__).resolve().parents[2]
 DEFAULT_REST_SPEC = REPO_DIR.parent / "shared" / "pagerduty" / "reference" / "REST" / "openapiv3.json"
 DEFAULT_EVENTS_SPEC = REPO_DIR.parent / "shared" / "pagerduty" / "reference" / "events-v2" / "openapiv3.json"
 MAX_ERRORS = 10

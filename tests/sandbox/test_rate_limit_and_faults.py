@@ -1,7 +1,7 @@
 import pytest
 import requests
 
-from apps.pagerduty.sandbox import CHECKOUT_SERVICE_ID, Faults, SandboxServer, SandboxState, seed_account
+from apps.sandbox import CHECKOUT_SERVICE_ID, Faults, SandboxServer, SandboxState, seed_account
 
 from .conftest import Api
 

@@ -8,7 +8,7 @@ import os
 import pytest
 import requests
 
-from apps.pagerduty.sandbox import (
+from apps.sandbox import (
     ADMIN_EMAIL,
     CHECKOUT_SERVICE_ID,
     DEFAULT_TOKEN,

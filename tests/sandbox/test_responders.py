@@ -1,4 +1,4 @@
-from apps.pagerduty.sandbox import ADMIN_USER_ID, CHECKOUT_ESCALATION_POLICY_ID, RESPONDER_USER_ID, SandboxServer
+from apps.sandbox import ADMIN_USER_ID, CHECKOUT_ESCALATION_POLICY_ID, RESPONDER_USER_ID, SandboxServer
 
 from .conftest import Api
 

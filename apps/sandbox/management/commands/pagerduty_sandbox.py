@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from apps.pagerduty.sandbox import (
+from apps.sandbox import (
     ADMIN_EMAIL,
     DEFAULT_TOKEN,
     WELL_KNOWN,

@@ -191,6 +191,12 @@ PAGERDUTY_BACKOFF_CAP_SECONDS = env.float("PAGERDUTY_BACKOFF_CAP_SECONDS", defau
 PAGERDUTY_RATE_LIMIT_PER_MINUTE = env.int("PAGERDUTY_RATE_LIMIT_PER_MINUTE", default=900)
 PAGERDUTY_RATE_LIMIT_BURST = env.int("PAGERDUTY_RATE_LIMIT_BURST", default=20)
 PAGERDUTY_RATE_LIMIT_REDIS_URL = env("PAGERDUTY_RATE_LIMIT_REDIS_URL", default=REDIS_URL)
+# The only hosts a stored PagerDuty key is ever sent to (exact hostnames; "*" allows any, for
+# development). Replaces the default; `make run` sets it to the local stand-in.
+PAGERDUTY_ALLOWED_HOSTS = env.list(
+    "PAGERDUTY_ALLOWED_HOSTS",
+    default=["api.pagerduty.com", "api.eu.pagerduty.com", "events.pagerduty.com", "events.eu.pagerduty.com"],
+)
 
 LOGGING = {
     "version": 1,

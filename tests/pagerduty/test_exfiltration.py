@@ -13,6 +13,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
+from apps.oncall import services as oncall_services
 from apps.pagerduty.client import PagerDutyClient
 from apps.pagerduty.errors import PagerDutyDestinationRefused
 from apps.pagerduty.models import PagerDutyConnection
@@ -157,6 +158,16 @@ def test_a_url_changed_behind_the_models_back_is_not_used(
     with pytest.raises(PagerDutyDestinationRefused):
         PagerDutyClient(api_key=API_KEY, api_url=listener.url).test_connection()
     assert pd_open.calls == [] or all(listener.url not in c.request.url for c in pd_open.calls)
+    assert listener.requests == []
+
+
+def test_an_oncall_sync_from_a_refused_url_fails_saying_why(pd_connection, listener, settings):
+    settings.PAGERDUTY_ALLOWED_HOSTS = ["pd.test"]
+    PagerDutyConnection.objects.filter(pk=pd_connection.pk).update(api_url=listener.url)
+    run = oncall_services.sync_run_create(connection=stored(pd_connection), options={})
+    run = oncall_services.sync_run_plan(sync_run_id=run.pk)
+    assert run.status == "failed"
+    assert "not in PAGERDUTY_ALLOWED_HOSTS" in run.error
     assert listener.requests == []
 
 

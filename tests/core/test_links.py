@@ -3,7 +3,6 @@
 import re
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.template import Context, Template
 
 from apps.core.links import external_link, safe_link_url
@@ -56,8 +55,8 @@ def test_template_filter_uses_the_same_rule():
 
 
 @pytest.mark.django_db
-def test_a_stored_javascript_html_url_is_inert_on_every_admin_page(client, pd_connection):
-    client.force_login(get_user_model().objects.create_superuser("root", "root@example.com", "pw"))
+def test_a_stored_javascript_html_url_is_inert_on_every_admin_page(root_admin, pd_connection):
+    client = root_admin
     common = {"connection": pd_connection, "html_url": EVIL}
     pages = []
     for model, path in (
@@ -87,8 +86,8 @@ def test_a_stored_javascript_html_url_is_inert_on_every_admin_page(client, pd_co
 
 
 @pytest.mark.django_db
-def test_an_https_html_url_stays_a_link(client, pd_connection):
-    client.force_login(get_user_model().objects.create_superuser("root", "root@example.com", "pw"))
+def test_an_https_html_url_stays_a_link(root_admin, pd_connection):
+    client = root_admin
     schedule = OncallSchedule.objects.create(connection=pd_connection, pagerduty_id="PSCHED1", name="s", html_url=GOOD)
     incident = IncidentFactory()
     link = "https://acme.pagerduty.com/incidents/Q1GOOD"

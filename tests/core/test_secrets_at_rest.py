@@ -6,10 +6,8 @@ import logging
 
 import pytest
 from cryptography.fernet import Fernet
-from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.db import connection as db
-from rest_framework.test import APIClient
 
 from apps.core import encryption
 from apps.core.encryption import PREFIX, Ciphertext, EncryptedTextField, encrypted_fields
@@ -28,22 +26,10 @@ def raw_api_key(pk) -> str:
         return cursor.fetchone()[0]
 
 
-@pytest.fixture
-def superuser():
-    return get_user_model().objects.create_superuser("root", "root@example.com", "pw")
-
-
-@pytest.fixture
-def api(superuser):
-    client = APIClient()
-    client.force_authenticate(superuser)
-    return client
-
-
-def test_a_submitted_value_that_looks_like_ciphertext_is_still_encrypted(api, client, superuser):
+def test_a_submitted_value_that_looks_like_ciphertext_is_still_encrypted(root_api, root_admin):
     lookalike = encryption.encrypt("some-other-secret")  # real ciphertext, pasted as a key
     for name, key in (("shaped", "fernet:abcdefABCDEF0123456789"), ("real", str(lookalike))):
-        response = api.post(
+        response = root_api.post(
             "/api/v1/pagerduty/connections/",
             {"name": name, "api_key": key, "from_email": FROM_EMAIL, "api_url": PD_URL},
             format="json",
@@ -55,10 +41,9 @@ def test_a_submitted_value_that_looks_like_ciphertext_is_still_encrypted(api, cl
         # Encrypted once more, so it decrypts to exactly what was submitted.
         assert encryption.decrypt(stored) == key
         assert PagerDutyConnection.objects.get(pk=pk).api_key == key
-    assert api.get("/api/v1/pagerduty/connections/").status_code == 200
-    client.force_login(superuser)
-    assert client.get("/admin/pagerduty/pagerdutyconnection/").status_code == 200
-    assert client.get(f"/admin/pagerduty/pagerdutyconnection/{pk}/change/").status_code == 200
+    assert root_api.get("/api/v1/pagerduty/connections/").status_code == 200
+    assert root_admin.get("/admin/pagerduty/pagerdutyconnection/").status_code == 200
+    assert root_admin.get(f"/admin/pagerduty/pagerdutyconnection/{pk}/change/").status_code == 200
 
 
 @pytest.mark.parametrize("fmt", ["json", "yaml", "xml"])
@@ -118,15 +103,14 @@ def test_a_hand_written_fixture_may_give_plaintext(tmp_path):
     ],
 )
 def test_a_key_that_cannot_be_a_header_is_refused_everywhere(
-    api, client, superuser, pd_connection, monkeypatch, key, says
+    root_api, root_admin, pd_connection, monkeypatch, key, says
 ):
-    response = api.patch(f"/api/v1/pagerduty/connections/{pd_connection.pk}/", {"api_key": key}, format="json")
+    response = root_api.patch(f"/api/v1/pagerduty/connections/{pd_connection.pk}/", {"api_key": key}, format="json")
     assert response.status_code == 400
     assert says in response.json()["errors"]["api_key"][0]
     assert key not in response.content.decode()
 
-    client.force_login(superuser)
-    page = client.post(
+    page = root_admin.post(
         f"/admin/pagerduty/pagerdutyconnection/{pd_connection.pk}/change/",
         {
             "new_api_key": key,
@@ -146,8 +130,8 @@ def test_a_key_that_cannot_be_a_header_is_refused_everywhere(
     assert PagerDutyConnection.objects.get(pk=pd_connection.pk).api_key == API_KEY
 
 
-def test_surrounding_whitespace_is_trimmed(api, pd_connection):
-    response = api.patch(
+def test_surrounding_whitespace_is_trimmed(root_api, pd_connection):
+    response = root_api.patch(
         f"/api/v1/pagerduty/connections/{pd_connection.pk}/", {"api_key": "  trimmed-key-123\n"}, format="json"
     )
     assert response.status_code == 200
@@ -196,19 +180,18 @@ def test_rotation_finds_every_encrypted_field_through_the_app_registry():
     assert all(isinstance(field, EncryptedTextField) for _, field in encrypted_fields())
 
 
-def test_an_unreadable_key_does_not_take_pages_down(settings, api, client, superuser, pd_connection):
+def test_an_unreadable_key_does_not_take_pages_down(settings, root_api, root_admin, pd_connection):
     """FIELD_ENCRYPTION_KEY changed without keeping the old key: pages still answer and say what to do;
     nothing is sent; saving other fields keeps the stored value for when the old key comes back."""
     stored = raw_api_key(pd_connection.pk)
     settings.FIELD_ENCRYPTION_KEYS = [KEY_B]
-    assert api.get("/api/v1/pagerduty/connections/").status_code == 200
-    client.force_login(superuser)
-    page = client.get(f"/admin/pagerduty/pagerdutyconnection/{pd_connection.pk}/change/")
+    assert root_api.get("/api/v1/pagerduty/connections/").status_code == 200
+    page = root_admin.get(f"/admin/pagerduty/pagerdutyconnection/{pd_connection.pk}/change/")
     assert page.status_code == 200 and "cannot be decrypted" in page.content.decode()
-    test = api.post(f"/api/v1/pagerduty/connections/{pd_connection.pk}/test/")
+    test = root_api.post(f"/api/v1/pagerduty/connections/{pd_connection.pk}/test/")
     assert test.status_code == 502 and "enter the API key again" in test.json()["message"]
     assert (
-        api.patch(
+        root_api.patch(
             f"/api/v1/pagerduty/connections/{pd_connection.pk}/", {"from_email": "x@example.com"}, format="json"
         ).status_code
         == 200

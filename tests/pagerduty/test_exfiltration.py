@@ -9,9 +9,7 @@ import os
 
 import pytest
 import responses
-from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
-from rest_framework.test import APIClient
 
 from apps.oncall import services as oncall_services
 from apps.pagerduty.client import PagerDutyClient
@@ -28,25 +26,6 @@ NEW_KEY = "y_NbAkKc66ryYTWUXYEu"
 
 
 @pytest.fixture
-def superuser():
-    # Someone who may change connections: the attack must fail even for them.
-    return get_user_model().objects.create_superuser("pdadmin", "pdadmin@example.com", "pw")
-
-
-@pytest.fixture
-def api(superuser):
-    client = APIClient()
-    client.force_authenticate(superuser)
-    return client
-
-
-@pytest.fixture
-def admin_client(client, superuser):
-    client.force_login(superuser)
-    return client
-
-
-@pytest.fixture
 def pd_open(pd, listener):
     """PagerDuty answers at pd.test; anything addressed to the listener really goes out to it."""
     pd.add_passthru(listener.url)
@@ -60,10 +39,12 @@ def stored(connection) -> PagerDutyConnection:
 
 @pytest.mark.parametrize("field", ["api_url", "events_url"])
 def test_api_patch_of_a_url_without_the_key_is_refused_then_test_goes_home(
-    api, pd_open, pd_connection, listener, field
+    root_api, pd_open, pd_connection, listener, field
 ):
     before = getattr(stored(pd_connection), field)
-    response = api.patch(f"/api/v1/pagerduty/connections/{pd_connection.pk}/", {field: listener.url}, format="json")
+    response = root_api.patch(
+        f"/api/v1/pagerduty/connections/{pd_connection.pk}/", {field: listener.url}, format="json"
+    )
     assert response.status_code == 400, response.json()
     errors = response.json()["errors"]
     assert list(errors) == [field]
@@ -71,14 +52,14 @@ def test_api_patch_of_a_url_without_the_key_is_refused_then_test_goes_home(
     assert response.json()["message"].startswith(f"{field}: Changing {field} would send the stored API key")
     assert getattr(stored(pd_connection), field) == before
 
-    test = api.post(f"/api/v1/pagerduty/connections/{pd_connection.pk}/test/")
+    test = root_api.post(f"/api/v1/pagerduty/connections/{pd_connection.pk}/test/")
     assert test.status_code == 200 and test.json()["ok"] is True
     assert [c.request.url for c in pd_open.calls] == [f"{PD_URL}/abilities"]
     assert listener.requests == []
 
 
-def test_api_patch_with_a_key_to_a_host_outside_the_allowed_list_is_refused(api, pd_open, pd_connection, listener):
-    response = api.patch(
+def test_api_patch_with_a_key_to_a_host_outside_the_allowed_list_is_refused(root_api, pd_open, pd_connection, listener):
+    response = root_api.patch(
         f"/api/v1/pagerduty/connections/{pd_connection.pk}/",
         {"api_url": "https://pagerduty.attacker.example", "api_key": NEW_KEY},
         format="json",
@@ -86,14 +67,14 @@ def test_api_patch_with_a_key_to_a_host_outside_the_allowed_list_is_refused(api,
     assert response.status_code == 400
     assert "PAGERDUTY_ALLOWED_HOSTS" in response.json()["errors"]["api_url"][0]
     assert stored(pd_connection).api_key == API_KEY
-    assert api.post(f"/api/v1/pagerduty/connections/{pd_connection.pk}/test/").json()["ok"] is True
+    assert root_api.post(f"/api/v1/pagerduty/connections/{pd_connection.pk}/test/").json()["ok"] is True
     assert listener.requests == []
 
 
 def test_admin_change_of_the_url_without_the_key_is_refused_then_test_goes_home(
-    admin_client, pd_open, pd_connection, listener
+    root_admin, pd_open, pd_connection, listener
 ):
-    page = admin_client.post(
+    page = root_admin.post(
         f"/admin/pagerduty/pagerdutyconnection/{pd_connection.pk}/change/",
         {
             "new_api_key": "",
@@ -109,7 +90,7 @@ def test_admin_change_of_the_url_without_the_key_is_refused_then_test_goes_home(
     assert "Changing api_url would send the stored API key" in page.content.decode()
     assert stored(pd_connection).api_url == PD_URL
 
-    admin_client.post(f"/admin/pagerduty/pagerdutyconnection/{pd_connection.pk}/test/")
+    root_admin.post(f"/admin/pagerduty/pagerdutyconnection/{pd_connection.pk}/test/")
     assert stored(pd_connection).last_test_ok is True
     assert listener.requests == []
 
@@ -126,11 +107,13 @@ def test_command_cannot_move_a_stored_key(pd_open, pd_connection, listener, monk
 
 
 def test_a_runbook_run_after_a_refused_url_change_pages_the_real_host(
-    api, pd_open, pd_connection, listener, django_capture_on_commit_callbacks
+    root_api, pd_open, pd_connection, listener, django_capture_on_commit_callbacks
 ):
     make_runbook()
     add_create_ok(pd_open)
-    response = api.patch(f"/api/v1/pagerduty/connections/{pd_connection.pk}/", {"api_url": listener.url}, format="json")
+    response = root_api.patch(
+        f"/api/v1/pagerduty/connections/{pd_connection.pk}/", {"api_url": listener.url}, format="json"
+    )
     assert response.status_code == 400
     change_status(IncidentFactory(), "Investigating", django_capture_on_commit_callbacks)
     assert StepRun.objects.get().status == "succeeded"
@@ -140,7 +123,7 @@ def test_a_runbook_run_after_a_refused_url_change_pages_the_real_host(
 
 
 def test_a_url_changed_behind_the_models_back_is_not_used(
-    api, pd_open, pd_connection, listener, settings, django_capture_on_commit_callbacks
+    root_api, pd_open, pd_connection, listener, settings, django_capture_on_commit_callbacks
 ):
     """A row edited in the database, or a host dropped from PAGERDUTY_ALLOWED_HOSTS since: the client
     and connection_client check again, so runs, tests and raw clients send nothing."""
@@ -153,7 +136,7 @@ def test_a_url_changed_behind_the_models_back_is_not_used(
     assert "'127.0.0.1', which is not in PAGERDUTY_ALLOWED_HOSTS" in step.error
     assert "the stored API key is not sent there" in step.error
 
-    test = api.post(f"/api/v1/pagerduty/connections/{pd_connection.pk}/test/")
+    test = root_api.post(f"/api/v1/pagerduty/connections/{pd_connection.pk}/test/")
     assert test.status_code == 502 and "not in PAGERDUTY_ALLOWED_HOSTS" in test.json()["message"]
     with pytest.raises(PagerDutyDestinationRefused):
         PagerDutyClient(api_key=API_KEY, api_url=listener.url).test_connection()
@@ -180,16 +163,16 @@ def test_a_redirect_is_not_followed(pd, pd_connection, listener):
     assert listener.requests == []
 
 
-def test_control_the_listener_receives_what_is_legitimately_sent(api, pd_open, pd_connection, listener):
+def test_control_the_listener_receives_what_is_legitimately_sent(root_api, pd_open, pd_connection, listener):
     """With the key entered in the same request the URL may change: the new key, never the stored one,
     goes to the new host. Shows the listener and the passthrough work, so the tests above can fail."""
-    response = api.patch(
+    response = root_api.patch(
         f"/api/v1/pagerduty/connections/{pd_connection.pk}/",
         {"api_url": listener.url, "api_key": NEW_KEY},
         format="json",
     )
     assert response.status_code == 200, response.json()
-    assert api.post(f"/api/v1/pagerduty/connections/{pd_connection.pk}/test/").json()["ok"] is True
+    assert root_api.post(f"/api/v1/pagerduty/connections/{pd_connection.pk}/test/").json()["ok"] is True
     assert [(r["method"], r["path"]) for r in listener.requests] == [("GET", "/abilities")]
     assert listener.requests[0]["headers"]["Authorization"] == f"Token token={NEW_KEY}"
     assert all(API_KEY not in str(r) for r in listener.requests)
@@ -207,8 +190,8 @@ def test_control_the_listener_receives_what_is_legitimately_sent(api, pd_open, p
         ("https://evil.example", "not in PAGERDUTY_ALLOWED_HOSTS"),
     ],
 )
-def test_bad_urls_are_400_naming_the_field_never_500(api, pd_connection, url, says):
-    response = api.post(
+def test_bad_urls_are_400_naming_the_field_never_500(root_api, pd_connection, url, says):
+    response = root_api.post(
         "/api/v1/pagerduty/connections/",
         {"name": "other", "api_key": NEW_KEY, "from_email": "a@b.co", "api_url": url},
         format="json",

@@ -5,9 +5,7 @@ import io
 import pytest
 import requests
 import responses
-from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
-from rest_framework.test import APIClient
 
 from apps.pagerduty.client import PagerDutyClient, RetryPolicy
 from apps.pagerduty.errors import PagerDutyRequestInvalid
@@ -141,13 +139,6 @@ def test_the_client_attaches_the_hint_and_keeps_pagerdutys_words():
 # --- as a person meets them --------------------------------------------------------------------
 
 
-@pytest.fixture
-def api(db):
-    client = APIClient()
-    client.force_authenticate(get_user_model().objects.create_superuser("root", "r@example.com", "pw"))
-    return client
-
-
 @pytest.mark.parametrize(
     "raised",
     [
@@ -157,9 +148,9 @@ def api(db):
         UnicodeError("label too long"),
     ],
 )
-def test_a_connection_test_that_raises_inside_requests_answers_clearly(api, pd, pd_connection, raised):
+def test_a_connection_test_that_raises_inside_requests_answers_clearly(root_api, pd, pd_connection, raised):
     pd.add(responses.GET, f"{PD_URL}/abilities", body=raised)
-    response = api.post(f"/api/v1/pagerduty/connections/{pd_connection.pk}/test/")
+    response = root_api.post(f"/api/v1/pagerduty/connections/{pd_connection.pk}/test/")
     assert response.status_code == 502
     message = response.json()["message"]
     assert message.startswith("PagerDuty: the request could not be sent") and "check api_url" in message
@@ -188,14 +179,13 @@ def test_the_command_test_shows_the_hint(pd, pd_connection, monkeypatch):
     assert "PagerDuty 403: Access Denied. What to do: the key was accepted but may not do this." in err.getvalue()
 
 
-def test_the_admin_test_button_shows_the_hint(client, pd, pd_connection):
-    client.force_login(get_user_model().objects.create_superuser("root", "r@example.com", "pw"))
+def test_the_admin_test_button_shows_the_hint(root_admin, pd, pd_connection):
     pd.add(
         responses.GET,
         f"{PD_URL}/abilities",
         status=402,
         json={"error": {"message": "Account does not have the abilities to perform the action", "code": 2014}},
     )
-    page = client.post(f"/admin/pagerduty/pagerdutyconnection/{pd_connection.pk}/test/", follow=True)
+    page = root_admin.post(f"/admin/pagerduty/pagerdutyconnection/{pd_connection.pk}/test/", follow=True)
     assert "PagerDuty 402: Account does not have the abilities" in page.content.decode()
     assert "lacks the ability this request needs" in page.content.decode()

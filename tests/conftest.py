@@ -65,7 +65,13 @@ def pd(pagerduty_contract):
 
 @pytest.fixture
 def pd_connection(db):
-    connection = connection_upsert(name="default", api_key=API_KEY, from_email=FROM_EMAIL, api_url=PD_URL)
+    connection = connection_upsert(
+        name="default",
+        api_key=API_KEY,
+        from_email=FROM_EMAIL,
+        api_url=PD_URL,
+        events_url="https://events.pagerduty.com",
+    )
     ServiceMapping.objects.create(connection=connection, service="", pagerduty_service_id=SERVICE_ID)
     return connection
 

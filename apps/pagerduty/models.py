@@ -14,6 +14,19 @@ from apps.pagerduty.validators import (
 
 DEFAULT_API_URL = "https://api.pagerduty.com"
 DEFAULT_EVENTS_URL = "https://events.pagerduty.com"
+# The Events API host that goes with each REST API host; anything else (the local stand-in, a proxy)
+# serves both on the same host.
+EVENTS_URL_FOR_API_URL = {
+    "https://api.pagerduty.com": DEFAULT_EVENTS_URL,
+    "https://api.eu.pagerduty.com": "https://events.eu.pagerduty.com",
+}
+
+
+def events_url_for(api_url: str) -> str:
+    """The events_url a connection gets when only its api_url is given."""
+    api_url = normalize_url(api_url) or DEFAULT_API_URL
+    return EVENTS_URL_FOR_API_URL.get(api_url.lower(), api_url)
+
 
 pagerduty_id_validator = RegexValidator(r"^P[A-Z0-9]{5,}$", "A PagerDuty id looks like P1234AB")
 

@@ -4,7 +4,7 @@ from django.utils import timezone
 from apps.core.errors import DomainError
 from apps.pagerduty.client import PagerDutyClient, RetryPolicy
 from apps.pagerduty.errors import PagerDutyDestinationRefused, PagerDutyError
-from apps.pagerduty.models import DEFAULT_API_URL, DEFAULT_EVENTS_URL, PagerDutyConnection
+from apps.pagerduty.models import DEFAULT_API_URL, PagerDutyConnection, events_url_for
 from apps.pagerduty.ratelimit import limiter_for
 from apps.pagerduty.validators import url_problem
 
@@ -41,7 +41,8 @@ def connection_upsert(
     events_url: str = "",
     subdomain: str = "",
 ) -> PagerDutyConnection:
-    """Create or update by name. A blank api_key keeps the stored one (the key is write-only).
+    """Create or update by name. A blank api_key keeps the stored one (the key is write-only); a blank
+    events_url is the one that goes with api_url (US, EU, or the same host for the stand-in).
 
     Raises ValidationError naming the field: a URL outside PAGERDUTY_ALLOWED_HOSTS, a changed URL
     without the key, a key that cannot be sent as a header."""
@@ -55,7 +56,7 @@ def connection_upsert(
         connection.enter_api_key(api_key)
     connection.from_email = from_email
     connection.api_url = api_url or DEFAULT_API_URL
-    connection.events_url = events_url or DEFAULT_EVENTS_URL
+    connection.events_url = events_url or events_url_for(connection.api_url)
     connection.subdomain = subdomain or ""
     connection.full_clean()
     connection.save()

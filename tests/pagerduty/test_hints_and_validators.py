@@ -10,6 +10,7 @@ from django.core.management import CommandError, call_command
 from apps.pagerduty.client import PagerDutyClient, RetryPolicy
 from apps.pagerduty.errors import PagerDutyRequestInvalid
 from apps.pagerduty.hints import hint_for, key_looks_like_routing_key
+from apps.pagerduty.services import connection_upsert
 from apps.pagerduty.validators import api_key_problem, destination_change_problems, url_problem
 from tests.conftest import API_KEY, PD_URL
 
@@ -189,3 +190,11 @@ def test_the_admin_test_button_shows_the_hint(root_admin, pd, pd_connection):
     page = root_admin.post(f"/admin/pagerduty/pagerdutyconnection/{pd_connection.pk}/test/", follow=True)
     assert "PagerDuty 402: Account does not have the abilities" in page.content.decode()
     assert "lacks the ability this request needs" in page.content.decode()
+
+
+def test_events_url_follows_api_url_when_not_given(db, settings):
+    settings.PAGERDUTY_ALLOWED_HOSTS = ["api.eu.pagerduty.com", "events.eu.pagerduty.com", "127.0.0.1"]
+    eu = connection_upsert(name="eu", api_key=API_KEY, from_email="a@b.co", api_url="https://api.eu.pagerduty.com")
+    assert eu.events_url == "https://events.eu.pagerduty.com"
+    local = connection_upsert(name="local", api_key=API_KEY, from_email="a@b.co", api_url="http://127.0.0.1:8765/")
+    assert (local.api_url, local.events_url) == ("http://127.0.0.1:8765", "http://127.0.0.1:8765")

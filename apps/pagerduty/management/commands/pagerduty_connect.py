@@ -42,7 +42,8 @@ class Command(BaseCommand):
                 api_key=api_key,
                 from_email=from_email or existing.from_email,
                 api_url=api_url or (existing.api_url if existing else ""),
-                events_url=events_url or (existing.events_url if existing else ""),
+                # A new api_url without an events_url takes the events host that goes with it.
+                events_url=events_url or (existing.events_url if existing and not api_url else ""),
                 subdomain=opts["subdomain"] or (existing.subdomain if existing else ""),
             )
         except DomainError as exc:

@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # Web + worker + beat on the embedded default (SQLite under var/, filesystem broker), plus the
-# local PagerDuty stand-in unless PAGERDUTY_API_KEY points the demo at a real account.
+# local PagerDuty stand-in unless PAGERDUTY_API_KEY points the demo at a real account; keys may
+# then be sent only to the stand-in (PAGERDUTY_ALLOWED_HOSTS), else to PagerDuty's own hosts.
 run: $(STAMP)
 	$(BIN)/python manage.py migrate --no-input -v 0
 	$(BIN)/python manage.py collectstatic --no-input -v 0
@@ -26,6 +27,7 @@ run: $(STAMP)
 	if [ -z "$$PAGERDUTY_API_KEY" ]; then \
 	  $(BIN)/python manage.py pagerduty_sandbox --port $(SANDBOX_PORT) --quiet & \
 	  export PAGERDUTY_SANDBOX_URL=http://127.0.0.1:$(SANDBOX_PORT); \
+	  export PAGERDUTY_ALLOWED_HOSTS=127.0.0.1; \
 	  for i in $$(seq 1 50); do curl -sf $$PAGERDUTY_SANDBOX_URL/_sandbox/health >/dev/null && break; sleep 0.2; done; \
 	fi; \
 	$(BIN)/python manage.py demo_setup; \

@@ -21,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+os.environ.setdefault("PAGERDUTY_ALLOWED_HOSTS", "127.0.0.1")  # the stand-in, on loopback
 
 SIZES = {"teams": 150, "schedules": 600, "escalation_policies": 300, "services": 400}
 TOKEN = "bench-token"

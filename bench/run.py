@@ -64,7 +64,13 @@ def prepare_environment(var_dir: Path) -> tuple[dict, str | None]:
     import psycopg
     import redis
 
-    env = {"VAR_DIR": str(var_dir), "CELERY_QUEUE": QUEUE, "LOG_LEVEL": "WARNING"}
+    # The stand-in listens on loopback: the only host the bench's keys may be sent to.
+    env = {
+        "VAR_DIR": str(var_dir),
+        "CELERY_QUEUE": QUEUE,
+        "LOG_LEVEL": "WARNING",
+        "PAGERDUTY_ALLOWED_HOSTS": "127.0.0.1",
+    }
     database = f"bench_runbooks_{RUN_ID}"
     try:
         with psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=3) as conn:

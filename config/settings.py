@@ -143,6 +143,8 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
+        # Otherwise kombu keeps its exchange table in ./control, beside the code.
+        "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
     }
 else:
@@ -191,6 +193,12 @@ PAGERDUTY_BACKOFF_CAP_SECONDS = env.float("PAGERDUTY_BACKOFF_CAP_SECONDS", defau
 PAGERDUTY_RATE_LIMIT_PER_MINUTE = env.int("PAGERDUTY_RATE_LIMIT_PER_MINUTE", default=900)
 PAGERDUTY_RATE_LIMIT_BURST = env.int("PAGERDUTY_RATE_LIMIT_BURST", default=20)
 PAGERDUTY_RATE_LIMIT_REDIS_URL = env("PAGERDUTY_RATE_LIMIT_REDIS_URL", default=REDIS_URL)
+# The only hosts a stored PagerDuty key is ever sent to (exact hostnames; "*" allows any, for
+# development). Replaces the default; `make run` sets it to the local stand-in.
+PAGERDUTY_ALLOWED_HOSTS = env.list(
+    "PAGERDUTY_ALLOWED_HOSTS",
+    default=["api.pagerduty.com", "api.eu.pagerduty.com", "events.pagerduty.com", "events.eu.pagerduty.com"],
+)
 
 LOGGING = {
     "version": 1,

@@ -6,6 +6,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import responses as responses_lib
+from django.contrib.auth import get_user_model
+from rest_framework.test import APIClient
 
 from apps.pagerduty.models import ServiceMapping
 from apps.pagerduty.services import connection_upsert
@@ -63,7 +65,13 @@ def pd(pagerduty_contract):
 
 @pytest.fixture
 def pd_connection(db):
-    connection = connection_upsert(name="default", api_key=API_KEY, from_email=FROM_EMAIL, api_url=PD_URL)
+    connection = connection_upsert(
+        name="default",
+        api_key=API_KEY,
+        from_email=FROM_EMAIL,
+        api_url=PD_URL,
+        events_url="https://events.pagerduty.com",
+    )
     ServiceMapping.objects.create(connection=connection, service="", pagerduty_service_id=SERVICE_ID)
     return connection
 
@@ -73,3 +81,22 @@ def fast_retries(settings):
     settings.PAGERDUTY_BACKOFF_BASE_SECONDS = 0.01
     settings.PAGERDUTY_BACKOFF_CAP_SECONDS = 0.05
     return settings
+
+
+@pytest.fixture
+def root_user(db):
+    """A superuser: it may do everything, so a refusal it meets is the rule's, not a permission's."""
+    return get_user_model().objects.create_superuser("root", "root@example.com", "pw")
+
+
+@pytest.fixture
+def root_api(root_user):
+    client = APIClient()
+    client.force_authenticate(root_user)
+    return client
+
+
+@pytest.fixture
+def root_admin(client, root_user):
+    client.force_login(root_user)
+    return client

@@ -59,10 +59,29 @@ def redact_data(data):
 
 
 class RedactSecretsFilter(logging.Filter):
+    """Scrubs registered secrets from the message, the exception text and the stack of every record.
+
+    The traceback is formatted here, redacted and kept as `exc_text`; `exc_info` is dropped so no
+    formatter down the line renders the raw exception again (its message may hold a key)."""
+
+    _formatter = logging.Formatter()
+
     def filter(self, record: logging.LogRecord) -> bool:
-        if _secrets:
+        if not _secrets:
+            return True
+        try:
             message = record.getMessage()
-            cleaned = redact_text(message)
-            if cleaned != message:
-                record.msg, record.args = cleaned, None
+        except Exception:  # a malformed record is the handler's to report, not ours to crash on
+            return True
+        cleaned = redact_text(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        if record.exc_info:
+            if not record.exc_text:
+                record.exc_text = self._formatter.formatException(record.exc_info)
+            record.exc_info = None
+        if record.exc_text:
+            record.exc_text = redact_text(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact_text(record.stack_info)
         return True

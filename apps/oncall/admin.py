@@ -8,8 +8,9 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html, format_html_join
+from django.utils.html import format_html_join
 
+from apps.core.links import external_link
 from apps.oncall import selectors
 from apps.oncall.importer import RESOURCE_TYPES
 from apps.oncall.models import (
@@ -86,9 +87,7 @@ class ImportedAdmin(admin.ModelAdmin):
 
     @admin.display(description="PagerDuty")
     def html_link(self, obj):
-        return (
-            format_html('<a href="{0}" rel="noopener" target="_blank">{0}</a>', obj.html_url) if obj.html_url else "—"
-        )
+        return external_link(obj.html_url)
 
 
 class MembershipByUserInline(ReadOnlyInline):

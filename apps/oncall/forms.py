@@ -9,6 +9,7 @@ from apps.oncall.importer import RESOURCE_LABELS, RESOURCE_TYPES
 from apps.oncall.models import OncallTeam, SyncRun
 from apps.pagerduty.models import DEFAULT_API_URL, PagerDutyConnection
 from apps.pagerduty.services import connection_test
+from apps.pagerduty.validators import validate_api_key, validate_pagerduty_url
 
 
 class ConnectionStepForm(forms.Form):
@@ -23,12 +24,17 @@ class ConnectionStepForm(forms.Form):
         required=False,
         label="REST API key",
         strip=True,
+        validators=[validate_api_key],
         # Never rendered back, and the wizard never keeps it: the connection is created when this step passes.
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
     )
     new_from_email = forms.EmailField(required=False, label="From email")
     new_api_url = forms.URLField(
-        required=False, label="REST API URL", initial=DEFAULT_API_URL, help_text="EU: https://api.eu.pagerduty.com"
+        required=False,
+        label="REST API URL",
+        initial=DEFAULT_API_URL,
+        validators=[validate_pagerduty_url],
+        help_text="EU: https://api.eu.pagerduty.com",
     )
     test = forms.BooleanField(required=False, initial=True, label="Test the connection before continuing")
 

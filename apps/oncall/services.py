@@ -122,7 +122,6 @@ def sync_run_plan(
         query=options.get("query") or "",
         team_roles=bool(options.get("team_roles")),
     )
-    client = client or connection_client(connection=run.connection)
     last_write = [0.0]
     progress: dict = {"phase": "fetching", "resources": {}}
 
@@ -133,6 +132,8 @@ def sync_run_plan(
             SyncRun.objects.filter(pk=run.pk).update(progress=progress, heartbeat_at=timezone.now())
 
     try:
+        # Inside the try: a connection whose URL is no longer allowed fails the run with the reason.
+        client = client or connection_client(connection=run.connection)
         snapshot = Importer(client, on_progress=on_progress).fetch(fetch)
         plan = plan_build(connection=run.connection, snapshot=snapshot, now=now)
     except PagerDutyError as exc:

@@ -6,6 +6,7 @@ from django.utils.html import format_html
 
 from apps.pagerduty.models import PagerDutyConnection, ServiceMapping, UrgencyMapping
 from apps.pagerduty.services import connection_test
+from apps.pagerduty.validators import validate_api_key
 
 
 class PagerDutyConnectionForm(forms.ModelForm):
@@ -14,8 +15,12 @@ class PagerDutyConnectionForm(forms.ModelForm):
         label="API key",
         required=False,
         strip=True,
+        validators=[validate_api_key],
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-        help_text="REST API key. Write-only: it is encrypted and never shown again. Leave empty to keep the current key.",
+        help_text=(
+            "REST API key. Write-only: it is encrypted and never shown again. Leave empty to keep the current key; "
+            "changing the API or events URL needs the key again."
+        ),
     )
 
     class Meta:
@@ -30,10 +35,12 @@ class PagerDutyConnectionForm(forms.ModelForm):
         else:
             self.fields["name"].disabled = True  # steps refer to connections by name
 
-    def save(self, commit=True):
-        if self.cleaned_data.get("new_api_key"):
-            self.instance.api_key = self.cleaned_data["new_api_key"]
-        return super().save(commit=commit)
+    def clean(self):
+        data = super().clean()
+        # Before the model's own clean() runs (in _post_clean): a changed URL is accepted only with a key.
+        if data.get("new_api_key"):
+            self.instance.enter_api_key(data["new_api_key"])
+        return data
 
 
 class ServiceMappingInline(admin.TabularInline):
@@ -55,6 +62,8 @@ class PagerDutyConnectionAdmin(admin.ModelAdmin):
 
     @admin.display(description="API key")
     def key_status(self, obj):
+        if obj and obj.api_key_unreadable:
+            return "stored, but it cannot be decrypted with FIELD_ENCRYPTION_KEY: enter it again"
         return "stored (encrypted)" if obj and obj.has_api_key else "missing"
 
     @admin.display(description="Last test")

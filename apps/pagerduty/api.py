@@ -4,11 +4,15 @@ from rest_framework.response import Response
 
 from apps.pagerduty import services
 from apps.pagerduty.models import PagerDutyConnection
+from apps.pagerduty.validators import validate_api_key
 
 
 class PagerDutyConnectionSerializer(serializers.ModelSerializer):
-    # Write-only: accepted on create/update, never returned.
-    api_key = serializers.CharField(write_only=True, required=False, allow_blank=True, trim_whitespace=True)
+    # Write-only: accepted on create/update, never returned. Changing api_url or events_url needs it
+    # in the same request (PagerDutyConnection.clean): a stored key never follows a changed URL.
+    api_key = serializers.CharField(
+        write_only=True, required=False, allow_blank=True, trim_whitespace=True, validators=[validate_api_key]
+    )
     has_api_key = serializers.BooleanField(read_only=True)
 
     class Meta:

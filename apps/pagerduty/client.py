@@ -11,7 +11,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import redis
 import requests
@@ -20,11 +20,15 @@ from django.conf import settings
 from apps.core.redaction import redact_data, redact_headers, redact_text, register_secret
 from apps.pagerduty.errors import (
     PagerDutyBadRequest,
+    PagerDutyDestinationRefused,
     PagerDutyError,
+    PagerDutyRequestInvalid,
     PagerDutyUnavailable,
     error_for_status,
 )
+from apps.pagerduty.hints import hint_for, key_looks_like_routing_key
 from apps.pagerduty.ratelimit import RateLimiter
+from apps.pagerduty.validators import url_problem
 
 logger = logging.getLogger(__name__)
 ACCEPT = "application/vnd.pagerduty+json;version=2"
@@ -106,7 +110,9 @@ def _parse_body(response: requests.Response):
         return response.text[:4000]
 
 
-def _error_from_response(response: requests.Response, body, exchange: Exchange) -> PagerDutyError:
+def _error_from_response(
+    response: requests.Response, body, exchange: Exchange, *, api_url: str, api_key: str
+) -> PagerDutyError:
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict):
         message = error.get("message") or response.reason or "error"
@@ -114,8 +120,31 @@ def _error_from_response(response: requests.Response, body, exchange: Exchange) 
     else:
         message = (body if isinstance(body, str) and body else response.reason) or f"HTTP {response.status_code}"
         code, errors = None, []
+    if not isinstance(code, int):
+        code = None
+    if not isinstance(errors, list):
+        errors = [errors]
+    if 300 <= response.status_code < 400:
+        # Redirects are not followed: a key is only sent to the host it was entered for.
+        message = f"redirect to {response.headers.get('location', '(no location)')} not followed; check api_url"
+    hint = hint_for(
+        status=response.status_code,
+        code=code,
+        message=str(message),
+        errors=errors,
+        api_url=api_url,
+        routing_key_like=key_looks_like_routing_key(api_key),
+        reset_seconds=announced_wait(response.headers),
+    )
     cls = error_for_status(response.status_code)
-    return cls(redact_text(str(message)), status=response.status_code, code=code, errors=errors, exchange=exchange)
+    return cls(
+        redact_text(str(message)),
+        status=response.status_code,
+        code=code,
+        errors=[redact_text(str(e)) for e in errors],
+        exchange=exchange,
+        hint=hint,
+    )
 
 
 class PagerDutyClient:
@@ -186,6 +215,7 @@ class PagerDutyClient:
         write = method in ("POST", "PUT", "DELETE")
         headers = self.request_headers(write, from_email)
         url = f"{self.api_url}/{path.lstrip('/')}"
+        self._check_destination(url)
         shown_url = url + (f"?{urlencode(params, doseq=True)}" if params else "")
         attempt = 0
         while True:
@@ -204,7 +234,13 @@ class PagerDutyClient:
             try:
                 self.requests_made += 1
                 response = self.session.request(
-                    method, url, params=params, json=json, headers=headers, timeout=self.timeout
+                    method,
+                    url,
+                    params=params,
+                    json=json,
+                    headers=headers,
+                    timeout=self.timeout,
+                    allow_redirects=False,
                 )
             except requests.ConnectTimeout as exc:
                 error = PagerDutyUnavailable(f"connect timeout: {exc}", maybe_processed=False)
@@ -213,6 +249,13 @@ class PagerDutyClient:
                 error = PagerDutyUnavailable(f"connection error: {exc}", maybe_processed=write)
             except requests.Timeout as exc:
                 error = PagerDutyUnavailable(f"read timeout after {self.timeout}s: {exc}", maybe_processed=True)
+            except (requests.RequestException, ValueError) as exc:
+                # InvalidURL, InvalidHeader, urllib3's LocationParseError, a port out of range…: the request
+                # never left, and sending it again cannot help.
+                error = PagerDutyRequestInvalid(
+                    redact_text(f"the request could not be sent ({type(exc).__name__}: {exc}); check api_url"),
+                    status=None,
+                )
             exchange.duration_ms = int((time.monotonic() - started) * 1000)
             body = None
             if response is not None:
@@ -222,8 +265,8 @@ class PagerDutyClient:
                     k: response.headers[k] for k in _KEPT_RESPONSE_HEADERS if k in response.headers
                 }
                 exchange.response_body = redact_data(body)
-                if response.status_code >= 400:
-                    error = _error_from_response(response, body, exchange)
+                if response.status_code >= 300:
+                    error = _error_from_response(response, body, exchange, api_url=self.api_url, api_key=self._api_key)
             else:
                 exchange.error = redact_text(error.message)
                 error.exchange = exchange
@@ -235,6 +278,16 @@ class PagerDutyClient:
             if wait is None:
                 raise error
             self.sleep(wait)
+
+    def _check_destination(self, url: str) -> None:
+        """Defense in depth: whatever built this client, the key only goes to an allowed host."""
+        problem = url_problem(self.api_url)
+        if problem is None and urlsplit(url).hostname != urlsplit(self.api_url).hostname:
+            problem = "does not keep the request on its own host"
+        if problem:
+            raise PagerDutyDestinationRefused(
+                f"Refusing to send the PagerDuty API key: api_url {redact_text(self.api_url)!r} {problem}."
+            )
 
     def _wait_for_budget(self) -> None:
         if self.throttle is None:

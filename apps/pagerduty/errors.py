@@ -5,12 +5,14 @@ class PagerDutyError(Exception):
     status: int | None = None
     retryable = False
 
-    def __init__(self, message: str, *, status=None, code=None, errors=None, exchange=None):
+    def __init__(self, message: str, *, status=None, code=None, errors=None, exchange=None, hint: str = ""):
         self.message = message
         self.status = status if status is not None else self.status
         self.code = code
         self.errors = list(errors or [])
         self.exchange = exchange
+        # What a person should do about it (apps.pagerduty.hints); PagerDuty's own words stay first.
+        self.hint = hint
         super().__init__(self.describe())
 
     def describe(self) -> str:
@@ -18,6 +20,8 @@ class PagerDutyError(Exception):
         text = f"{prefix}: {self.message}"
         if self.errors:
             text += " — " + "; ".join(str(e) for e in self.errors)
+        if self.hint:
+            text += f". {self.hint}"
         return text
 
 
@@ -61,6 +65,17 @@ class PagerDutyUnavailable(PagerDutyError):
         # A read timeout means the request may have reached PagerDuty and been acted on.
         self.maybe_processed = maybe_processed
         super().__init__(message, **kwargs)
+
+
+class PagerDutyDestinationRefused(PagerDutyError):
+    """Nothing was sent: the URL is not one a stored key may go to, or there is no usable key."""
+
+    def describe(self) -> str:
+        return self.message
+
+
+class PagerDutyRequestInvalid(PagerDutyError):
+    """`requests` could not even send the request (bad URL, port, header value…): retrying cannot help."""
 
 
 _BY_STATUS = {

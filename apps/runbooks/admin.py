@@ -14,6 +14,7 @@ from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 
 from apps.core.errors import DomainError
+from apps.core.links import external_link
 from apps.incidents.admin import IncidentAdmin
 from apps.incidents.models import Incident, IncidentStatus
 from apps.pagerduty.models import PagerDutyConnection
@@ -641,11 +642,15 @@ class PagerDutyLinkInline(admin.TabularInline):
     model = PagerDutyIncidentLink
     extra = 0
     can_delete = False
-    fields = ["pagerduty_incident_id", "incident_number", "html_url", "incident_key", "service_id", "status"]
+    fields = ["pagerduty_incident_id", "incident_number", "pagerduty_link", "incident_key", "service_id", "status"]
     readonly_fields = fields
 
     def has_add_permission(self, request, obj=None):
         return False
+
+    @admin.display(description="PagerDuty")
+    def pagerduty_link(self, obj):
+        return external_link(obj.html_url)
 
 
 @admin.register(RunbookRun)

@@ -177,7 +177,9 @@ def test_connection_test_endpoint(api, pd, pd_connection):
     )
     response = api.post(f"/api/v1/pagerduty/connections/{pd_connection.pk}/test/")
     assert response.status_code == 502
-    assert response.json()["message"] == "PagerDuty 401: Authentication failed"
+    message = response.json()["message"]
+    assert message.startswith("PagerDuty 401: Authentication failed. What to do: PagerDuty did not accept the API key.")
+    assert "revoked" in message and "https://api.eu.pagerduty.com (EU)" in message
 
 
 def test_rerun_endpoint_refuses_successful_run(api, pd, pd_connection, django_capture_on_commit_callbacks):

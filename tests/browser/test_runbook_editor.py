@@ -274,6 +274,8 @@ def test_build_the_three_example_runbooks_without_typing_braces(page, stand_in, 
     page.get_by_role("link", name="Dry run").click()
     page.locator("#rb-dry-run-incident").select_option(str(incident.pk))
     page.locator("#rb-dry-run-submit").click()
+    # count() does not wait: on a loaded machine the results may not be on the page yet.
+    page.wait_for_selector("#rb-dry-run-results .rb-dry-run-step")
     rows = page.locator("#rb-dry-run-results .rb-dry-run-step")
     assert rows.count() == 2
     create, escalate = rows.nth(0), rows.nth(1)

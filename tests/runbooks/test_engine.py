@@ -307,10 +307,9 @@ def test_rerun_of_finished_run_reuses_linked_incident(pd, pd_connection, django_
     change_status(IncidentFactory(), "Investigating", django_capture_on_commit_callbacks)
     run = RunbookRun.objects.get()
     assert run.status == "failed"
-    assert (
-        "PagerDuty 402: Account does not have the abilities"
-        in run.step_runs.get(key="step_1" if False else "escalate").error
-    )
+    error = run.step_runs.get(key="escalate").error
+    assert "PagerDuty 402: Account does not have the abilities" in error
+    assert "What to do: the PagerDuty account lacks the ability" in error
 
     pd.replace(responses.POST, f"{PD_URL}/incidents/Q1ABCDEF/responder_requests", json={"responder_request": {}})
     with django_capture_on_commit_callbacks(execute=True):
@@ -453,7 +452,11 @@ def test_401_fails_at_once_with_pagerduty_message(pd, pd_connection, django_capt
     step = StepRun.objects.get()
     assert step.status == "failed"
     assert step.attempts == 1
-    assert step.error == "PagerDuty 401: Authentication failed"
+    # PagerDuty's words first, then what to do about them.
+    assert step.error.startswith(
+        "PagerDuty 401: Authentication failed. What to do: PagerDuty did not accept the API key."
+    )
+    assert "revoked" in step.error
     assert step.response["status"] == 401
 
 

@@ -1,5 +1,6 @@
 import os
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from apps.core.errors import DomainError
@@ -41,13 +42,21 @@ class Command(BaseCommand):
                 api_key=api_key,
                 from_email=from_email or existing.from_email,
                 api_url=api_url or (existing.api_url if existing else ""),
-                events_url=events_url or (existing.events_url if existing else ""),
+                # A new api_url without an events_url takes the events host that goes with it.
+                events_url=events_url or (existing.events_url if existing and not api_url else ""),
                 subdomain=opts["subdomain"] or (existing.subdomain if existing else ""),
             )
         except DomainError as exc:
-            raise CommandError(str(exc)) from exc
-        except Exception as exc:  # ValidationError from full_clean: show which field
-            raise CommandError(f"Invalid connection: {exc}") from exc
+            raise CommandError(f"{exc.field}: {exc}" if exc.field else str(exc)) from exc
+        except ValidationError as exc:
+            problems = (
+                [f"{field}: {message}" for field, messages in exc.message_dict.items() for message in messages]
+                if hasattr(exc, "error_dict")
+                else exc.messages
+            )
+            if existing is not None and not api_key and {"api_url", "events_url"} & set(getattr(exc, "error_dict", {})):
+                problems.append(f"the key is read from {api_key_env}: set it to the key for the new URL")
+            raise CommandError("Invalid connection:\n  " + "\n  ".join(problems)) from exc
         if opts["service_id"]:
             connection.service_mappings.update_or_create(
                 service="", defaults={"pagerduty_service_id": opts["service_id"]}

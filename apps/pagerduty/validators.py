@@ -1,0 +1,129 @@
+"""Where a stored PagerDuty key may be sent, and what a key may look like: the one place these rules live.
+
+The model uses them (field validators and `clean()`), so the admin form, the API serializer, the
+sync wizard and `pagerduty_connect` all refuse the same input with the same words; the client and
+`connection_client` check the destination again before anything leaves the process.
+
+Why so strict: whoever may change a connection's URL could otherwise point it at a host of their
+own and receive `Authorization: Token token=<the stored key>` on the next test or run.
+"""
+
+import ipaddress
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+
+ANY_HOST = "*"
+DESTINATION_FIELDS = ("api_url", "events_url")
+API_KEY_MAX_LENGTH = 512
+
+
+def allowed_hosts() -> list[str]:
+    return [host.strip().lower() for host in settings.PAGERDUTY_ALLOWED_HOSTS if host.strip()]
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def host_allowed(host: str) -> bool:
+    hosts = allowed_hosts()
+    return ANY_HOST in hosts or host.lower() in hosts
+
+
+def url_problem(url) -> str | None:
+    """Why a PagerDuty key must not be sent to `url`, or None. Never raises."""
+    if not isinstance(url, str) or not url:
+        return "is empty"
+    if any(ch.isspace() or not ch.isprintable() for ch in url):
+        return "contains whitespace or control characters"
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # ValueError for a port out of 0–65535 or not a number
+        host = parts.hostname or ""
+    except ValueError as exc:
+        return f"cannot be parsed as a URL ({exc})"
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        return f"has the scheme {scheme + ':' if scheme else '(none)'}; only https (http for loopback hosts) is allowed"
+    if not host:
+        return "has no host"
+    if parts.username is not None or parts.password is not None:
+        return "contains credentials (user:password@); the key is the only credential sent"
+    if port == 0:
+        return "has port 0; a port is 1–65535"
+    if scheme == "http" and not is_loopback(host):
+        return "uses http; https is required except for loopback hosts (127.0.0.1, ::1, localhost)"
+    if not host_allowed(host):
+        hosts = ", ".join(allowed_hosts()) or "(none)"
+        return (
+            f"has the host {host!r}, which is not in PAGERDUTY_ALLOWED_HOSTS ({hosts}); "
+            "whoever deploys this service can add it"
+        )
+    return None
+
+
+def validate_pagerduty_url(value) -> None:
+    problem = url_problem(value)
+    if problem:
+        raise ValidationError(f"This URL {problem}.", code="pagerduty_url")
+
+
+def normalize_url(url: str) -> str:
+    return (url or "").strip().rstrip("/")
+
+
+def destination_change_problems(*, stored: dict, current: dict, key_entered: bool) -> dict[str, str]:
+    """A stored key only goes to the host it was entered for: a changed URL needs the key again.
+
+    `stored` and `current` map api_url/events_url to their values; returns field → message."""
+    if key_entered:
+        return {}
+    return {
+        field: (
+            f"Changing {field} would send the stored API key to a destination it was not entered for; "
+            "enter the API key (api_key) again in the same request to change it."
+        )
+        for field in DESTINATION_FIELDS
+        if normalize_url(stored.get(field, "")) != normalize_url(current.get(field, ""))
+    }
+
+
+def api_key_problem(key) -> str | None:
+    """Why `key` cannot be a PagerDuty key sent in an HTTP header, or None. Never echoes the key."""
+    if not isinstance(key, str) or not key:
+        return "is empty"
+    if len(key) > API_KEY_MAX_LENGTH:
+        return f"is {len(key)} characters long; a PagerDuty key is far shorter (at most {API_KEY_MAX_LENGTH})"
+    for position, ch in enumerate(key, start=1):
+        if ch.isspace():
+            return (
+                f"contains whitespace (character {position}); a key is one word: paste it again without "
+                "spaces or line breaks"
+            )
+        if not ch.isascii() or not ch.isprintable():
+            return (
+                f"contains a control or non-ASCII character (character {position}), which cannot be sent in an "
+                "HTTP header; paste the key again from PagerDuty"
+            )
+    return None
+
+
+def validate_api_key(value) -> None:
+    problem = api_key_problem(value)
+    if problem:
+        raise ValidationError(f"This API key {problem}.", code="api_key")
+
+
+def api_key_clean(value: str | None) -> str:
+    """Trim surrounding whitespace (copy-paste), then refuse what cannot be sent; '' stays ''."""
+    value = (value or "").strip()
+    if value:
+        validate_api_key(value)
+    return value

@@ -6,6 +6,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import responses as responses_lib
+from django.contrib.auth.models import Group
 
 from apps.pagerduty.models import ServiceMapping
 from apps.pagerduty.services import connection_upsert
@@ -73,3 +74,18 @@ def fast_retries(settings):
     settings.PAGERDUTY_BACKOFF_BASE_SECONDS = 0.01
     settings.PAGERDUTY_BACKOFF_CAP_SECONDS = 0.05
     return settings
+
+
+@pytest.fixture
+def role_user(db, django_user_model):
+    """role_user("Responders") → an active user holding that role. Not staff: a role is what admits."""
+
+    def make(*roles: str, username: str = ""):
+        groups = list(Group.objects.filter(name__in=roles))
+        assert len(groups) == len(roles), f"unknown roles in {roles}: the roles migration makes the groups"
+        name = username or "-".join(r.lower().replace(" ", "-") for r in roles) or "nobody"
+        user = django_user_model.objects.create_user(name, f"{name}@example.com", "pw-0123456789")
+        user.groups.add(*groups)
+        return user
+
+    return make

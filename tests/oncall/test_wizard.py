@@ -3,7 +3,7 @@
 from unittest import mock
 
 import pytest
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 from django.urls import reverse
 
 from apps.oncall import tasks
@@ -92,11 +92,10 @@ def test_wizard_end_to_end(admin_client, sandbox, django_capture_on_commit_callb
     assert run.report["applied_at"] == applied_at
 
 
-def test_wizard_needs_the_sync_permission(client, db):
-    staff = User.objects.create_user("viewer", password="pw-123456789", is_staff=True)
-    client.force_login(staff)
+def test_wizard_needs_the_sync_permission(client, role_user):
+    client.force_login(role_user("Viewers"))
     assert client.get(WIZARD).status_code == 403
-    staff.user_permissions.add(Permission.objects.get(codename="add_syncrun"))
+    client.force_login(role_user("On-call managers"))
     assert client.get(WIZARD).status_code == 200
 
 

@@ -1,11 +1,14 @@
 from rest_framework.routers import DefaultRouter
 
+from apps.audit.api import AuditEntryViewSet
+from apps.core.api import RoleAPIRootView
 from apps.incidents.api import IncidentViewSet
 from apps.oncall.api import OncallEscalationPolicyViewSet, OncallScheduleViewSet, OncallUserViewSet
 from apps.pagerduty.api import PagerDutyConnectionViewSet
 from apps.runbooks.api import RunbookViewSet, RunViewSet
 
 router = DefaultRouter()
+router.APIRootView = RoleAPIRootView
 router.register("incidents", IncidentViewSet, basename="incident")
 router.register("runbooks", RunbookViewSet, basename="runbook")
 router.register("runs", RunViewSet, basename="run")
@@ -13,5 +16,6 @@ router.register("pagerduty/connections", PagerDutyConnectionViewSet, basename="p
 router.register("oncall/schedules", OncallScheduleViewSet, basename="oncall-schedule")
 router.register("oncall/escalation-policies", OncallEscalationPolicyViewSet, basename="oncall-escalation-policy")
 router.register("oncall/users", OncallUserViewSet, basename="oncall-user")
+router.register("audit", AuditEntryViewSet, basename="audit")
 
 urlpatterns = router.urls

@@ -37,7 +37,7 @@ FIELD_ENCRYPTION_KEYS = env.list(
 )
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "apps.core.apps.RolesAdminConfig",  # django.contrib.admin, admitting people by role
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -47,7 +47,9 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "formtools",
+    "auditlog",
     "apps.core",
+    "apps.audit",
     "apps.incidents",
     "apps.pagerduty",
     "apps.oncall",
@@ -62,6 +64,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "apps.audit.middleware.AuditActorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -95,6 +98,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Roles are groups (docs/permissions.md): permissions given to a single user are ignored.
+AUTHENTICATION_BACKENDS = ["apps.core.roles.GroupPermissionsBackend"]
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -119,7 +125,8 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Each view declares per action what it needs; an undeclared one is refused (apps.core.permissions).
+    "DEFAULT_PERMISSION_CLASSES": ["apps.core.permissions.ActionPermissions"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
@@ -130,7 +137,12 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Incidents, runbooks and runs; PagerDuty connections.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and its docs page hold no data, but describe every door: a role is needed to read them.
+    "SERVE_PERMISSIONS": ["apps.core.permissions.HasAnyRole"],
 }
+
+# --- Audit log (django-auditlog; what is recorded: docs/permissions.md) ------------------------
+AUDITLOG_STORE_JSON_CHANGES = True
 
 # --- Celery -------------------------------------------------------------------------------
 REDIS_URL = env("REDIS_URL", default="")

@@ -7,6 +7,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import responses as responses_lib
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from rest_framework.test import APIClient
 
 from apps.pagerduty.models import ServiceMapping
@@ -100,3 +101,17 @@ def root_api(root_user):
 def root_admin(client, root_user):
     client.force_login(root_user)
     return client
+
+
+def role_user(db, django_user_model):
+    """role_user("Responders") → an active user holding that role. Not staff: a role is what admits."""
+
+    def make(*roles: str, username: str = ""):
+        groups = list(Group.objects.filter(name__in=roles))
+        assert len(groups) == len(roles), f"unknown roles in {roles}: the roles migration makes the groups"
+        name = username or "-".join(r.lower().replace(" ", "-") for r in roles) or "nobody"
+        user = django_user_model.objects.create_user(name, f"{name}@example.com", "pw-0123456789")
+        user.groups.add(*groups)
+        return user
+
+    return make

@@ -5,11 +5,12 @@ domain errors raised by services into 400s instead of 500s.
 """
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from rest_framework import exceptions, status
+from rest_framework import exceptions, routers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from apps.core.errors import DomainError
+from apps.core.permissions import HasAnyRole
 
 
 def _message_for(detail) -> str:
@@ -38,3 +39,9 @@ def exception_handler(exc, context):
     else:
         body = {"message": _message_for(detail), "errors": detail}
     return Response(body, status=response.status_code or status.HTTP_400_BAD_REQUEST, headers=response.headers)
+
+
+class RoleAPIRootView(routers.APIRootView):
+    """The list of endpoints at /api/v1/: no data, but only for people with a role."""
+
+    permission_classes = [HasAnyRole]

@@ -83,6 +83,12 @@ class IncidentViewSet(
     serializer_class = IncidentSerializer
     queryset = Incident.objects.prefetch_related("events")
     http_method_names = ["get", "post", "patch", "head", "options"]
+    action_permissions = {
+        "list": ["incidents.view_incident"],
+        "retrieve": ["incidents.view_incident"],
+        "create": ["incidents.add_incident"],
+        "partial_update": ["incidents.change_incident"],
+    }
 
     def get_object(self):
         # Accept the UUID or the short id people read off a page (INC-42).

@@ -27,7 +27,8 @@ from apps.oncall.models import (
 )
 from apps.oncall.wizard import SyncWizardView, progress_rows
 
-SYNC_PERMISSION = "oncall.add_syncrun"
+PLAN_PERMISSION = "oncall.plan_syncrun"
+VIEW_RUN_PERMISSION = "oncall.view_syncrun"
 CHANGELISTS = {
     "teams": "admin:oncall_oncallteam_changelist",
     "users": "admin:oncall_oncalluser_changelist",
@@ -256,20 +257,21 @@ class SyncRunAdmin(admin.ModelAdmin):
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         # A run is read on its own page (progress, plan, report), not in a model form.
-        if not str(object_id).isdigit():
+        if request.method == "POST" or not self.has_view_permission(request) or not str(object_id).isdigit():
             raise PermissionDenied
         return HttpResponseRedirect(reverse("admin:oncall_sync_run", args=[int(object_id)]))
 
 
 @admin.register(Sync)
 class SyncAdmin(admin.ModelAdmin):
-    """The wizard and the run pages, under /admin/oncall/sync/; shown to whoever may add sync runs."""
+    """The wizard and the run pages, under /admin/oncall/sync/; the wizard is for whoever may plan a
+    sync (applying one needs oncall.apply_syncrun too), a run's page for whoever may see sync runs."""
 
     def has_module_permission(self, request):
-        return request.user.has_perm(SYNC_PERMISSION)
+        return request.user.has_perm(PLAN_PERMISSION)
 
     def has_view_permission(self, request, obj=None):
-        return request.user.has_perm(SYNC_PERMISSION)
+        return request.user.has_perm(PLAN_PERMISSION)
 
     def has_add_permission(self, request):
         return False
@@ -280,9 +282,9 @@ class SyncAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
-    def _guard(self, view):
+    def _guard(self, view, permission):
         def guarded(request, *args, **kwargs):
-            if not request.user.has_perm(SYNC_PERMISSION):
+            if not request.user.has_perm(permission):
                 raise PermissionDenied
             return view(request, *args, **kwargs)
 
@@ -291,9 +293,13 @@ class SyncAdmin(admin.ModelAdmin):
     def get_urls(self):
         wizard = SyncWizardView.as_view(model_admin=self)
         return [
-            path("", self._guard(wizard), name="oncall_sync_changelist"),
-            path("<int:pk>/", self._guard(self.run_view), name="oncall_sync_run"),
-            path("<int:pk>/progress/", self._guard(self.progress_view), name="oncall_sync_progress"),
+            path("", self._guard(wizard, PLAN_PERMISSION), name="oncall_sync_changelist"),
+            path("<int:pk>/", self._guard(self.run_view, VIEW_RUN_PERMISSION), name="oncall_sync_run"),
+            path(
+                "<int:pk>/progress/",
+                self._guard(self.progress_view, VIEW_RUN_PERMISSION),
+                name="oncall_sync_progress",
+            ),
         ]
 
     def run_view(self, request, pk):

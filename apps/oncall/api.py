@@ -107,6 +107,7 @@ class OncallUserViewSet(_ImportedViewSet):
 
     queryset = OncallUser.objects.prefetch_related("memberships")
     serializer_class = OncallUserSerializer
+    action_permissions = {"list": ["oncall.view_oncalluser"], "retrieve": ["oncall.view_oncalluser"]}
 
     def get_queryset(self):
         qs = super().get_queryset()
@@ -155,6 +156,7 @@ class _OnCallNowViewSet(_ImportedViewSet):
 class OncallScheduleViewSet(_OnCallNowViewSet):
     queryset = OncallSchedule.objects.all()
     serializer_class = OncallScheduleSerializer
+    action_permissions = {"list": ["oncall.view_oncallschedule"], "retrieve": ["oncall.view_oncallschedule"]}
 
     def _on_call(self, objects, at):
         return selectors.oncall_now_for_schedules(schedules=objects, at=at)
@@ -163,6 +165,10 @@ class OncallScheduleViewSet(_OnCallNowViewSet):
 class OncallEscalationPolicyViewSet(_OnCallNowViewSet):
     queryset = OncallEscalationPolicy.objects.prefetch_related("rules__targets")
     serializer_class = OncallEscalationPolicySerializer
+    action_permissions = {
+        "list": ["oncall.view_oncallescalationpolicy"],
+        "retrieve": ["oncall.view_oncallescalationpolicy"],
+    }
 
     def _on_call(self, objects, at):
         return selectors.oncall_now_for_policies(policies=objects, at=at)

@@ -11,6 +11,8 @@ from apps.pagerduty.models import DEFAULT_API_URL, PagerDutyConnection
 from apps.pagerduty.services import connection_test
 from apps.pagerduty.validators import validate_api_key, validate_pagerduty_url
 
+NEW_CONNECTION_FIELDS = ("new_name", "new_api_key", "new_from_email", "new_api_url")
+
 
 class ConnectionStepForm(forms.Form):
     connection = forms.ModelChoiceField(
@@ -38,14 +40,25 @@ class ConnectionStepForm(forms.Form):
     )
     test = forms.BooleanField(required=False, initial=True, label="Test the connection before continuing")
 
-    def __init__(self, *args, run_test: bool = True, **kwargs):
+    def __init__(self, *args, run_test: bool = True, may_create_connection: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.run_test = run_test
         self.test_message = ""
+        self.may_create_connection = may_create_connection
+        if not may_create_connection:
+            # Only PagerDuty admins set keys and URLs: the others choose among existing connections.
+            for name in NEW_CONNECTION_FIELDS:
+                del self.fields[name]
+            self.fields["connection"].required = True
+            self.fields["connection"].empty_label = None
 
     def clean(self):
         data = super().clean()
         connection = data.get("connection")
+        if not self.may_create_connection:
+            if connection is None:
+                return data  # "connection" is required: its error says so
+            return self._tested(connection, data)
         new = [data.get(f) for f in ("new_name", "new_api_key", "new_from_email")]
         if connection is None:
             if not all(new):
@@ -61,6 +74,9 @@ class ConnectionStepForm(forms.Form):
             )
         elif any(new):
             raise ValidationError("Either choose an existing connection or create a new one, not both.")
+        return self._tested(connection, data)
+
+    def _tested(self, connection: PagerDutyConnection, data: dict) -> dict:
         if data.get("test") and self.run_test:
             ok, message = connection_test(connection=connection)
             if not ok:

@@ -79,6 +79,7 @@ class OncallSchedule(PagerDutyObject):
 
     class Meta(PagerDutyObject.Meta):
         verbose_name = "schedule"
+        permissions = [("override_oncallschedule", "Can create on-call overrides")]
 
 
 class ScheduleLayer(models.Model):
@@ -233,6 +234,10 @@ class SyncRun(TimeStampedModel):
     class Meta:
         ordering = ["-created_at"]
         verbose_name = "sync run"
+        permissions = [
+            ("plan_syncrun", "Can plan an on-call sync from PagerDuty"),
+            ("apply_syncrun", "Can apply an on-call sync plan"),
+        ]
 
     def __str__(self) -> str:
         return f"Sync #{self.pk} of {self.connection} ({self.status})"

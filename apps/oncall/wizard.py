@@ -7,6 +7,7 @@ as soon as the first step passes.
 """
 
 from django.contrib import messages
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.http import HttpResponseRedirect
 from django.urls import reverse
@@ -21,6 +22,8 @@ from apps.pagerduty.models import PagerDutyConnection
 from apps.pagerduty.services import connection_upsert
 
 CONNECTION, SCOPE, REVIEW, CONFIRM = "connection", "scope", "review", "confirm"
+APPLY_PERMISSION = "oncall.apply_syncrun"
+CREATE_CONNECTION_PERMISSION = "pagerduty.add_pagerdutyconnection"
 
 
 class SyncWizardView(SessionWizardView):
@@ -52,7 +55,10 @@ class SyncWizardView(SessionWizardView):
     def get_form_kwargs(self, step=None):
         if step == CONNECTION:
             # The test already ran when the step was posted; revalidation at the end need not call PagerDuty again.
-            return {"run_test": not getattr(self, "_revalidating", False)}
+            return {
+                "run_test": not getattr(self, "_revalidating", False),
+                "may_create_connection": self.request.user.has_perm(CREATE_CONNECTION_PERMISSION),
+            }
         if step == SCOPE:
             return {"connection": self._connection()}
         if step in (REVIEW, CONFIRM):
@@ -81,6 +87,7 @@ class SyncWizardView(SessionWizardView):
                 "plan": run.plan if run else None,
                 "resource_order": RESOURCE_TYPES,
                 "progress_url": reverse("admin:oncall_sync_progress", args=[run.pk]) if run else "",
+                "may_apply": self.request.user.has_perm(APPLY_PERMISSION),
                 "sync_run_progress": progress_rows(run) if run else [],
             }
         )
@@ -90,6 +97,9 @@ class SyncWizardView(SessionWizardView):
 
     def post(self, *args, **kwargs):
         posted_step = self.request.POST.get(f"{self.prefix}-current_step")
+        applying = posted_step == CONFIRM and "wizard_goto_step" not in self.request.POST
+        if applying and not self.request.user.has_perm(APPLY_PERMISSION):
+            raise PermissionDenied("Applying a sync plan needs the oncall.apply_syncrun permission.")
         if self.storage.current_step is None and posted_step == CONFIRM:
             # The wizard was finished by an earlier submit of this same page (double click, back + resubmit).
             run_id = self.request.POST.get(f"{CONFIRM}-sync_run", "")
@@ -105,6 +115,8 @@ class SyncWizardView(SessionWizardView):
         if self.steps.current == CONNECTION:
             connection = form.cleaned_data.get("connection")
             if connection is None:
+                if not self.request.user.has_perm(CREATE_CONNECTION_PERMISSION):
+                    raise PermissionDenied("Creating a connection needs pagerduty.add_pagerdutyconnection.")
                 connection = connection_upsert(
                     name=form.cleaned_data["new_name"],
                     api_key=form.cleaned_data["new_api_key"],
@@ -148,6 +160,8 @@ class SyncWizardView(SessionWizardView):
         return super().render_done(form, **kwargs)
 
     def done(self, form_list, form_dict=None, **kwargs):
+        if not self.request.user.has_perm(APPLY_PERMISSION):
+            raise PermissionDenied("Applying a sync plan needs the oncall.apply_syncrun permission.")
         confirm = form_dict[CONFIRM]
         run, queued = services.sync_run_request_apply(
             sync_run_id=confirm.cleaned_data["sync_run"], delete_missing=confirm.cleaned_data["delete_missing"]

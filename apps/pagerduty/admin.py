@@ -1,12 +1,16 @@
 from django import forms
 from django.contrib import admin, messages
+from django.http import HttpResponseNotAllowed
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from apps.core.permissions import admin_permission_required
 from apps.pagerduty.models import PagerDutyConnection, ServiceMapping, UrgencyMapping
 from apps.pagerduty.services import connection_test
 from apps.pagerduty.validators import validate_api_key
+
+TEST_PERMISSION = "pagerduty.test_pagerdutyconnection"
 
 
 class PagerDutyConnectionForm(forms.ModelForm):
@@ -32,7 +36,7 @@ class PagerDutyConnectionForm(forms.ModelForm):
         if self.instance.pk is None:
             self.fields["new_api_key"].required = True
             self.fields["new_api_key"].help_text = "REST API key. Encrypted at rest and never shown after saving."
-        else:
+        elif "name" in self.fields:  # absent on a view-only page, where every field is read-only
             self.fields["name"].disabled = True  # steps refer to connections by name
 
     def clean(self):
@@ -82,16 +86,34 @@ class PagerDutyConnectionAdmin(admin.ModelAdmin):
             *super().get_urls(),
         ]
 
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        context["may_test_connection"] = request.user.has_perm(TEST_PERMISSION)
+        return super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
+
+    @admin_permission_required(TEST_PERMISSION)
     def test_view(self, request, pk):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"], "Press the Test connection button on the connection's page.")
         connection = get_object_or_404(PagerDutyConnection, pk=pk)
-        if request.method != "POST" or not self.has_change_permission(request, connection):
-            messages.error(request, "Testing a connection needs a POST by someone allowed to change it.")
-        else:
-            ok, message = connection_test(connection=connection)
-            messages.add_message(request, messages.SUCCESS if ok else messages.ERROR, message)
+        ok, message = connection_test(connection=connection)
+        messages.add_message(request, messages.SUCCESS if ok else messages.ERROR, message)
         return redirect(reverse("admin:pagerduty_pagerdutyconnection_change", args=[pk]))
 
 
 @admin.register(UrgencyMapping)
 class UrgencyMappingAdmin(admin.ModelAdmin):
     list_display = ["severity", "urgency"]
+
+
+@admin.register(ServiceMapping)
+class ServiceMappingAdmin(admin.ModelAdmin):
+    """Mappings are the runbook authors' (they decide where a page goes); connections are the
+    PagerDuty admins'. So mappings have their own pages besides the inline on the connection."""
+
+    list_display = ["connection", "service_label", "pagerduty_service_id"]
+    list_filter = ["connection"]
+    search_fields = ["service", "pagerduty_service_id"]
+
+    @admin.display(description="Activity.service", ordering="service")
+    def service_label(self, obj):
+        return obj.service or "(default)"

@@ -60,6 +60,15 @@ class PagerDutyConnectionSerializer(serializers.ModelSerializer):
 class PagerDutyConnectionViewSet(viewsets.ModelViewSet):
     serializer_class = PagerDutyConnectionSerializer
     queryset = PagerDutyConnection.objects.all()
+    action_permissions = {
+        "list": ["pagerduty.view_pagerdutyconnection"],
+        "retrieve": ["pagerduty.view_pagerdutyconnection"],
+        "create": ["pagerduty.add_pagerdutyconnection"],
+        "update": ["pagerduty.change_pagerdutyconnection"],
+        "partial_update": ["pagerduty.change_pagerdutyconnection"],
+        "destroy": ["pagerduty.delete_pagerdutyconnection"],
+        "test": ["pagerduty.test_pagerdutyconnection"],
+    }
 
     @action(detail=True, methods=["post"])
     def test(self, request, pk=None):

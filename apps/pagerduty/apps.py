@@ -5,3 +5,12 @@ class PagerDutyConfig(AppConfig):
     name = "apps.pagerduty"
     label = "pagerduty"
     verbose_name = "PagerDuty"
+
+    def ready(self):
+        from apps.audit.services import audit_register
+        from apps.pagerduty.models import PagerDutyConnection, ServiceMapping, UrgencyMapping
+
+        # The API key is masked by audit_register (an encrypted field): a change is recorded, never the key.
+        audit_register(PagerDutyConnection, exclude_fields=["created_at", "updated_at"])
+        audit_register(ServiceMapping)
+        audit_register(UrgencyMapping)

@@ -66,6 +66,10 @@ class PagerDutyConnection(TimeStampedModel):
     class Meta:
         ordering = ["name"]
         verbose_name = "PagerDuty connection"
+        permissions = [
+            ("test_pagerdutyconnection", "Can test a PagerDuty connection"),
+            ("manage_webhooks_pagerdutyconnection", "Can manage a connection's webhook subscriptions"),
+        ]
 
     def __str__(self) -> str:
         return self.name

@@ -5,9 +5,9 @@ import requests
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
-from django.core.exceptions import PermissionDenied
 from django.forms.fields import InvalidJSONInput
 from django.http import Http404, JsonResponse
+from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.formats import date_format
@@ -15,6 +15,7 @@ from django.utils.html import format_html, format_html_join
 
 from apps.core.errors import DomainError
 from apps.core.links import external_link
+from apps.core.permissions import admin_permission_required
 from apps.incidents.admin import IncidentAdmin
 from apps.incidents.models import Incident, IncidentStatus
 from apps.pagerduty.models import PagerDutyConnection
@@ -41,6 +42,10 @@ try:
     from apps.oncall.models import OncallEscalationPolicy, OncallService, OncallUser
 except ImportError:  # without imported on-call data the editor offers mapped services only
     OncallEscalationPolicy = OncallService = OncallUser = None
+
+DRY_RUN_PERMISSION = "runbooks.dry_run_runbook"
+RUN_PERMISSION = "runbooks.run_runbook"
+VERSIONS_PERMISSION = "runbooks.view_runbookversion"
 
 # Enough for a datalist to be useful while typing; beyond that people search PagerDuty by name.
 _IMPORTED_LIMIT = 500
@@ -418,6 +423,8 @@ class RunbookAdmin(admin.ModelAdmin):
             self.message_user(request, f"Saved as version {version.number}.", messages.INFO)
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        context["may_dry_run"] = request.user.has_perm(DRY_RUN_PERMISSION)
+        context["may_run"] = request.user.has_perm(RUN_PERMISSION)
         context["runbook_editor_config"] = {
             "actionsUrl": reverse("admin:runbooks_runbook_authoring_actions"),
             "previewUrl": reverse("admin:runbooks_runbook_authoring_preview"),
@@ -434,6 +441,7 @@ class RunbookAdmin(admin.ModelAdmin):
             ),
             path("authoring/preview/", view(self.authoring_preview_view), name="runbooks_runbook_authoring_preview"),
             path("<path:object_id>/dry-run/", view(self.dry_run_view), name="runbooks_runbook_dry_run"),
+            path("<path:object_id>/run/", view(self.run_view), name="runbooks_runbook_run"),
             path("<path:object_id>/versions/", view(self.versions_view), name="runbooks_runbook_versions"),
             path("<path:object_id>/versions/<int:number>/", view(self.version_view), name="runbooks_runbook_version"),
             *super().get_urls(),
@@ -445,10 +453,11 @@ class RunbookAdmin(admin.ModelAdmin):
         return JsonResponse(authoring_metadata())
 
     def authoring_preview_view(self, request):
-        if request.method != "POST":
-            return _json_error("POST the draft steps as JSON", 405)
+        # The editor previews drafts while someone writes a runbook: for those who may write one.
         if not (self.has_add_permission(request) or self.has_change_permission(request)):
             return _json_error("You may not edit runbooks", 403)
+        if request.method != "POST":
+            return _json_error("POST the draft steps as JSON", 405)
         try:
             payload = json.loads(request.body or b"{}")
         except ValueError as exc:
@@ -472,10 +481,9 @@ class RunbookAdmin(admin.ModelAdmin):
             raise Http404(f"No runbook with id {object_id!r}")
         return runbook
 
+    @admin_permission_required(DRY_RUN_PERMISSION)
     def dry_run_view(self, request, object_id):
         runbook = self._runbook_or_404(request, object_id)
-        if not self.has_view_or_change_permission(request, runbook):
-            raise PermissionDenied
         choice = request.GET.get("incident")
         results, error, incident = None, "", None
         if choice is not None:
@@ -513,10 +521,9 @@ class RunbookAdmin(admin.ModelAdmin):
         }
         return TemplateResponse(request, "admin/runbooks/runbook/dry_run.html", context)
 
+    @admin_permission_required(VERSIONS_PERMISSION)
     def versions_view(self, request, object_id):
         runbook = self._runbook_or_404(request, object_id)
-        if not self.has_view_or_change_permission(request, runbook):
-            raise PermissionDenied
         versions = list(runbook.versions.select_related("created_by").order_by("-number"))
         diff, error, older, newer = [], "", None, None
         if len(versions) >= 2 or request.GET.get("a"):
@@ -540,10 +547,9 @@ class RunbookAdmin(admin.ModelAdmin):
         }
         return TemplateResponse(request, "admin/runbooks/runbook/versions.html", context)
 
+    @admin_permission_required(VERSIONS_PERMISSION)
     def version_view(self, request, object_id, number):
         runbook = self._runbook_or_404(request, object_id)
-        if not self.has_view_or_change_permission(request, runbook):
-            raise PermissionDenied
         try:
             version = runbook_version_get(runbook=runbook, number=number)
         except DomainError as exc:
@@ -558,6 +564,47 @@ class RunbookAdmin(admin.ModelAdmin):
             "yaml": version_yaml(version),
         }
         return TemplateResponse(request, "admin/runbooks/runbook/version.html", context)
+
+    @admin_permission_required(RUN_PERMISSION)
+    def run_view(self, request, object_id):
+        """Run this runbook now on an incident (the API's POST runbooks/{slug}/run/)."""
+        runbook = self._runbook_or_404(request, object_id)
+        form = ManualRunForm(request.POST or None)
+        status = 200
+        if request.method == "POST":
+            if form.is_valid():
+                try:
+                    event = services.runbook_run_manually(
+                        runbook_id=runbook.pk,
+                        incident_id=form.cleaned_data["incident"].pk,
+                        actor=f"admin:{request.user.get_username()}",
+                    )
+                except DomainError as exc:
+                    form.add_error(None, str(exc))
+                else:
+                    self.message_user(
+                        request, f"{runbook} will run on {event.incident.short_id}: see its runs.", messages.SUCCESS
+                    )
+                    return redirect(
+                        f"{reverse('admin:runbooks_runbookrun_changelist')}?incident__id__exact={event.incident_id}"
+                    )
+            status = 400
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": runbook,
+            "title": f"Run now: {runbook.name}",
+            "runbook": runbook,
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/runbooks/runbook/run.html", context, status=status)
+
+
+class ManualRunForm(forms.Form):
+    incident = forms.ModelChoiceField(
+        queryset=Incident.objects.order_by("-created_at"),
+        help_text="The run is recorded on this incident's timeline and in the audit log.",
+    )
 
 
 class ReadOnlyInline(admin.StackedInline):
@@ -680,7 +727,10 @@ class RunbookRunAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
-    @admin.action(description="Re-run from the failed step", permissions=["view"])
+    def has_rerun_permission(self, request):
+        return request.user.has_perm("runbooks.rerun_runbookrun")
+
+    @admin.action(description="Re-run from the failed step", permissions=["rerun"])
     def rerun_from_failed(self, request, queryset):
         for run in queryset:
             try:

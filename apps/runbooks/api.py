@@ -5,7 +5,6 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from apps.incidents.models import Incident
-from apps.incidents.services import incident_trigger_runbook
 from apps.runbooks import services
 from apps.runbooks.dryrun import runbook_dry_run
 from apps.runbooks.loader import conditions_spec, trigger_spec
@@ -189,6 +188,13 @@ class RunbookViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = RunbookSerializer
     queryset = Runbook.objects.prefetch_related("steps")
     lookup_field = "slug"
+    action_permissions = {
+        "list": ["runbooks.view_runbook"],
+        "retrieve": ["runbooks.view_runbook"],
+        "run": ["runbooks.run_runbook"],
+        "dry_run": ["runbooks.dry_run_runbook"],
+        "versions": ["runbooks.view_runbookversion"],
+    }
 
     @extend_schema(request=ManualRunSerializer, responses={202: None})
     @action(detail=True, methods=["post"])
@@ -198,8 +204,8 @@ class RunbookViewSet(viewsets.ReadOnlyModelViewSet):
         serializer = ManualRunSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         incident = get_object_or_404(Incident, pk=serializer.validated_data["incident"])
-        event = incident_trigger_runbook(
-            incident_id=incident.pk, runbook_slug=runbook.slug, actor=f"api:{request.user.get_username()}"
+        event = services.runbook_run_manually(
+            runbook_id=runbook.pk, incident_id=incident.pk, actor=f"api:{request.user.get_username()}"
         )
         return Response({"event": event.pk, "incident": str(incident.pk)}, status=status.HTTP_202_ACCEPTED)
 
@@ -235,6 +241,11 @@ class RunbookViewSet(viewsets.ReadOnlyModelViewSet):
 
 class RunViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = RunSerializer
+    action_permissions = {
+        "list": ["runbooks.view_runbookrun"],
+        "retrieve": ["runbooks.view_runbookrun"],
+        "rerun": ["runbooks.rerun_runbookrun"],
+    }
 
     def get_queryset(self):
         queryset = RunbookRun.objects.select_related(

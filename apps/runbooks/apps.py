@@ -6,7 +6,11 @@ class RunbooksConfig(AppConfig):
     label = "runbooks"
 
     def ready(self):
+        from apps.audit.services import audit_register
         from apps.incidents.signals import incident_event_committed
         from apps.runbooks import receivers
+        from apps.runbooks.models import Runbook, Step
 
         incident_event_committed.connect(receivers.enqueue_dispatch, dispatch_uid="runbooks.enqueue_dispatch")
+        audit_register(Runbook, exclude_fields=["created_at", "updated_at"])
+        audit_register(Step)

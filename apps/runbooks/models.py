@@ -50,6 +50,10 @@ class Runbook(TimeStampedModel):
 
     class Meta:
         ordering = ["slug"]
+        permissions = [
+            ("run_runbook", "Can run a runbook manually"),
+            ("dry_run_runbook", "Can dry-run a runbook"),
+        ]
 
     def __str__(self) -> str:
         return self.name or self.slug
@@ -114,6 +118,10 @@ class RunbookRun(TimeStampedModel):
 
     class Meta:
         ordering = ["-created_at"]
+        permissions = [
+            ("rerun_runbookrun", "Can re-run a run from its failed step"),
+            ("approve_runbookrun", "Can approve or reject a waiting run"),
+        ]
         constraints = [
             # One run per (runbook, event): a redelivered message or a re-dispatch starts nothing twice.
             models.UniqueConstraint(fields=["runbook", "event"], name="uniq_run_per_runbook_event"),

@@ -8,8 +8,9 @@ from apps.runbooks.resolvers import linked_incident_id
 
 
 def runbooks_matching_event(*, event: IncidentEvent) -> list[Runbook]:
-    candidates = Runbook.objects.all() if event.kind == "manual" else Runbook.objects.filter(enabled=True)
-    return [rb for rb in candidates.prefetch_related("steps") if matcher.runbook_matches(rb, event, event.incident)]
+    # Manual runs too: a runbook disabled after someone asked for it does not run.
+    candidates = Runbook.objects.filter(enabled=True).prefetch_related("steps")
+    return [rb for rb in candidates if matcher.runbook_matches(rb, event, event.incident)]
 
 
 def _iso(value: datetime | None) -> str:

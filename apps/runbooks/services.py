@@ -18,9 +18,11 @@ from django.db import IntegrityError, OperationalError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from apps.audit.services import audit_record
 from apps.core.errors import DomainError
 from apps.core.redaction import redact_data, redact_headers
 from apps.incidents.models import IncidentEvent
+from apps.incidents.services import incident_trigger_runbook
 from apps.pagerduty.errors import PagerDutyError
 from apps.pagerduty.selectors import connection_get
 from apps.pagerduty.services import connection_client
@@ -53,6 +55,26 @@ def runs_create_for_event(*, event_id: int) -> list[RunbookRun]:
         transaction.on_commit(lambda run_id=run.pk: tasks.execute_run.delay(run_id))
     IncidentEvent.objects.filter(pk=event.pk, dispatched_at__isnull=True).update(dispatched_at=timezone.now())
     return created
+
+
+@transaction.atomic
+def runbook_run_manually(*, runbook_id, incident_id, actor: str = "") -> IncidentEvent:
+    """A person asked to run this runbook on an incident now: recorded on the incident's timeline
+    and in the audit log; the worker starts the run. A disabled runbook is refused."""
+    runbook = Runbook.objects.select_for_update().get(pk=runbook_id)
+    if not runbook.enabled:
+        raise DomainError(f"Runbook {runbook.slug!r} is disabled; enable it before running it.", field="runbook")
+    event = incident_trigger_runbook(incident_id=incident_id, runbook_slug=runbook.slug, actor=actor)
+    audit_record(
+        target=runbook,
+        event="runbook.run",
+        details={
+            "incident": str(event.incident_id),
+            "incident_short_id": event.incident.short_id,
+            "incident_event": event.pk,
+        },
+    )
+    return event
 
 
 def run_create(*, runbook: Runbook, event: IncidentEvent) -> RunbookRun:
@@ -266,8 +288,15 @@ def run_rerun_from_failed(*, run_id) -> RunbookRun:
     run.step_runs.filter(position__gte=first_failed.position).exclude(status=RunStatus.SUCCEEDED).update(
         status=RunStatus.PENDING, error="", finished_at=None, started_at=None
     )
+    previous = run.status
     run.status, run.error, run.finished_at = RunStatus.PENDING, "", None
     run.save(update_fields=["status", "error", "finished_at"])
+    audit_record(
+        target=run,
+        event="run.rerun",
+        changes={"status": [previous, run.status]},
+        details={"from_step": first_failed.key, "incident_short_id": run.incident.short_id},
+    )
     transaction.on_commit(lambda: tasks.execute_run.delay(run.pk))
     return run
 

@@ -2,10 +2,10 @@ import json
 
 import pytest
 import responses
-from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from apps.core.roles import ROLE_NAMES
 from apps.incidents.models import Incident
 from apps.pagerduty.models import PagerDutyConnection
 from apps.runbooks.models import RunbookRun
@@ -17,8 +17,9 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def user():
-    return get_user_model().objects.create_user("ops", password="pw-ops-123456")
+def user(role_user):
+    # Every role: these tests are about what the API does; who may do it is tests/test_permissions.py.
+    return role_user(*ROLE_NAMES, username="ops")
 
 
 @pytest.fixture

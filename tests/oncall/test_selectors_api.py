@@ -57,9 +57,9 @@ def test_who_is_on_call_follows_the_imported_final_schedule(imported):
 
 
 @pytest.fixture
-def api(db):
+def api(role_user):
     client = APIClient()
-    client.force_authenticate(User.objects.create_user("api", password="pw-123456789"))
+    client.force_authenticate(role_user("Viewers", username="api"))
     return client
 
 

@@ -3,7 +3,7 @@
 from unittest import mock
 
 import pytest
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import Group, Permission, User
 from django.urls import reverse
 
 from apps.oncall import tasks
@@ -92,11 +92,10 @@ def test_wizard_end_to_end(admin_client, sandbox, django_capture_on_commit_callb
     assert run.report["applied_at"] == applied_at
 
 
-def test_wizard_needs_the_sync_permission(client, db):
-    staff = User.objects.create_user("viewer", password="pw-123456789", is_staff=True)
-    client.force_login(staff)
+def test_wizard_needs_the_sync_permission(client, role_user):
+    client.force_login(role_user("Viewers"))
     assert client.get(WIZARD).status_code == 403
-    staff.user_permissions.add(Permission.objects.get(codename="add_syncrun"))
+    client.force_login(role_user("On-call managers"))
     assert client.get(WIZARD).status_code == 200
 
 
@@ -137,3 +136,32 @@ def test_failed_connection_test_is_shown(admin_client, sandbox, db):
     assert response.status_code == 200
     assert b"Connection test failed" in response.content
     assert not PagerDutyConnection.objects.filter(name="wrong").exists()
+
+
+def test_an_oncall_manager_cannot_create_a_connection_in_the_wizard(client, role_user, sandbox, sandbox_connection):
+    client.force_login(role_user("On-call managers"))
+    page = client.get(WIZARD).content.decode()
+    assert 'name="connection-new_api_key"' not in page and "Only PagerDuty admins add connections" in page
+    response = step(
+        client,
+        "connection",
+        {"new_name": "mine", "new_api_key": "stolen", "new_from_email": "me@example.com", "new_api_url": sandbox.url},
+    )
+    assert response.status_code == 200 and b"This field is required" in response.content
+    assert not PagerDutyConnection.objects.filter(name="mine").exists()
+    # Choosing an existing connection is what they may do.
+    response = step(client, "connection", {"connection": sandbox_connection.pk})
+    assert b"Choose what to import" in response.content
+
+
+def test_applying_needs_the_apply_permission(client, django_user_model, sandbox, sandbox_connection, plan_run):
+    run = plan_run(sandbox_connection)
+    planner = django_user_model.objects.create_user("planner", password="pw-123456789")
+    group = Group.objects.create(name="planners")
+    group.permissions.set(Permission.objects.filter(codename__in=["plan_syncrun", "view_syncrun"]))
+    planner.groups.add(group)
+    client.force_login(planner)
+    response = step(client, "confirm", {"sync_run": run.pk, "confirm": "on"})
+    assert response.status_code == 403
+    run.refresh_from_db()
+    assert run.status == SyncRun.Status.PLANNED

@@ -6,7 +6,7 @@ import re
 from html import unescape
 
 import pytest
-from django.contrib.auth.models import Permission
+from django.contrib.auth.models import Group, Permission
 from django.urls import reverse
 
 from apps.oncall.models import OncallEscalationPolicy, OncallService, OncallUser
@@ -60,8 +60,11 @@ def runbook_form(*, slug="page-on-critical", steps=(), initial=0, comment="", **
 @pytest.fixture
 def staff(django_user_model, client):
     def login(*codenames):
+        # Permissions come from groups only (apps.core.roles): an ad-hoc group holds exactly these.
         user = django_user_model.objects.create_user("staff", password="pw", is_staff=True)
-        user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
+        group = Group.objects.create(name="only " + ", ".join(codenames))
+        group.permissions.set(Permission.objects.filter(codename__in=codenames))
+        user.groups.add(group)
         client.force_login(user)
         return client
 
@@ -114,7 +117,7 @@ def test_imported_services_and_responders_are_offered(admin_client, pd_connectio
 def test_metadata_and_preview_need_permission(staff, client, pd_connection):
     anonymous = client.get(ACTIONS_URL)
     assert anonymous.status_code == 302 and "/admin/login/" in anonymous["Location"]
-    no_perms = staff()
+    no_perms = staff("view_incident")  # admitted to the admin, but not to runbooks
     assert no_perms.get(ACTIONS_URL).status_code == 403
     assert no_perms.get(ACTIONS_URL).json()["message"] == "You may not view runbooks"
     assert no_perms.post(PREVIEW_URL, "{}", content_type="application/json").status_code == 403

@@ -317,9 +317,9 @@ def test_preview_offers_only_outputs_of_steps_above(pd_connection):
 
 
 @pytest.fixture
-def api(django_user_model):
+def api(role_user):
     client = APIClient()
-    client.force_authenticate(django_user_model.objects.create_user("sre", password="x"))
+    client.force_authenticate(role_user("Responders", username="sre"))
     return client
 
 

@@ -3,15 +3,24 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from apps.core.roles import ONCALL_MANAGERS, PAGERDUTY_ADMINS, RESPONDERS, RUNBOOK_AUTHORS, VIEWERS
 from apps.incidents.models import Incident
 from apps.incidents.services import incident_create, incident_update
 from apps.pagerduty.models import PagerDutyConnection
 from apps.pagerduty.services import connection_upsert
 
 SANDBOX_TOKEN = "sandbox-token"
+DEMO_USERS = [
+    ("viewer", VIEWERS),
+    ("responder", RESPONDERS),
+    ("author", RUNBOOK_AUTHORS),
+    ("oncall", ONCALL_MANAGERS),
+    ("pdadmin", PAGERDUTY_ADMINS),
+]
 DEMO_INCIDENTS = [
     # (title, summary, severity, environment, service, move to)
     (
@@ -36,7 +45,7 @@ DEMO_INCIDENTS = [
 
 class Command(BaseCommand):
     help = (
-        "First-run setup for `make run`: an admin user, the `default` PagerDuty connection (the local stand-in, "
+        "First-run setup for `make run`: an admin user and one demo user per role, the `default` PagerDuty connection (the local stand-in, "
         "or a real account from PAGERDUTY_* variables), the example runbooks and a few demo incidents. "
         "Safe to run again: it only creates what is missing."
     )
@@ -46,6 +55,12 @@ class Command(BaseCommand):
         if not user_model.objects.filter(is_superuser=True).exists():
             user_model.objects.create_superuser("admin", "admin@example.com", "admin")
             self.stdout.write("Created superuser admin / admin (demo only: change it)")
+        for username, role in DEMO_USERS:
+            if not user_model.objects.filter(username=username).exists():
+                # Password = username, like admin/admin: a local demo, never a deployment.
+                user = user_model.objects.create_user(username, f"{username}@example.com", username)
+                user.groups.add(Group.objects.get(name=role))
+                self.stdout.write(f"Created demo user {username} / {username} ({role})")
 
         if os.environ.get("PAGERDUTY_API_KEY"):
             call_command("pagerduty_connect", "default", "--from-env")

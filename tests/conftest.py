@@ -103,6 +103,7 @@ def root_admin(client, root_user):
     return client
 
 
+@pytest.fixture
 def role_user(db, django_user_model):
     """role_user("Responders") → an active user holding that role. Not staff: a role is what admits."""
 

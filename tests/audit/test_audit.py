@@ -70,7 +70,7 @@ def test_connection_changes_are_recorded_with_actor_and_diff_and_never_the_key(r
             "new_api_key": keys[2],
             "from_email": "oncall@example.com",
             "api_url": PD_URL,
-            "events_url": "https://events.pagerduty.com",
+            "events_url": PD_URL,  # unchanged: created with api_url only, events_url followed it
             "subdomain": "acme",
             "service_mappings-TOTAL_FORMS": "0",
             "service_mappings-INITIAL_FORMS": "0",

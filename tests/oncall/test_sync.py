@@ -39,7 +39,8 @@ def test_first_import_creates_everything(sandbox_connection, plan_run, apply_run
     assert counts == {
         "teams": SMALL["teams"],
         "users": SMALL["users"],
-        "schedules": SMALL["schedules"],
+        # Classic schedules and the v3 (shift-based) ones, which come from /v3/schedules.
+        "schedules": SMALL["schedules"] + len(sandbox.state.schedules_v3),
         "escalation_policies": SMALL["escalation_policies"],
         "services": SMALL["services"],
     }

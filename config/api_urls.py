@@ -1,7 +1,8 @@
+from django.urls import path
 from rest_framework.routers import DefaultRouter
 
 from apps.incidents.api import IncidentViewSet
-from apps.oncall.api import OncallEscalationPolicyViewSet, OncallScheduleViewSet, OncallUserViewSet
+from apps.oncall.api import OncallEscalationPolicyViewSet, OncallNowView, OncallScheduleViewSet, OncallUserViewSet
 from apps.pagerduty.api import PagerDutyConnectionViewSet
 from apps.runbooks.api import RunbookViewSet, RunViewSet
 
@@ -14,4 +15,4 @@ router.register("oncall/schedules", OncallScheduleViewSet, basename="oncall-sche
 router.register("oncall/escalation-policies", OncallEscalationPolicyViewSet, basename="oncall-escalation-policy")
 router.register("oncall/users", OncallUserViewSet, basename="oncall-user")
 
-urlpatterns = router.urls
+urlpatterns = [path("oncall/now/", OncallNowView.as_view(), name="oncall-now"), *router.urls]

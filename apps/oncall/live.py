@@ -506,7 +506,7 @@ def oncall_live_fetch(
     if any(not p.imported for p in people):
         notes.append("Some people on call are not imported: sync users to see their contact methods.")
 
-    gaps = _gaps(connection, shifts, since, until, schedule_ids, policy_ids, imported_schedules, notes)
+    gaps = _gaps(connection, shifts, since, until, schedule_ids, policy_ids, notes)
     snapshot = _snapshot(connection, shifts, since, list(in_answer)[:SNAPSHOT_LIMIT])
     return LiveOnCall(
         connection=connection.name,
@@ -523,7 +523,7 @@ def oncall_live_fetch(
     )
 
 
-def _gaps(connection, shifts, since, until, schedule_ids, policy_ids, imported_schedules, notes) -> list[Gap]:
+def _gaps(connection, shifts, since, until, schedule_ids, policy_ids, notes) -> list[Gap]:
     """Schedules and escalation levels in scope with nobody on call for part of the window."""
     live_policies = OncallEscalationPolicy.objects.filter(connection=connection, deleted_upstream_at__isnull=True)
     if policy_ids:
@@ -573,6 +573,11 @@ def _gaps(connection, shifts, since, until, schedule_ids, policy_ids, imported_s
         if shift.schedule_id:
             by_schedule[shift.schedule_id].append((shift.start, shift.end))
             schedule_names[shift.schedule_id] = shift.schedule_name
+    known_names = dict(
+        OncallSchedule.objects.filter(connection=connection, pagerduty_id__in=scope_schedules).values_list(
+            "pagerduty_id", "name"
+        )
+    )
     gaps = []
     for sid in scope_schedules:
         if sid not in targeted and sid not in seen_in_answer:
@@ -583,7 +588,7 @@ def _gaps(connection, shifts, since, until, schedule_ids, policy_ids, imported_s
             continue
         holes = _uncovered(by_schedule.get(sid, []), since, until)
         if holes:
-            name = schedule_names.get(sid) or (imported_schedules[sid].name if sid in imported_schedules else "")
+            name = schedule_names.get(sid) or known_names.get(sid, "")
             gaps.append(Gap(kind="schedule", intervals=holes, schedule_id=sid, schedule_name=name))
     for (pid, level), name in sorted(levels.items(), key=lambda kv: (kv[1].lower(), kv[0])):
         holes = _uncovered(by_level.get((pid, level), []), since, until)

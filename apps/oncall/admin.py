@@ -9,6 +9,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
+from django.db import transaction
 from django.db.models import Q
 from django.http import Http404, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
@@ -18,7 +19,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from apps.core.errors import DomainError
-from apps.oncall import selectors
+from apps.oncall import selectors, services, tasks
 from apps.oncall.importer import RESOURCE_TYPES
 from apps.oncall.live import oncall_live_fetch
 from apps.oncall.models import (
@@ -515,7 +516,21 @@ class SyncAdmin(admin.ModelAdmin):
             path("", self._guard(wizard), name="oncall_sync_changelist"),
             path("<int:pk>/", self._guard(self.run_view), name="oncall_sync_run"),
             path("<int:pk>/progress/", self._guard(self.progress_view), name="oncall_sync_progress"),
+            path("<int:pk>/retry/", self._guard(self.retry_view), name="oncall_sync_retry"),
         ]
+
+    def retry_view(self, request, pk):
+        """POST: apply a failed run's plan again, as it is."""
+        if request.method != "POST":
+            return HttpResponseRedirect(reverse("admin:oncall_sync_run", args=[pk]))
+        try:
+            run = services.sync_run_retry_apply(sync_run_id=pk)
+        except DomainError as exc:
+            messages.error(request, str(exc))
+        else:
+            transaction.on_commit(lambda: tasks.sync_apply.delay(run.pk))
+            messages.success(request, f"Sync #{run.pk} is being applied again, with the plan it had.")
+        return HttpResponseRedirect(reverse("admin:oncall_sync_run", args=[pk]))
 
     def run_view(self, request, pk):
         run = get_object_or_404(SyncRun.objects.select_related("connection", "created_by"), pk=pk)
@@ -537,6 +552,8 @@ class SyncAdmin(admin.ModelAdmin):
             "fetch": (run.plan or {}).get("fetch") or {},
             "progress_rows": progress_rows(run),
             "active": run.status in (SyncRun.Status.PLANNING, SyncRun.Status.QUEUED, SyncRun.Status.APPLYING),
+            "can_retry": run.status == SyncRun.Status.FAILED and bool(run.apply_requested_at),
+            "retry_url": reverse("admin:oncall_sync_retry", args=[run.pk]),
             "progress_url": reverse("admin:oncall_sync_progress", args=[run.pk]),
             "wizard_url": reverse("admin:oncall_sync_changelist"),
         }

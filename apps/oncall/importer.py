@@ -143,6 +143,8 @@ class Snapshot:
     # (team id, user id) → role, only when roles were asked for.
     team_roles: dict[tuple[str, str], str] | None = None
     requests_made: int = 0
+    # Requests PagerDuty answered 429/5xx (or not at all) that were tried again; counted in requests_made.
+    retries: int = 0
 
     def warn(self, code: str, message: str, *, resource: str = "", ids: Iterable[str] = ()) -> None:
         self.warnings.append({"code": code, "resource": resource, "message": message, "ids": sorted(ids)})
@@ -153,6 +155,7 @@ class Snapshot:
             "requests": self.requests_made,
             "minimum": minimum,
             "ratio": round(self.requests_made / minimum, 3) if minimum else None,
+            "retries": self.retries,
             "extra_requests": max(0, self.requests_made - minimum),
             "partition_requests": sum(s.partition_requests for s in self.stats.values()),
             "by_resource": {name: s.as_dict() for name, s in self.stats.items()},
@@ -350,7 +353,7 @@ class Importer:
 
     def fetch(self, options: FetchOptions) -> Snapshot:
         snap = Snapshot(options=options)
-        started = self.client.requests_made
+        started, retried = self.client.requests_made, self.client.retries
         self._all_team_ids = None
         wanted = set(options.resources)
         if TEAMS in wanted or options.team_roles:
@@ -372,6 +375,7 @@ class Importer:
         if options.team_roles and snap.teams_ability:
             self._fetch_team_roles(snap)
         snap.requests_made = self.client.requests_made - started
+        snap.retries = self.client.retries - retried
         return snap
 
     # --- lists ----------------------------------------------------------------------------------

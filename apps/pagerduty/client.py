@@ -144,6 +144,8 @@ class PagerDutyClient:
         self.throttle = throttle
         self.throttled_seconds = 0.0
         self.requests_made = 0
+        # Attempts that failed with 429/5xx/no answer and were tried again.
+        self.retries = 0
 
     def __repr__(self) -> str:
         return f"PagerDutyClient(api_url={self.api_url!r})"
@@ -234,6 +236,7 @@ class PagerDutyClient:
             wait = self._retry_wait(error, response, attempt, retry_ambiguous)
             if wait is None:
                 raise error
+            self.retries += 1
             self.sleep(wait)
 
     def _wait_for_budget(self) -> None:

@@ -599,20 +599,10 @@ class Importer:
     def _fetch_schedule_details(self, snap: Snapshot) -> None:
         stats = snap.stats[SCHEDULES]
         params = {"since": _iso(snap.options.since), "until": _iso(snap.options.until), "time_zone": "UTC"}
-        detailed, vanished = [], []
         before = self.client.requests_made
         listed = snap.objects.get(SCHEDULES) or []
-        for index, summary in enumerate(listed, start=1):
-            try:
-                body = self.client.request("GET", f"/schedules/{summary['id']}", params=params) or {}
-            except PagerDutyNotFound:
-                # Deleted between the list and now: it is gone upstream, not an error.
-                vanished.append(summary["id"])
-                continue
-            finally:
-                stats.detail_requests += 1
-                self._report("schedule details", index, len(listed))
-            detailed.append(body.get("schedule") or summary)
+        bodies, vanished = self._read_each(listed, "/schedules", params, stats, "schedule details")
+        detailed = [body.get("schedule") or summary for summary, body in bodies]
         stats.requests += self.client.requests_made - before
         if vanished:
             snap.warn(
@@ -661,18 +651,15 @@ class Importer:
             "until": _iso(snap.options.until),
             "time_zone": "UTC",
         }
-        detailed, vanished = [], []
-        for index, ref in enumerate(listed, start=1):
-            try:
-                body = self.client.request("GET", f"/v3/schedules/{ref['id']}", params=window) or {}
-            except PagerDutyNotFound:
-                vanished.append(ref["id"])
-                continue
-            finally:
-                stats.detail_requests += 1
-                self._report("v3 schedule details", index, len(listed))
-            schedule = body.get("schedule") or {}
-            detailed.append({**schedule, "type": "schedule_v3", "id": schedule.get("id") or ref["id"]})
+        bodies, vanished = self._read_each(listed, "/v3/schedules", window, stats, "v3 schedule details")
+        detailed = [
+            {
+                **(body.get("schedule") or {}),
+                "type": "schedule_v3",
+                "id": (body.get("schedule") or {}).get("id") or ref["id"],
+            }
+            for ref, body in bodies
+        ]
         stats.requests += self.client.requests_made - before
         stats.objects = len(detailed)
         if vanished:
@@ -680,6 +667,20 @@ class Importer:
                 "vanished", "v3 schedules deleted in PagerDuty while the import ran", resource=SCHEDULES, ids=vanished
             )
         snap.objects[SCHEDULES] = [*snap.objects.get(SCHEDULES, []), *detailed]
+
+    def _read_each(self, listed: list[dict], path: str, params: dict, stats: ResourceStats, label: str):
+        """GET {path}/{id} for each listed object: ([(listed, body)], ids deleted since they were listed)."""
+        bodies, vanished = [], []
+        for index, summary in enumerate(listed, start=1):
+            try:
+                bodies.append((summary, self.client.request("GET", f"{path}/{summary['id']}", params=params) or {}))
+            except PagerDutyNotFound:
+                # Deleted between the list and now: it is gone upstream, not an error.
+                vanished.append(summary["id"])
+            finally:
+                stats.detail_requests += 1
+                self._report(label, index, len(listed))
+        return bodies, vanished
 
     def _fetch_team_roles(self, snap: Snapshot) -> None:
         teams = snap.objects.get(TEAMS)

@@ -144,6 +144,18 @@ def user_from_api(obj: dict, *, teams_known: bool = True) -> dict:
     }
 
 
+def _schedule_common(obj: dict) -> dict:
+    """The fields both kinds of schedule have."""
+    return {
+        "id": obj["id"],
+        "name": _text(obj.get("name") or obj.get("summary")),
+        "description": _text(obj.get("description")),
+        "time_zone": _text(obj.get("time_zone")),
+        "html_url": _text(obj.get("html_url")),
+        "teams": _ref_ids(obj.get("teams")),
+    }
+
+
 def schedule_from_api(obj: dict, *, since: datetime, until: datetime) -> dict:
     if obj.get("type") == "schedule_v3":
         return schedule_v3_from_api(obj, since=since, until=until)
@@ -165,12 +177,7 @@ def schedule_from_api(obj: dict, *, since: datetime, until: datetime) -> dict:
     final = (obj.get("final_schedule") or {}).get("rendered_schedule_entries")
     overrides = (obj.get("overrides_subschedule") or {}).get("rendered_schedule_entries")
     return {
-        "id": obj["id"],
-        "name": _text(obj.get("name") or obj.get("summary")),
-        "description": _text(obj.get("description")),
-        "time_zone": _text(obj.get("time_zone")),
-        "html_url": _text(obj.get("html_url")),
-        "teams": _ref_ids(obj.get("teams")),
+        **_schedule_common(obj),
         "kind": "schedule",
         "layers": layers,
         "rotations": [],
@@ -228,12 +235,7 @@ def schedule_v3_from_api(obj: dict, *, since: datetime, until: datetime) -> dict
         if "override" in _text((shift.get("source") or {}).get("type")):
             overrides.append(row)
     return {
-        "id": obj["id"],
-        "name": _text(obj.get("name") or obj.get("summary")),
-        "description": _text(obj.get("description")),
-        "time_zone": _text(obj.get("time_zone")),
-        "html_url": _text(obj.get("html_url")),
-        "teams": _ref_ids(obj.get("teams")),
+        **_schedule_common(obj),
         "kind": "schedule_v3",
         "layers": [],
         "rotations": [_rotation(r) for r in obj.get("rotations") or [] if isinstance(r, dict)],

@@ -137,16 +137,23 @@ def _held(run: SyncRun, now: datetime) -> bool:
 
 
 def _heartbeat_sleep(run_pk: int):
-    """The client's sleep (backoff, rate-limit waits) in short slices that renew the lease."""
-    slice_seconds = max(1.0, settings.ONCALL_SYNC_LEASE_SECONDS / 4)
+    """The client's sleep (backoff, rate-limit waits) in slices that renew the lease now and then.
+
+    The shared rate budget makes many short waits on a big account; the lease is written at most
+    every quarter lease, not once per wait.
+    """
+    every = max(1.0, settings.ONCALL_SYNC_LEASE_SECONDS / 4)
+    last = [time.monotonic()]
 
     def sleep(seconds: float) -> None:
         remaining = seconds
         while remaining > 0:
-            chunk = min(remaining, slice_seconds)
+            chunk = min(remaining, every)
             time.sleep(chunk)
             remaining -= chunk
-            SyncRun.objects.filter(pk=run_pk).update(heartbeat_at=timezone.now())
+            if time.monotonic() - last[0] >= every:
+                last[0] = time.monotonic()
+                SyncRun.objects.filter(pk=run_pk).update(heartbeat_at=timezone.now())
 
     return sleep
 

@@ -266,3 +266,13 @@ def test_command_retries_a_failed_apply(sandbox_connection, plan_run, monkeypatc
     services.sync_run_apply(sync_run_id=run.pk)
     call_command("oncall_sync", "default", "--apply", "--sync-run", str(run.pk))
     assert "applied" in capsys.readouterr().out and SyncRun.objects.get(pk=run.pk).status == SyncRun.Status.APPLIED
+
+
+def test_waiting_out_pagerduty_renews_the_lease(sandbox_connection, settings):
+    """A worker sleeping through a long 429 is alive: its lease must not lapse while it waits."""
+    settings.ONCALL_SYNC_LEASE_SECONDS = 4
+    run = services.sync_run_create(connection=sandbox_connection, options={})
+    long_ago = timezone.now() - timedelta(minutes=5)
+    SyncRun.objects.filter(pk=run.pk).update(heartbeat_at=long_ago)
+    services._heartbeat_sleep(run.pk)(2.2)
+    assert SyncRun.objects.get(pk=run.pk).heartbeat_at > long_ago + timedelta(minutes=4)

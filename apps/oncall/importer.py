@@ -284,10 +284,11 @@ class _PartitionReader:
         self._charge("teams", before)
 
     def by_email(self) -> None:
-        """Users in no team: every email has one "@", so "x@" for each x splits everyone in disjoint parts."""
+        """Every email has one "@", so "x@" for each x splits all users, in teams or not, in disjoint parts."""
         before = self.importer.client.requests_made
         everyone = Counter(c for item in self.prefix.values() if (c := _char_before_at(item)))
-        # The users still missing are mostly in no team: look first where such users end their local part.
+        # Endings common among people in no team first (no fallback but names reaches them), then the
+        # most common overall, so that reading can stop as soon as the list's total is reached.
         teamless = Counter(c for item in self.prefix.values() if not item.get("teams") and (c := _char_before_at(item)))
         alphabet = sorted(set(everyone) | set(QUERY_ALPHABET), key=lambda c: (-teamless[c], -everyone[c], c))
         misses = 0
@@ -487,10 +488,11 @@ class Importer:
     # PagerDuty guarantees: a list read by offset is complete up to offset 10,000; `team_ids[]`
     # returns exactly the objects in any of those teams; `total=true` counts a filtered list. So:
     # 1. the first 10,000 are read by offset (the "prefix", the cheapest data there is);
-    # 2. team members come from team-filtered lists, many teams per request, each read only past
-    #    the members the prefix already holds (counted exactly from the prefix's own `teams`);
-    # 3. the remainder (objects in no team) comes from `query` partitions that split everyone in
-    #    disjoint parts (users: by the character before the "@" of their email);
+    # 2. users: every user has an email with one "@", and `query` matches emails, so "a@" … "9@"
+    #    split everyone, in a team or not, into ~40 disjoint parts far below the cap;
+    # 3. team members (users, when PagerDuty's search does not behave as step 2 needs; schedules,
+    #    policies and services always) come from team-filtered lists, many teams per request, each
+    #    read only past the members the prefix holds (counted exactly from the prefix's own `teams`);
     # 4. what is still missing falls back to name queries, and anything unreachable is reported.
     # A partition is read from just before the first object we lack, and proven complete by
     # counting: the objects after the prefix's share must all be new and add up to `total`.

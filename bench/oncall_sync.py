@@ -1,6 +1,9 @@
-"""Benchmark: on-call sync of a 9,000-user account from the PagerDuty stand-in.
+"""Benchmark: on-call sync of a realistic account from the PagerDuty stand-in.
 
-    .venv/bin/python bench/oncall_sync.py [--users 9000] [--keep-db]
+    .venv/bin/python bench/oncall_sync.py [--users 9000] [--seed 42] [--teams 150] [--keep-db]
+
+The stand-in's accounts are realistic (names in many scripts, accents, one-word names, bots, a shared
+email domain, teams of very uneven size, people in no team); past 10,000 users the import partitions.
 
 Uses a throwaway SQLite database under var/ (or DATABASE_URL when set: then it creates and drops
 a `bench_oncall_…` database next to the configured one), starts the stand-in, plans and applies,
@@ -31,6 +34,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=9000)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--teams", type=int, default=SIZES["teams"])
     parser.add_argument("--keep-db", action="store_true", help="leave the throwaway database behind")
     parser.add_argument(
         "--no-throttle",
@@ -61,7 +65,7 @@ def main() -> int:
     connection.settings_dict["TEST"]["NAME"] = name
     test_db = creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
     try:
-        sizes = {"users": args.users, **SIZES}
+        sizes = {"users": args.users, **SIZES, "teams": args.teams}
         state = SandboxState(tokens={TOKEN}, rate_limit_per_minute=1_000_000, teams_ability=True)
         started = time.monotonic()
         seed_account(state, seed=args.seed, **sizes)
@@ -106,18 +110,35 @@ def main() -> int:
                 rerun = services.sync_run_apply(sync_run_id=rerun.pk)
             reapply_seconds = time.monotonic() - started
 
-        minimum = sum(math.ceil(n / 100) for n in sizes.values()) + sizes["schedules"]
-        objects = sum(sizes.values())
-        pages = sum(math.ceil(n / 100) for n in sizes.values())
+        v3 = state.counts()["schedules_v3"]
+        minimum = sum(math.ceil(n / 100) for n in sizes.values()) + sizes["schedules"] + math.ceil(v3 / 100) + v3
+        objects = sum(sizes.values()) + v3
+        pages = sum(math.ceil(n / 100) for n in sizes.values()) + math.ceil(v3 / 100)
+        users = run.plan["fetch"]["by_resource"]["users"]
+        users_minimum = math.ceil(sizes["users"] / 100)
         changed = sum(r["created"] + r["updated"] for r in rerun.report["resources"].values())
         print(
             f"on-call sync benchmark — {platform.python_implementation()} {platform.python_version()}, "
             f"{os.cpu_count()} CPUs, database {connection.vendor}"
         )
-        print(f"account: {', '.join(f'{n:,} {k}' for k, n in sizes.items())} (seeded in {seed_seconds:.1f} s)")
+        no_team = sum(1 for u in state.users.values() if not u["teams"])
+        print(
+            f"account: {', '.join(f'{n:,} {k}' for k, n in sizes.items())}, {v3} v3 schedules; seed {args.seed} "
+            f"(seeded in {seed_seconds:.1f} s); {no_team:,} users in no team, largest team "
+            f"{max(len(m) for m in state.team_members.values()):,} members"
+        )
         print(f"requests made:        {requests_made}")
-        print(f"minimum:              {minimum}  (ceil(n/100) list pages per type + one per schedule)")
+        print(
+            f"minimum:              {minimum}  (ceil(n/100) list pages per type, classic and v3 schedules, "
+            "+ one read per schedule)"
+        )
         print(f"ratio:                {requests_made / minimum:.3f}")
+        print(
+            f"users:                {users['requests']} requests for {users['objects']:,} of {users['total']:,} "
+            f"(minimum {users_minimum}, ratio {users['requests'] / users_minimum:.3f}); first 10,000 by offset "
+            f"{users['prefix_requests']}, partitions {users['phase_requests'] or '—'}, partitions re-read from the "
+            f"start {users['head_reads']}, unreachable {users['unreachable']}"
+        )
         print(
             f"plan:                 {plan_seconds:.1f} s, {len(plan_queries)} queries "
             f"(client rate limiter {limit}; {plan_throttled:.1f} s of it spent waiting for budget)"

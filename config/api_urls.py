@@ -1,9 +1,10 @@
+from django.urls import path
 from rest_framework.routers import DefaultRouter
 
 from apps.audit.api import AuditEntryViewSet
 from apps.core.api import RoleAPIRootView
 from apps.incidents.api import IncidentViewSet
-from apps.oncall.api import OncallEscalationPolicyViewSet, OncallScheduleViewSet, OncallUserViewSet
+from apps.oncall.api import OncallEscalationPolicyViewSet, OncallNowView, OncallScheduleViewSet, OncallUserViewSet
 from apps.pagerduty.api import PagerDutyConnectionViewSet
 from apps.runbooks.api import RunbookViewSet, RunViewSet
 
@@ -18,4 +19,4 @@ router.register("oncall/escalation-policies", OncallEscalationPolicyViewSet, bas
 router.register("oncall/users", OncallUserViewSet, basename="oncall-user")
 router.register("audit", AuditEntryViewSet, basename="audit")
 
-urlpatterns = router.urls
+urlpatterns = [path("oncall/now/", OncallNowView.as_view(), name="oncall-now"), *router.urls]

@@ -151,6 +151,7 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = VAR_DIR / "broker"
     (_broker_dir / "queue").mkdir(parents=True, exist_ok=True)
     (_broker_dir / "processed").mkdir(parents=True, exist_ok=True)
+    (_broker_dir / "control").mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
@@ -179,6 +180,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "apps.runbooks.tasks.recover_stalled_runs",
         "schedule": timedelta(seconds=env.int("RUN_RECOVERY_INTERVAL", default=60)),
     },
+    # On-call syncs whose worker died or whose message was lost are taken up again.
+    "oncall-sync-recovery": {
+        "task": "apps.oncall.tasks.sync_recover",
+        "schedule": timedelta(seconds=env.int("RUN_RECOVERY_INTERVAL", default=60)),
+    },
     # On-call re-sync from PagerDuty: off unless ONCALL_SYNC_INTERVAL_MINUTES is set.
     **(
         {
@@ -195,6 +201,9 @@ CELERY_BEAT_SCHEDULE = {
 # --- Runbook engine -------------------------------------------------------------------------
 # How long a worker owns a run before another may take it over (renewed between steps).
 RUNBOOK_RUN_LEASE_SECONDS = env.int("RUNBOOK_RUN_LEASE_SECONDS", default=120)
+# How long a worker planning or applying an on-call sync owns it without a sign of life (renewed
+# while it works and while it waits out PagerDuty's rate limit) before another worker takes over.
+ONCALL_SYNC_LEASE_SECONDS = env.int("ONCALL_SYNC_LEASE_SECONDS", default=120)
 
 # --- PagerDuty client -----------------------------------------------------------------------
 PAGERDUTY_TIMEOUT_SECONDS = env.float("PAGERDUTY_TIMEOUT_SECONDS", default=10.0)

@@ -205,6 +205,10 @@ def world(pd_connection, django_user_model):
     return objects
 
 
+# The paged lists behind big memberships: <object_id>/related/<name>/.
+RELATED_LIST = {OncallTeam: "members", OncallEscalationPolicy: "services"}
+
+
 def _url(door: Door, route: Route, objects: dict) -> str:
     obj = objects.get(route.model)
     values = {"number": "1", "app_label": ""}
@@ -214,6 +218,7 @@ def _url(door: Door, route: Route, objects: dict) -> str:
     elif "{" in door.path:
         assert obj is not None, f"{door}: add an object of {route.model} to the `world` fixture"
         values |= {"pk": obj.pk, "object_id": obj.pk, "slug": getattr(obj, "slug", ""), "id": obj.pk}
+        values["name"] = RELATED_LIST.get(route.model, "")
     return door.path.format(**values)
 
 

@@ -1,18 +1,28 @@
 """On-call admin: imported data (synced fields read-only, local fields editable), sync runs, the
-sync wizard at /admin/oncall/sync/ and "who is on call now"."""
+sync wizard at /admin/oncall/sync/ and "who is on call now" (imported, and live from PagerDuty)."""
 
-from django.contrib import admin
+from datetime import UTC, datetime
+from functools import reduce
+from operator import or_
+
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
-from django.http import HttpResponseRedirect, JsonResponse
+from django.core.paginator import Paginator
+from django.db import transaction
+from django.db.models import Q
+from django.http import Http404, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html_join
+from django.utils.html import format_html, format_html_join
 
+from apps.core.errors import DomainError
 from apps.core.links import external_link
-from apps.oncall import selectors
+from apps.oncall import selectors, services, tasks
 from apps.oncall.importer import RESOURCE_TYPES
+from apps.oncall.live import oncall_live_fetch
 from apps.oncall.models import (
     EscalationRule,
     OncallEscalationPolicy,
@@ -26,9 +36,12 @@ from apps.oncall.models import (
     TeamMembership,
 )
 from apps.oncall.wizard import SyncWizardView, progress_rows
+from apps.pagerduty.errors import PagerDutyError
+from apps.pagerduty.models import PagerDutyConnection
 
 PLAN_PERMISSION = "oncall.plan_syncrun"
 VIEW_RUN_PERMISSION = "oncall.view_syncrun"
+APPLY_PERMISSION = "oncall.apply_syncrun"
 CHANGELISTS = {
     "teams": "admin:oncall_oncallteam_changelist",
     "users": "admin:oncall_oncalluser_changelist",
@@ -37,6 +50,9 @@ CHANGELISTS = {
     "services": "admin:oncall_oncallservice_changelist",
 }
 SYNCED_COMMON = ["connection", "pagerduty_id", "name", "html_link", "synced_at", "deleted_upstream_at"]
+VIEW_ONCALL = ("oncall.view_oncallschedule", "oncall.view_oncallescalationpolicy")
+RELATED_PREVIEW = 10
+RELATED_PAGE = 50
 
 
 def _render_oncall(entries) -> str:
@@ -98,18 +114,136 @@ class MembershipByUserInline(ReadOnlyInline):
     readonly_fields = fields
 
 
-class MembershipByTeamInline(ReadOnlyInline):
-    model = TeamMembership
-    fk_name = "team"
-    fields = ["user", "role"]
-    readonly_fields = fields
+class RelatedListsAdmin(ImportedAdmin):
+    """Related rows that can run into thousands, shown read-only with no form fields at all.
+
+    An inline formset posts hidden fields for every row, so a team of 2,000 members could not even be
+    saved (DATA_UPLOAD_MAX_NUMBER_FIELDS). Instead the change page shows the first rows and links to a
+    paged, searchable list at <id>/related/<name>/.
+    """
+
+    # name → (title, column headers, search fields)
+    related_lists: dict[str, tuple[str, list[str], list[str]]] = {}
+
+    def related_queryset(self, name: str, obj):
+        raise NotImplementedError("subclasses say what each related list holds")
+
+    def related_row(self, name: str, row) -> list:
+        raise NotImplementedError("subclasses say how a related row is shown")
+
+    def get_urls(self):
+        info = self.model._meta.app_label, self.model._meta.model_name
+        view = self.admin_site.admin_view(self.related_view)
+        return [
+            path("<path:object_id>/related/<slug:name>/", view, name="{}_{}_related".format(*info)),
+            *super().get_urls(),
+        ]
+
+    def related_url(self, obj, name: str) -> str:
+        info = self.model._meta.app_label, self.model._meta.model_name
+        return reverse("admin:{}_{}_related".format(*info), args=[obj.pk, name])
+
+    def related_view(self, request, object_id, name):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        if name not in self.related_lists:
+            raise Http404
+        obj = self.get_object(request, unquote(object_id))
+        if obj is None:
+            raise Http404
+        if not self.has_view_permission(request, obj):
+            raise PermissionDenied
+        title, headers, search = self.related_lists[name]
+        rows = self.related_queryset(name, obj)
+        query = request.GET.get("q", "").strip()[:100]
+        if query:
+            rows = rows.filter(reduce(or_, (Q(**{f"{f}__icontains": query}) for f in search)))
+        page = Paginator(rows, RELATED_PAGE).get_page(request.GET.get("page"))
+        info = self.model._meta.app_label, self.model._meta.model_name
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"{title} of {obj}",
+            "opts": self.model._meta,
+            "original": obj,
+            "change_url": reverse("admin:{}_{}_change".format(*info), args=[obj.pk]),
+            "headers": headers,
+            "rows": [self.related_row(name, row) for row in page],
+            "page": page,
+            "query": query,
+        }
+        return TemplateResponse(request, "admin/oncall/related_list.html", context)
+
+    def related_preview(self, obj, name: str) -> str:
+        if obj is None or obj.pk is None:
+            return "—"
+        title, headers, _search = self.related_lists[name]
+        rows = self.related_queryset(name, obj)
+        total = rows.count()
+        head = format_html_join("", "<th>{}</th>", ((h,) for h in headers))
+        body = format_html_join(
+            "",
+            "<tr>{}</tr>",
+            (
+                (format_html_join("", "<td>{}</td>", ((c,) for c in self.related_row(name, row))),)
+                for row in rows[:RELATED_PREVIEW]
+            ),
+        )
+        more = "search them" if total <= RELATED_PREVIEW else f"all {total:,}, paged and searchable"
+        return format_html(
+            '<p>{} {}. <a href="{}">{}</a></p><table><thead><tr>{}</tr></thead><tbody>{}</tbody></table>',
+            f"{total:,}",
+            title.lower(),
+            self.related_url(obj, name),
+            more.capitalize(),
+            head,
+            body,
+        )
+
+
+def _user_link(user, fallback: str):
+    if user is None:
+        return fallback
+    return format_html('<a href="{}">{}</a>', reverse("admin:oncall_oncalluser_change", args=[user.pk]), user)
 
 
 @admin.register(OncallTeam)
-class OncallTeamAdmin(ImportedAdmin):
+class OncallTeamAdmin(RelatedListsAdmin):
     list_display = ["name", "pagerduty_id", "local_alias", "connection", "deleted_upstream_at"]
     synced_fields = ["description"]
-    inlines = [MembershipByTeamInline]
+    extra_readonly = ["members"]
+    related_lists = {
+        "members": (
+            "Members",
+            ["Name", "Email", "Role", "PagerDuty id"],
+            ["user__name", "user__email", "user__pagerduty_id", "role"],
+        )
+    }
+
+    def related_queryset(self, name, obj):
+        return (
+            TeamMembership.objects.filter(
+                Q(team=obj) | Q(team__isnull=True, team_pagerduty_id=obj.pagerduty_id, user__connection=obj.connection)
+            )
+            .select_related("user")
+            .order_by("user__name", "user__pagerduty_id")
+        )
+
+    def related_row(self, name, row):
+        return [_user_link(row.user, row.user_id), row.user.email or "—", row.role or "—", row.user.pagerduty_id]
+
+    @admin.display(description="Members")
+    def members(self, obj):
+        return self.related_preview(obj, "members")
+
+
+def _contact_methods(methods) -> str:
+    if not methods:
+        return "—"
+    return format_html_join(
+        "",
+        "<div>{}: {}{}</div>",
+        ((m["type"], m["label"], f" — {m['address']}" if m["address"] else "") for m in methods),
+    )
 
 
 @admin.register(OncallUser)
@@ -118,7 +252,12 @@ class OncallUserAdmin(ImportedAdmin):
     list_filter = [*ImportedAdmin.list_filter, "role"]
     search_fields = [*ImportedAdmin.search_fields, "email"]
     synced_fields = ["email", "time_zone", "role", "job_title"]
+    extra_readonly = ["contact_methods_list"]
     inlines = [MembershipByUserInline]
+
+    @admin.display(description="Contact methods")
+    def contact_methods_list(self, obj):
+        return _contact_methods(obj.contact_methods if obj else None)
 
 
 class LayerInline(ReadOnlyInline):
@@ -141,10 +280,40 @@ class LayerInline(ReadOnlyInline):
 
 @admin.register(OncallSchedule)
 class OncallScheduleAdmin(ImportedAdmin):
-    list_display = ["name", "time_zone", "pagerduty_id", "connection", "rendered_until", "deleted_upstream_at"]
-    synced_fields = ["description", "time_zone", "team_ids", "rendered_since", "rendered_until"]
-    extra_readonly = ["on_call_now"]
+    list_display = ["name", "kind", "time_zone", "pagerduty_id", "connection", "rendered_until", "deleted_upstream_at"]
+    list_filter = [*ImportedAdmin.list_filter, "kind"]
+    synced_fields = ["kind", "description", "time_zone", "team_ids", "rendered_since", "rendered_until"]
+    extra_readonly = ["on_call_now", "rotations_list"]
     inlines = [LayerInline]
+
+    @admin.display(description="Rotations (v3)")
+    def rotations_list(self, obj):
+        if obj is None or obj.kind != OncallSchedule.Kind.V3:
+            return "— (a classic schedule: see its layers below)"
+        intro = format_html(
+            "<p class='help'>A v3 (shift-based) schedule has no layers: PagerDuty defines it as rotations of "
+            "repeating events (RFC 5545 rules), kept here as PagerDuty sends them and not re-computed. Who is on "
+            "call comes from PagerDuty's own computed shifts, imported for the synced window.</p>"
+        )
+        events = format_html_join(
+            "",
+            "<div><strong>{}</strong>: {} – {} ({}), {}; {} from {}{}</div>",
+            (
+                (
+                    e["name"] or rotation["id"],
+                    e["start_time"]["date_time"],
+                    e["end_time"]["date_time"],
+                    e["start_time"]["time_zone"],
+                    ", ".join(e["recurrence"]),
+                    e["assignment"]["type"].replace("_", " "),
+                    ", ".join(m or "(empty)" for m in e["assignment"]["members"]),
+                    f" until {e['effective_until']}" if e["effective_until"] else "",
+                )
+                for rotation in obj.rotations or []
+                for e in rotation["events"]
+            ),
+        )
+        return format_html("{}{}", intro, events or "no rotations")
 
     @admin.display(description="On call now")
     def on_call_now(self, obj):
@@ -161,7 +330,7 @@ class OncallScheduleAdmin(ImportedAdmin):
         return [path("now/", self.admin_site.admin_view(self.now_view), name="oncall_now"), *super().get_urls()]
 
     def now_view(self, request):
-        if not self.has_view_permission(request):
+        if not request.user.has_perms(VIEW_ONCALL):
             raise PermissionDenied
         at = timezone.now()
         connection_id = request.GET.get("connection", "")
@@ -178,6 +347,8 @@ class OncallScheduleAdmin(ImportedAdmin):
         schedules, policies = list(schedules.order_by("name")[:500]), list(policies.order_by("name")[:500])
         by_schedule = selectors.oncall_now_for_schedules(schedules=schedules, at=at)
         by_policy = selectors.oncall_now_for_policies(policies=policies, at=at)
+        empty_levels = selectors.oncall_empty_levels(policies=policies, by_policy=by_policy, at=at)
+        connections = list(PagerDutyConnection.objects.order_by("name"))
         context = {
             **self.admin_site.each_context(request),
             "title": "Who is on call now",
@@ -185,9 +356,57 @@ class OncallScheduleAdmin(ImportedAdmin):
             "at": at,
             "query": query,
             "schedules": [(s, by_schedule[s.pk], selectors.oncall_window_note(schedule=s, at=at)) for s in schedules],
-            "policies": [(p, by_policy[p.pk]) for p in policies],
+            "policies": [(p, by_policy[p.pk], empty_levels.get(p.pk, [])) for p in policies],
+            "connections": connections,
+            "connection_id": connection_id,
+            "live": None,
+            "live_since": request.GET.get("since", ""),
+            "live_until": request.GET.get("until", ""),
         }
+        if request.GET.get("live"):
+            context["live"] = self._live(request, connections, connection_id, query, schedules, policies)
         return TemplateResponse(request, "admin/oncall/oncall_now.html", context)
+
+    def _live(self, request, connections, connection_id, query, schedules, policies):
+        """Ask PagerDuty: for the schedules and policies the search shows, or the whole account."""
+        connection = next((c for c in connections if str(c.pk) == connection_id), None)
+        if connection is None and len(connections) == 1:
+            connection = connections[0]
+        if connection is None:
+            messages.error(request, "Choose a connection to ask PagerDuty.")
+            return None
+        # PagerDuty ANDs the two filters (and a schedule filter leaves out people a policy names directly):
+        # ask about the policies the search found, else its schedules.
+        policy_ids = [p.pagerduty_id for p in policies if p.connection_id == connection.pk] if query else []
+        schedule_ids = (
+            [] if policy_ids or not query else [s.pagerduty_id for s in schedules if s.connection_id == connection.pk]
+        )
+        try:
+            since = _admin_time(request.GET.get("since"), "since")
+            until = _admin_time(request.GET.get("until"), "until")
+            return oncall_live_fetch(
+                connection=connection,
+                since=since,
+                until=until,
+                schedule_ids=schedule_ids,
+                escalation_policy_ids=policy_ids,
+            )
+        except DomainError as exc:
+            messages.error(request, f"{exc.field + ': ' if exc.field else ''}{exc}")
+        except PagerDutyError as exc:
+            messages.error(request, f"PagerDuty did not answer: {exc}")
+        return None
+
+
+def _admin_time(raw: str | None, field: str) -> datetime | None:
+    """A datetime-local input, read as UTC (the page says so)."""
+    if not raw:
+        return None
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        raise DomainError("Give a date and time, e.g. 2026-11-23T09:00.", field=field) from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 class RuleInline(ReadOnlyInline):
@@ -203,19 +422,24 @@ class RuleInline(ReadOnlyInline):
         return ", ".join(str(t) for t in obj.targets.all())
 
 
-class ServiceInline(ReadOnlyInline):
-    model = OncallService
-    fk_name = "escalation_policy"
-    fields = ["name", "pagerduty_id", "status"]
-    readonly_fields = fields
-
-
 @admin.register(OncallEscalationPolicy)
-class OncallEscalationPolicyAdmin(ImportedAdmin):
+class OncallEscalationPolicyAdmin(RelatedListsAdmin):
     list_display = ["name", "num_loops", "pagerduty_id", "connection", "deleted_upstream_at"]
     synced_fields = ["description", "num_loops", "on_call_handoff_notifications", "team_ids"]
-    extra_readonly = ["on_call_now"]
-    inlines = [RuleInline, ServiceInline]
+    extra_readonly = ["on_call_now", "services_list"]
+    inlines = [RuleInline]
+    related_lists = {"services": ("Services", ["Name", "PagerDuty id", "Status"], ["name", "pagerduty_id", "status"])}
+
+    def related_queryset(self, name, obj):
+        return OncallService.objects.filter(escalation_policy=obj).order_by("name", "pk")
+
+    def related_row(self, name, row):
+        link = format_html('<a href="{}">{}</a>', reverse("admin:oncall_oncallservice_change", args=[row.pk]), row)
+        return [link, row.pagerduty_id, row.status or "—"]
+
+    @admin.display(description="Services")
+    def services_list(self, obj):
+        return self.related_preview(obj, "services")
 
     @admin.display(description="On call now")
     def on_call_now(self, obj):
@@ -300,7 +524,21 @@ class SyncAdmin(admin.ModelAdmin):
                 self._guard(self.progress_view, VIEW_RUN_PERMISSION),
                 name="oncall_sync_progress",
             ),
+            path("<int:pk>/retry/", self._guard(self.retry_view, APPLY_PERMISSION), name="oncall_sync_retry"),
         ]
+
+    def retry_view(self, request, pk):
+        """POST: apply a failed run's plan again, as it is."""
+        if request.method != "POST":
+            return HttpResponseRedirect(reverse("admin:oncall_sync_run", args=[pk]))
+        try:
+            run = services.sync_run_retry_apply(sync_run_id=pk)
+        except DomainError as exc:
+            messages.error(request, str(exc))
+        else:
+            transaction.on_commit(lambda: tasks.sync_apply.delay(run.pk))
+            messages.success(request, f"Sync #{run.pk} is being applied again, with the plan it had.")
+        return HttpResponseRedirect(reverse("admin:oncall_sync_run", args=[pk]))
 
     def run_view(self, request, pk):
         run = get_object_or_404(SyncRun.objects.select_related("connection", "created_by"), pk=pk)
@@ -322,6 +560,8 @@ class SyncAdmin(admin.ModelAdmin):
             "fetch": (run.plan or {}).get("fetch") or {},
             "progress_rows": progress_rows(run),
             "active": run.status in (SyncRun.Status.PLANNING, SyncRun.Status.QUEUED, SyncRun.Status.APPLYING),
+            "can_retry": run.status == SyncRun.Status.FAILED and bool(run.apply_requested_at),
+            "retry_url": reverse("admin:oncall_sync_retry", args=[run.pk]),
             "progress_url": reverse("admin:oncall_sync_progress", args=[run.pk]),
             "wizard_url": reverse("admin:oncall_sync_changelist"),
         }

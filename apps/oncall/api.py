@@ -1,15 +1,23 @@
-"""Read-only API over imported on-call data, with "who is on call now" (from the last sync, no PagerDuty call)."""
+"""Read-only API over on-call data: the imported directory with "who is on call" from the last sync (no
+PagerDuty call), and `oncall/now/`, which asks PagerDuty live."""
 
 from datetime import datetime
 
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
-from rest_framework import serializers, viewsets
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status, viewsets
 from rest_framework.exceptions import ValidationError
+from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from apps.oncall import selectors
+from apps.oncall.live import oncall_live_fetch
 from apps.oncall.models import OncallEscalationPolicy, OncallSchedule, OncallUser
+from apps.pagerduty.errors import PagerDutyError
+from apps.pagerduty.models import PagerDutyConnection
+from apps.pagerduty.selectors import connection_get
 
 
 class _ImportedSerializer(serializers.ModelSerializer):
@@ -172,3 +180,70 @@ class OncallEscalationPolicyViewSet(_OnCallNowViewSet):
 
     def _on_call(self, objects, at):
         return selectors.oncall_now_for_policies(policies=objects, at=at)
+
+
+class CanViewOncall(BasePermission):
+    """Reading on-call data, imported or live, is the Viewers' right (the view permissions of schedules and policies)."""
+
+    message = "You do not have permission to read on-call data."
+
+    def has_permission(self, request, view):
+        return request.user.has_perms(("oncall.view_oncallschedule", "oncall.view_oncallescalationpolicy"))
+
+
+def _time_param(params, name: str) -> datetime | None:
+    raw = params.get(name)
+    if not raw:
+        return None
+    try:
+        value = parse_datetime(raw)
+    except ValueError:
+        value = None
+    if value is None or timezone.is_naive(value):
+        raise ValidationError({name: ["Give a time in ISO 8601 with a zone, e.g. 2026-11-23T09:00:00Z."]})
+    return value
+
+
+def live_connection(name: str | None) -> PagerDutyConnection:
+    """The named connection; without a name, the only one there is, else the one called "default"."""
+    if name:
+        return connection_get(name=name)
+    only = list(PagerDutyConnection.objects.order_by("pk")[:2])
+    return only[0] if len(only) == 1 else connection_get(name="default")
+
+
+class OncallNowView(APIView):
+    """Who is on call, live from PagerDuty (GET /oncalls), with overrides, next shifts, contact methods and gaps."""
+
+    permission_classes = [IsAuthenticated, CanViewOncall]
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("connection", str, description="PagerDuty connection name (default: the only one)"),
+            OpenApiParameter("since", str, description="ISO 8601 with a zone; default now"),
+            OpenApiParameter("until", str, description="ISO 8601 with a zone; default since; at most 90 days"),
+            OpenApiParameter("schedule_ids", str, many=True, description="PagerDuty schedule ids (comma-separated)"),
+            OpenApiParameter(
+                "escalation_policy_ids", str, many=True, description="PagerDuty escalation policy ids (comma-separated)"
+            ),
+        ],
+        responses={200: dict},
+    )
+    def get(self, request):
+        params = request.query_params
+        connection = live_connection(params.get("connection"))
+        since, until = _time_param(params, "since"), _time_param(params, "until")
+        schedule_ids = [*params.getlist("schedule_ids"), *params.getlist("schedule_ids[]")]
+        policy_ids = [*params.getlist("escalation_policy_ids"), *params.getlist("escalation_policy_ids[]")]
+        try:
+            live = oncall_live_fetch(
+                connection=connection,
+                since=since,
+                until=until,
+                schedule_ids=schedule_ids,
+                escalation_policy_ids=policy_ids,
+            )
+        except PagerDutyError as exc:
+            # Our request was valid (checked above): PagerDuty refusing or failing is a bad gateway, not a 500.
+            return Response({"message": f"PagerDuty did not answer: {exc}"}, status=status.HTTP_502_BAD_GATEWAY)
+        return Response(live.as_dict())

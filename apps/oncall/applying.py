@@ -39,13 +39,15 @@ DELETE_CHUNK = 500
 COMMON_FIELDS = ["name", "html_url", "synced_at", "deleted_upstream_at", "updated_at"]
 PARENT_FIELDS = {
     "teams": ["description"],
-    USERS: ["email", "time_zone", "role", "job_title"],
-    SCHEDULES: ["description", "time_zone", "team_ids", "rendered_since", "rendered_until"],
+    USERS: ["email", "time_zone", "role", "job_title", "contact_methods"],
+    SCHEDULES: ["kind", "description", "time_zone", "team_ids", "rendered_since", "rendered_until", "rotations"],
     ESCALATION_POLICIES: ["description", "num_loops", "on_call_handoff_notifications", "team_ids"],
     SERVICES: ["description", "status", "escalation_policy", "escalation_policy_pagerduty_id", "team_ids"],
 }
 
 Progress = Callable[[str, int, int], None]
+# Both kinds of schedule are rows of OncallSchedule, so both kinds of target link to one.
+_SCHEDULE_TARGETS = (EscalationTarget.Type.SCHEDULE, EscalationTarget.Type.SCHEDULE_V3)
 
 
 def _chunks(items: list, size: int):
@@ -152,8 +154,10 @@ class PlanApplier:
         if resource == USERS:
             obj.email, obj.time_zone, obj.role = record["email"], record["time_zone"], record["role"]
             obj.job_title = record["job_title"][:255]
+            obj.contact_methods = record.get("contact_methods") or []
         elif resource == SCHEDULES:
             obj.description, obj.time_zone, obj.team_ids = record["description"], record["time_zone"], record["teams"]
+            obj.kind, obj.rotations = record.get("kind") or OncallSchedule.Kind.CLASSIC, record.get("rotations") or []
             obj.rendered_since = rec.parse_iso(record["rendered"]["since"])
             obj.rendered_until = rec.parse_iso(record["rendered"]["until"])
         elif resource == ESCALATION_POLICIES:
@@ -355,7 +359,7 @@ class PlanApplier:
             OncallUser, self.connection, [t["id"] for _, _, _, t in targets if t["type"] == "user_reference"]
         )
         schedule_pks = _id_map(
-            OncallSchedule, self.connection, [t["id"] for _, _, _, t in targets if t["type"] == "schedule_reference"]
+            OncallSchedule, self.connection, [t["id"] for _, _, _, t in targets if t["type"] in _SCHEDULE_TARGETS]
         )
         EscalationTarget.objects.bulk_create(
             [
@@ -365,7 +369,7 @@ class PlanApplier:
                     target_type=t["type"],
                     target_pagerduty_id=t["id"],
                     user_id=user_pks.get(t["id"]) if t["type"] == "user_reference" else None,
-                    schedule_id=schedule_pks.get(t["id"]) if t["type"] == "schedule_reference" else None,
+                    schedule_id=schedule_pks.get(t["id"]) if t["type"] in _SCHEDULE_TARGETS else None,
                 )
                 for r, rule, position, t in targets
             ]
@@ -405,7 +409,7 @@ class PlanApplier:
             ),
             (
                 EscalationTarget,
-                {"rule__policy__connection": conn, "target_type": EscalationTarget.Type.SCHEDULE},
+                {"rule__policy__connection": conn, "target_type__in": _SCHEDULE_TARGETS},
                 "schedule",
                 "target_pagerduty_id",
                 OncallSchedule,

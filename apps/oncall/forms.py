@@ -155,7 +155,8 @@ class ReviewStepForm(forms.Form):
         if run is None or (self.connection is not None and run.connection_id != self.connection.pk):
             raise ValidationError("This plan does not belong to this sync; start again.")
         if run.status == SyncRun.Status.PLANNING:
-            raise ValidationError("The plan is still being computed; wait for it to finish.")
+            # A plan waiting to try PagerDuty again says so (and when), rather than just "not yet".
+            raise ValidationError(run.error or "The plan is still being computed; wait for it to finish.")
         if run.status == SyncRun.Status.FAILED:
             raise ValidationError(f"Planning failed: {run.error}")
         self.run = run

@@ -49,6 +49,11 @@ class OncallUser(PagerDutyObject):
     time_zone = models.CharField(max_length=64, blank=True)
     role = models.CharField(max_length=32, blank=True)
     job_title = models.CharField(max_length=255, blank=True)
+    contact_methods = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="As PagerDuty has them: [{id, type, label, address}], imported with the user.",
+    )
 
     class Meta(PagerDutyObject.Meta):
         verbose_name = "user"
@@ -71,11 +76,21 @@ class TeamMembership(models.Model):
 
 
 class OncallSchedule(PagerDutyObject):
+    class Kind(models.TextChoices):
+        CLASSIC = "schedule", "classic (layers)"
+        V3 = "schedule_v3", "v3 (shift-based)"
+
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.CLASSIC)
     description = models.TextField(blank=True)
     time_zone = models.CharField(max_length=64, blank=True)
     team_ids = models.JSONField(default=list, blank=True, help_text="PagerDuty ids of the schedule's teams.")
     rendered_since = models.DateTimeField(null=True, blank=True)
     rendered_until = models.DateTimeField(null=True, blank=True)
+    rotations = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="v3 schedules: rotations and their repeating events as PagerDuty defines them (no layers).",
+    )
 
     class Meta(PagerDutyObject.Meta):
         verbose_name = "schedule"
@@ -230,6 +245,10 @@ class SyncRun(TimeStampedModel):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # Planning that PagerDuty interrupted (5xx, 429 beyond the client's retries) is tried again later.
+    plan_attempts = models.PositiveSmallIntegerField(default=0)
+    apply_attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

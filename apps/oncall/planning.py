@@ -91,6 +91,13 @@ def _upstream_records(snapshot: Snapshot, resource: str) -> tuple[list[dict], li
     return out, unsupported
 
 
+def _settle_user(record: dict, old: dict | None, roles: dict | None) -> None:
+    """Fill in what this fetch did not tell: team roles and, without full contact methods, the ones we hold."""
+    if record["contact_methods"] is None:
+        record["contact_methods"] = (old or {}).get("contact_methods") or []
+    _settle_user_teams(record, old, roles)
+
+
 def _settle_user_teams(record: dict, old: dict | None, roles: dict | None) -> None:
     """Fill in team roles: imported ones when asked for, else the ones we already hold."""
     old_roles = {t["id"]: t["role"] for t in (old or {}).get("teams") or []}
@@ -118,6 +125,7 @@ def plan_build(*, connection: PagerDutyConnection, snapshot: Snapshot, now: date
         },
         "window": {"since": rec.iso(options.since), "until": rec.iso(options.until)},
         "teams_ability": snapshot.teams_ability,
+        "v3_listed": snapshot.v3_listed,
         "resources": {},
         "records": {},
         "warnings": list(snapshot.warnings),
@@ -150,6 +158,8 @@ def _plan_resource(connection, snapshot: Snapshot, resource: str, upstream: list
     filtered = snapshot.options.filtered
     # Absence means "gone" only when we saw the whole list: not filtered, nothing out of reach.
     gone_checked = complete and not filtered and (resource != TEAMS or snapshot.teams_ability)
+    # v3 schedules come from another list: absence means "gone" only when that list was read whole too.
+    v3_gone_checked = gone_checked and snapshot.v3_listed is True
     by_id = {r["id"]: r for r in upstream}
     create, update, gone = [], [], []
     unchanged = 0
@@ -159,7 +169,8 @@ def _plan_resource(connection, snapshot: Snapshot, resource: str, upstream: list
         old = rec.schedule_from_db(row, rendered=False) if resource == SCHEDULES else FROM_DB[resource](row)
         new = by_id.get(row.pagerduty_id)
         if new is None:
-            if gone_checked:
+            is_v3 = resource == SCHEDULES and row.kind == OncallSchedule.Kind.V3
+            if v3_gone_checked if is_v3 else gone_checked:
                 gone.append(
                     {
                         "id": row.pagerduty_id,
@@ -169,7 +180,7 @@ def _plan_resource(connection, snapshot: Snapshot, resource: str, upstream: list
                 )
             continue
         if resource == USERS:
-            _settle_user_teams(new, old, snapshot.team_roles)
+            _settle_user(new, old, snapshot.team_roles)
         changes = rec.diff(old, new)
         if row.deleted_upstream_at is not None:
             changes.insert(0, {"field": "deleted_upstream", "old": True, "new": False})
@@ -180,7 +191,7 @@ def _plan_resource(connection, snapshot: Snapshot, resource: str, upstream: list
     for record in upstream:
         if record["id"] not in seen:
             if resource == USERS:
-                _settle_user_teams(record, None, snapshot.team_roles)
+                _settle_user(record, None, snapshot.team_roles)
             create.append({"id": record["id"], "name": record["name"]})
     return {
         "label": RESOURCE_LABELS[resource],
@@ -215,26 +226,46 @@ def _content_warnings(connection, plan: dict, fetched_ids: dict[str, set[str]]) 
                 "ids": sorted(no_email),
             }
         )
-    v3 = sorted(
-        {
-            p["id"]
-            for p in records.get(ESCALATION_POLICIES) or []
-            for rule in p["rules"]
-            for t in rule["targets"]
-            if t["type"] == EscalationTarget.Type.SCHEDULE_V3
-        }
-    )
-    if v3:
-        warnings.append(
-            {
-                "code": "schedule_v3_target",
-                "resource": ESCALATION_POLICIES,
-                "message": f"{len(v3)} escalation policies target v3 schedules, which /schedules does not serve: the "
-                "targets are kept as references, but who is on call through them is not known locally.",
-                "ids": v3,
-            }
+    v3_targets: dict[str, set[str]] = {}
+    for p in records.get(ESCALATION_POLICIES) or []:
+        for rule in p["rules"]:
+            for t in rule["targets"]:
+                if t["type"] == EscalationTarget.Type.SCHEDULE_V3:
+                    v3_targets.setdefault(t["id"], set()).add(p["id"])
+    if v3_targets:
+        held = fetched_ids.get(SCHEDULES, set()) | set(
+            OncallSchedule.objects.filter(connection=connection, pagerduty_id__in=list(v3_targets)).values_list(
+                "pagerduty_id", flat=True
+            )
         )
+        missing = sorted(set(v3_targets) - held)
+        if missing:
+            if SCHEDULES not in fetched_ids:
+                why = "schedules were not part of this import"
+            elif plan.get("v3_listed") is False:
+                why = "PagerDuty would not list v3 schedules for this key (see the warning above)"
+            else:
+                why = "GET /v3/schedules did not return them (PagerDuty leaves out schedules this key may not read)"
+            policies = sorted({pid for sid in missing for pid in v3_targets[sid]})
+            warnings.append(
+                {
+                    "code": "schedule_v3_target",
+                    "resource": ESCALATION_POLICIES,
+                    "message": f"{len(missing)} v3 schedules targeted by {len(policies)} escalation policies are not "
+                    f"imported: {why}. The targets keep their ids; who is on call through them is not known from "
+                    f"the imported data (the live view asks PagerDuty). Schedules: {', '.join(missing[:20])}.",
+                    "ids": policies,
+                }
+            )
     referenced_users = {uid for s in records.get(SCHEDULES) or [] for layer in s["layers"] for uid in layer["users"]}
+    referenced_users |= {
+        uid
+        for s in records.get(SCHEDULES) or []
+        for rotation in s.get("rotations") or []
+        for event in rotation["events"]
+        for uid in event["assignment"]["members"]
+        if uid
+    }
     referenced_users |= {
         t["id"]
         for p in records.get(ESCALATION_POLICIES) or []

@@ -97,6 +97,37 @@ def team_from_api(obj: dict) -> dict:
     }
 
 
+# Contact methods by the type PagerDuty gives them; the address of a push device is a token, never shown.
+_CONTACT_TYPES = {
+    "email_contact_method": "email",
+    "phone_contact_method": "phone",
+    "sms_contact_method": "sms",
+    "push_notification_contact_method": "push",
+}
+
+
+def _contact_methods(items) -> list[dict] | None:
+    """Full contact methods → records; None when PagerDuty only sent references (nothing to compare)."""
+    if items is None:
+        return None
+    out = []
+    for cm in items:
+        if not isinstance(cm, dict) or not cm.get("id"):
+            continue
+        kind = _CONTACT_TYPES.get(cm.get("type") or "")
+        if kind is None:
+            if str(cm.get("type") or "").endswith("_reference"):
+                return None
+            kind = str(cm.get("type") or "other").removesuffix("_contact_method")
+        address = "" if kind == "push" else _text(cm.get("address"))
+        if kind in ("phone", "sms") and cm.get("country_code") and address:
+            address = f"+{cm['country_code']} {address}"
+        out.append(
+            {"id": cm["id"], "type": kind, "label": _text(cm.get("label") or cm.get("summary")), "address": address}
+        )
+    return sorted(out, key=lambda c: (c["type"], c["label"], c["id"]))
+
+
 def user_from_api(obj: dict, *, teams_known: bool = True) -> dict:
     return {
         "id": obj["id"],
@@ -108,10 +139,26 @@ def user_from_api(obj: dict, *, teams_known: bool = True) -> dict:
         "html_url": _text(obj.get("html_url")),
         # Roles are filled in by the planner (from /teams/{id}/members, or kept from our rows).
         "teams": [{"id": t, "role": None} for t in _ref_ids(obj.get("teams"))] if teams_known else None,
+        # None (kept from our row by the planner) when the list was read without include[]=contact_methods.
+        "contact_methods": _contact_methods(obj.get("contact_methods")),
+    }
+
+
+def _schedule_common(obj: dict) -> dict:
+    """The fields both kinds of schedule have."""
+    return {
+        "id": obj["id"],
+        "name": _text(obj.get("name") or obj.get("summary")),
+        "description": _text(obj.get("description")),
+        "time_zone": _text(obj.get("time_zone")),
+        "html_url": _text(obj.get("html_url")),
+        "teams": _ref_ids(obj.get("teams")),
     }
 
 
 def schedule_from_api(obj: dict, *, since: datetime, until: datetime) -> dict:
+    if obj.get("type") == "schedule_v3":
+        return schedule_v3_from_api(obj, since=since, until=until)
     layers = []
     for position, layer in enumerate(obj.get("schedule_layers") or []):
         layers.append(
@@ -130,19 +177,69 @@ def schedule_from_api(obj: dict, *, since: datetime, until: datetime) -> dict:
     final = (obj.get("final_schedule") or {}).get("rendered_schedule_entries")
     overrides = (obj.get("overrides_subschedule") or {}).get("rendered_schedule_entries")
     return {
-        "id": obj["id"],
-        "name": _text(obj.get("name") or obj.get("summary")),
-        "description": _text(obj.get("description")),
-        "time_zone": _text(obj.get("time_zone")),
-        "html_url": _text(obj.get("html_url")),
-        "teams": _ref_ids(obj.get("teams")),
+        **_schedule_common(obj),
+        "kind": "schedule",
         "layers": layers,
+        "rotations": [],
         "rendered": {
             "since": iso(since),
             "until": iso(until),
             "final": _entries(final),
             "overrides": _entries(overrides),
         },
+    }
+
+
+def _zoned(value) -> dict:
+    value = value if isinstance(value, dict) else {}
+    return {"date_time": iso(value.get("date_time")), "time_zone": _text(value.get("time_zone"))}
+
+
+def _member(member) -> str:
+    """A rotation slot: the user's id, or "" for a slot left empty on purpose."""
+    return _text((member or {}).get("user_id")) if (member or {}).get("type") == "user_member" else ""
+
+
+def _rotation(rotation: dict) -> dict:
+    events = []
+    for event in rotation.get("events") or []:
+        strategy = event.get("assignment_strategy") or {}
+        events.append(
+            {
+                "id": _text(event.get("id")),
+                "name": _text(event.get("name")),
+                "start_time": _zoned(event.get("start_time")),
+                "end_time": _zoned(event.get("end_time")),
+                "effective_since": iso(event.get("effective_since")),
+                "effective_until": iso(event.get("effective_until")),
+                "recurrence": [_text(r) for r in event.get("recurrence") or []],
+                "assignment": {
+                    "type": _text(strategy.get("type")),
+                    "shifts_per_member": strategy.get("shifts_per_member"),
+                    "members": [_member(m) for m in strategy.get("members") or []],
+                },
+            }
+        )
+    return {"id": _text(rotation.get("id")), "events": events}
+
+
+def schedule_v3_from_api(obj: dict, *, since: datetime, until: datetime) -> dict:
+    """A v3 (shift-based) schedule: no layers; rotations kept as defined; shifts from PagerDuty's own computation."""
+    final, overrides = [], []
+    for shift in (obj.get("final_schedule") or {}).get("computed_shift_assignments") or []:
+        user_id = _member(shift.get("member"))
+        if not user_id:
+            continue
+        row = [iso(shift.get("start_time")), iso(shift.get("end_time")), user_id]
+        final.append(row)
+        if "override" in _text((shift.get("source") or {}).get("type")):
+            overrides.append(row)
+    return {
+        **_schedule_common(obj),
+        "kind": "schedule_v3",
+        "layers": [],
+        "rotations": [_rotation(r) for r in obj.get("rotations") or [] if isinstance(r, dict)],
+        "rendered": {"since": iso(since), "until": iso(until), "final": sorted(final), "overrides": sorted(overrides)},
     }
 
 
@@ -208,6 +305,7 @@ def user_from_db(user: OncallUser) -> dict:
         "role": user.role,
         "job_title": user.job_title,
         "html_url": user.html_url,
+        "contact_methods": list(user.contact_methods or []),
         "teams": sorted(
             ({"id": m.team_pagerduty_id, "role": m.role} for m in user.memberships.all()), key=lambda t: t["id"]
         ),
@@ -242,7 +340,9 @@ def schedule_from_db(schedule: OncallSchedule, *, rendered: bool = True) -> dict
         "time_zone": schedule.time_zone,
         "html_url": schedule.html_url,
         "teams": sorted(schedule.team_ids or []),
+        "kind": schedule.kind,
         "layers": layers,
+        "rotations": list(schedule.rotations or []),
         "rendered": {
             "since": iso(schedule.rendered_since),
             "until": iso(schedule.rendered_until),

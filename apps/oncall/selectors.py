@@ -164,3 +164,28 @@ def oncall_window_note(*, schedule: OncallSchedule, at: datetime | None = None) 
             "sync again"
         )
     return ""
+
+
+def oncall_empty_levels(
+    *, policies: Iterable[OncallEscalationPolicy], by_policy: dict[int, list[OnCall]], at: datetime
+) -> dict[int, list[int]]:
+    """Policy pk → levels (1-based) with nobody on call at `at`: coverage gaps, from the imported data.
+
+    A level through a schedule we cannot read at `at` (not imported, or outside its synced window) is
+    unknown rather than empty, and is left out.
+    """
+    policies = list(policies)
+    levels: dict[int, set[int]] = {p.pk: set() for p in policies}
+    unknown: dict[int, set[int]] = {p.pk: set() for p in policies}
+    for policy_id, position in EscalationRule.objects.filter(policy__in=policies).values_list("policy_id", "position"):
+        levels[policy_id].add(position + 1)
+    targets = EscalationTarget.objects.filter(rule__policy__in=policies).select_related("rule", "schedule")
+    for target in targets:
+        policy_id, level = target.rule.policy_id, target.rule.position + 1
+        levels[policy_id].add(level)
+        if target.target_type != EscalationTarget.Type.USER and (
+            target.schedule is None or oncall_window_note(schedule=target.schedule, at=at)
+        ):
+            unknown[policy_id].add(level)
+    covered = {pk: {e.escalation_level for e in entries} for pk, entries in by_policy.items()}
+    return {pk: sorted(found - covered.get(pk, set()) - unknown[pk]) for pk, found in levels.items()}

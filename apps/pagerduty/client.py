@@ -173,6 +173,8 @@ class PagerDutyClient:
         self.throttle = throttle
         self.throttled_seconds = 0.0
         self.requests_made = 0
+        # Attempts that failed with 429/5xx/no answer and were tried again.
+        self.retries = 0
 
     def __repr__(self) -> str:
         return f"PagerDutyClient(api_url={self.api_url!r})"
@@ -277,6 +279,7 @@ class PagerDutyClient:
             wait = self._retry_wait(error, response, attempt, retry_ambiguous)
             if wait is None:
                 raise error
+            self.retries += 1
             self.sleep(wait)
 
     def _check_destination(self, url: str) -> None:
@@ -352,6 +355,45 @@ class PagerDutyClient:
 
     def test_connection(self) -> dict:
         return self.request("GET", "/abilities")
+
+    # --- on-call ---------------------------------------------------------------------------------
+
+    def list_oncalls(
+        self,
+        *,
+        since: str,
+        until: str,
+        schedule_ids=(),
+        escalation_policy_ids=(),
+        user_ids=(),
+        earliest: bool = False,
+        max_pages: int = 20,
+    ) -> tuple[list, bool]:
+        """GET /oncalls in UTC. (entries, complete): False when more than `max_pages` pages would be needed."""
+        params: dict = {"since": since, "until": until, "time_zone": "UTC"}
+        if schedule_ids:
+            params["schedule_ids[]"] = list(schedule_ids)
+        if escalation_policy_ids:
+            params["escalation_policy_ids[]"] = list(escalation_policy_ids)
+        if user_ids:
+            params["user_ids[]"] = list(user_ids)
+        if earliest:
+            params["earliest"] = "true"
+        entries: list = []
+        for number, page in enumerate(self.iter_pages("/oncalls", "oncalls", params), start=1):
+            entries.extend(page)
+            if number >= max_pages:
+                return entries, False
+        return entries, True
+
+    def list_schedule_overrides(self, schedule_id: str, *, since: str, until: str) -> list:
+        """Overrides of a classic schedule overlapping the window, with their real bounds (`overflow`)."""
+        params = {"since": since, "until": until, "overflow": "true"}
+        return self.request("GET", f"/schedules/{schedule_id}/overrides", params=params).get("overrides") or []
+
+    def list_v3_schedule_overrides(self, schedule_id: str, *, since: str, until: str) -> list:
+        params = {"since": since, "until": until, "overflow": "true", "time_zone": "UTC"}
+        return self.list_all(f"/v3/schedules/{schedule_id}/overrides", "overrides", params)
 
     # --- writes --------------------------------------------------------------------------------
 

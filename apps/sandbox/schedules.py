@@ -281,3 +281,136 @@ def user_on_call(schedule: dict, at: datetime) -> dict | None:
     """The user reference on call at `at` in the final schedule, or None when nobody is."""
     spans = final_spans(schedule, at, at + timedelta(seconds=1))
     return spans[0].user if spans else None
+
+
+# --- v3 ("shift-based") schedules --------------------------------------------------------------
+# The stand-in keeps a v3 schedule in the same shape as a classic one (layers and `_overrides`) and
+# shows it the way /v3/schedules does: each layer is a rotation with one repeating event whose
+# occurrences are the layer's turns, and the final schedule is a list of computed shift assignments
+# that say where each shift came from (a rotation, or an override of it).
+
+
+def _recurrence(turn_seconds: int) -> str:
+    for unit, seconds in (("WEEKLY", 604800), ("DAILY", 86400), ("HOURLY", 3600), ("MINUTELY", 60)):
+        if turn_seconds % seconds == 0:
+            return f"RRULE:FREQ={unit};INTERVAL={turn_seconds // seconds}"
+    return f"RRULE:FREQ=SECONDLY;INTERVAL={turn_seconds}"
+
+
+def v3_rotations(schedule: dict, api_base: str) -> list[dict]:
+    time_zone = schedule.get("time_zone") or "UTC"
+    tz = get_zone(time_zone)
+    rotations = []
+    for layer in schedule.get("schedule_layers") or []:
+        turn = int(layer["rotation_turn_length_seconds"])
+        first = parse_time(layer["rotation_virtual_start"])
+        rotation_self = f"{api_base}/v3/schedules/{schedule['id']}/rotations/{layer['id']}"
+        event = {
+            "id": f"{layer['id']}E1",
+            "type": "schedule_event",
+            "name": layer.get("name") or "Rotation",
+            "start_time": {"date_time": format_time(first, tz), "time_zone": time_zone},
+            "end_time": {"date_time": format_time(first + timedelta(seconds=turn), tz), "time_zone": time_zone},
+            "effective_since": format_time(parse_time(layer["start"])),
+            "effective_until": format_time(parse_time(layer["end"])) if layer.get("end") else None,
+            "recurrence": [_recurrence(turn)],
+            "assignment_strategy": {
+                "type": "rotating_member_assignment_strategy",
+                "shifts_per_member": 1,
+                "members": [{"type": "user_member", "user_id": u.get("user", u)["id"]} for u in layer["users"]],
+            },
+            "self": f"{rotation_self}/events/{layer['id']}E1",
+        }
+        rotations.append({"id": layer["id"], "type": "schedule_rotation", "events": [event], "self": rotation_self})
+    return rotations
+
+
+def v3_assignments(schedule: dict, since: datetime, until: datetime) -> list[tuple[datetime, datetime, str, dict]]:
+    """(start, end, user id, source) of the final schedule in [since, until): overrides win, then later rotations."""
+    tz = get_zone(schedule.get("time_zone"))
+    layers = [(layer["id"], layer_spans(layer, since, until, tz)) for layer in schedule.get("schedule_layers") or []]
+    overrides = []
+    for o in schedule.get("_overrides") or []:
+        start, end = max(parse_time(o["start"]), since), min(parse_time(o["end"]), until)
+        if start < end:
+            overrides.append((start, end, o))
+    points = sorted(
+        {since, until}
+        | {t for _id, spans in layers for s in spans for t in (s.start, s.end)}
+        | {t for start, end, _o in overrides for t in (start, end)}
+    )
+    out: list[tuple[datetime, datetime, str, dict]] = []
+    for a, b in zip(points, points[1:], strict=False):
+        owner = None
+        covering_layer = next(
+            (lid for lid, spans in reversed(layers) if any(s.start <= a < s.end for s in spans)), None
+        )
+        for start, end, o in reversed(overrides):
+            if start <= a < end:
+                source = {"type": "schedule_rotation_override", "override_id": o["id"]}
+                if covering_layer or layers:
+                    source["rotation_id"] = covering_layer or layers[-1][0]
+                owner = (o["user"]["id"], source)
+                break
+        if owner is None and covering_layer is not None:
+            user = next(s.user for s in dict(layers)[covering_layer] if s.start <= a < s.end)
+            owner = (user["id"], {"type": "schedule_rotation", "rotation_id": covering_layer})
+        if owner is None:
+            continue
+        if out and out[-1][1] == a and (out[-1][2], out[-1][3]) == owner:
+            out[-1] = (out[-1][0], b, *owner)
+        else:
+            out.append((a, b, *owner))
+    return out
+
+
+def v3_final_schedule(schedule: dict, since: datetime, until: datetime, out_tz: tzinfo, overflow: bool = False) -> dict:
+    lo, hi = (since - _margin(schedule), until + _margin(schedule)) if overflow else (since, until)
+    assignments = [a for a in v3_assignments(schedule, lo, hi) if a[0] < until and a[1] > since]
+    covered = [Span(max(a[0], since), min(a[1], until), {"id": a[2]}) for a in assignments]
+    return {
+        "type": "final_schedule",
+        "rendered_coverage_percentage": coverage_percentage(covered, since, until),
+        "computed_shift_assignments": [
+            {
+                "type": "computed_shift_assignment",
+                "start_time": format_time(start, out_tz),
+                "end_time": format_time(end, out_tz),
+                "member": {"type": "user_member", "user_id": user_id},
+                "source": source,
+            }
+            for start, end, user_id, source in assignments
+        ],
+    }
+
+
+def v3_override_shifts(schedule: dict, since: datetime, until: datetime, out_tz: tzinfo, overflow: bool) -> list[dict]:
+    tz = get_zone(schedule.get("time_zone"))
+    layers = schedule.get("schedule_layers") or []
+    out = []
+    for o in sorted(schedule.get("_overrides") or [], key=lambda o: (parse_time(o["start"]), o["id"])):
+        start, end = parse_time(o["start"]), parse_time(o["end"])
+        if not (start < until and end > since):
+            continue
+        if not overflow:
+            start, end = max(start, since), min(end, until)
+        replaced = None
+        for layer in reversed(layers):
+            spans = layer_spans(layer, start, start + timedelta(seconds=1), tz)
+            if spans:
+                replaced = (layer["id"], spans[0].user["id"])
+                break
+        out.append(
+            {
+                "id": o["id"],
+                "type": "override_shift",
+                "rotation_id": replaced[0] if replaced else (layers[0]["id"] if layers else None),
+                "start_time": format_time(start, out_tz),
+                "end_time": format_time(end, out_tz),
+                "overridden_member": (
+                    {"type": "user_member", "user_id": replaced[1]} if replaced else {"type": "empty_member"}
+                ),
+                "overriding_member": {"type": "user_member", "user_id": o["user"]["id"]},
+            }
+        )
+    return out

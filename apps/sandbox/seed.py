@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import random
 from datetime import UTC, datetime, timedelta
+from itertools import accumulate
 
+from . import names
 from . import schedules as sched
 from .state import (
     ADMIN_EMAIL,
@@ -36,165 +38,6 @@ from .state import (
 # Fixed anchor (a Monday): generated times never depend on when the seed runs.
 EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 
-FIRST_NAMES = [
-    "Aaliyah",
-    "Aaron",
-    "Abigail",
-    "Adrian",
-    "Aisha",
-    "Alejandro",
-    "Alex",
-    "Amara",
-    "Amelia",
-    "Andrei",
-    "Anika",
-    "Arjun",
-    "Astrid",
-    "Ava",
-    "Ben",
-    "Bianca",
-    "Camille",
-    "Carlos",
-    "Chen",
-    "Chloe",
-    "Daniel",
-    "Dmitri",
-    "Elena",
-    "Elif",
-    "Emeka",
-    "Emma",
-    "Ethan",
-    "Fatima",
-    "Felix",
-    "Freya",
-    "Gabriel",
-    "Grace",
-    "Hana",
-    "Hassan",
-    "Ines",
-    "Isaac",
-    "Ivan",
-    "Jamal",
-    "Jana",
-    "Javier",
-    "Jin",
-    "Jonas",
-    "Julia",
-    "Kai",
-    "Kenji",
-    "Kofi",
-    "Lars",
-    "Layla",
-    "Leo",
-    "Lina",
-    "Lucas",
-    "Maya",
-    "Mateo",
-    "Mei",
-    "Mia",
-    "Mohammed",
-    "Nadia",
-    "Naomi",
-    "Nikolai",
-    "Noah",
-    "Olga",
-    "Omar",
-    "Priya",
-    "Rafael",
-    "Ravi",
-    "Rosa",
-    "Sakura",
-    "Samuel",
-    "Sara",
-    "Sofia",
-    "Tariq",
-    "Theo",
-    "Uma",
-    "Valentina",
-    "Victor",
-    "Wei",
-    "Yara",
-    "Yusuf",
-    "Zara",
-    "Zoe",
-]
-LAST_NAMES = [
-    "Abara",
-    "Adeyemi",
-    "Alvarez",
-    "Andersen",
-    "Bauer",
-    "Becker",
-    "Bianchi",
-    "Brown",
-    "Campbell",
-    "Chen",
-    "Costa",
-    "Dubois",
-    "Eriksson",
-    "Fernandez",
-    "Fischer",
-    "Garcia",
-    "Gonzalez",
-    "Gupta",
-    "Haddad",
-    "Hansen",
-    "Hernandez",
-    "Hoffmann",
-    "Ivanova",
-    "Jensen",
-    "Johnson",
-    "Kang",
-    "Kapoor",
-    "Kim",
-    "Kowalski",
-    "Kumar",
-    "Larsen",
-    "Laurent",
-    "Lee",
-    "Lopez",
-    "Martin",
-    "Meyer",
-    "Mueller",
-    "Murphy",
-    "Nakamura",
-    "Nguyen",
-    "Novak",
-    "Okafor",
-    "Olsen",
-    "Park",
-    "Patel",
-    "Perez",
-    "Petrov",
-    "Popescu",
-    "Rahman",
-    "Reyes",
-    "Rossi",
-    "Sanchez",
-    "Santos",
-    "Sato",
-    "Schmidt",
-    "Silva",
-    "Singh",
-    "Smith",
-    "Sokolov",
-    "Suzuki",
-    "Tanaka",
-    "Taylor",
-    "Thompson",
-    "Tran",
-    "Vargas",
-    "Wagner",
-    "Walker",
-    "Wang",
-    "Weber",
-    "Williams",
-    "Wilson",
-    "Wong",
-    "Yamamoto",
-    "Yilmaz",
-    "Zhang",
-]
 JOB_TITLES = (
     "Site Reliability Engineer",
     "Senior Site Reliability Engineer",
@@ -491,6 +334,22 @@ class _Generator:
         if role != "observer":
             self.team_pool[team_id].append(user_id)
 
+    def team_weights(self) -> list[float]:
+        """Teams of very uneven size: a few hold thousands, most a few dozen (Zipf-like, ranks shuffled)."""
+        ranks = list(range(len(self.team_order)))
+        self.rng.shuffle(ranks)
+        return [1.0 / (rank + 1) ** 1.1 for rank in ranks]
+
+    def pick_teams(self, n: int, cum_weights: list[float]) -> list[str]:
+        chosen: list[str] = []
+        for _ in range(8 * n):
+            if len(chosen) >= min(n, len(self.team_order)):
+                break
+            team_id = self.rng.choices(self.team_order, cum_weights=cum_weights)[0]
+            if team_id not in chosen:
+                chosen.append(team_id)
+        return chosen
+
     def users(self, count: int) -> None:
         rng = self.rng
         for uid, name, email, role, title in (
@@ -501,20 +360,22 @@ class _Generator:
             self.user(uid, name, email, role, "UTC", title)
         self.join(SRE_TEAM_ID, ADMIN_USER_ID, "manager")
         self.join(SRE_TEAM_ID, RESPONDER_USER_ID, "responder")
+        cum_weights = list(accumulate(self.team_weights()))
         for i in range(max(0, count - 2)):
-            first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
-            base = f"{first}.{last}".lower()
-            email, n = f"{base}@example.com", 2
+            person = names.person(rng)
+            email, n = f"{person.email_local}@{person.domain}", 2
             while email in self.emails:
-                email, n = f"{base}{n}@example.com", n + 1
+                email, n = f"{person.email_local}{n}@{person.domain}", n + 1
             role = "owner" if i == 0 else _weighted(rng, ROLE_WEIGHTS)
-            user = self.user(
-                self.new_id(), f"{first} {last}", email, role, rng.choice(TIME_ZONES), rng.choice(JOB_TITLES)
-            )
+            title = "Integration" if person.is_bot else rng.choice(JOB_TITLES)
+            user = self.user(self.new_id(), person.name, email, role, rng.choice(TIME_ZONES), title)
             draw = rng.random()
-            # ~10% in no team, most in one, some in several.
-            n_teams = 0 if draw < 0.10 else 1 if draw < 0.75 else 2 if draw < 0.95 else 3
-            for team_id in rng.sample(self.team_order, min(n_teams, len(self.team_order))):
+            # About one person in ten (and most bots) in no team, most in one, some in several.
+            if person.is_bot:
+                n_teams = 0 if draw < 0.7 else 1
+            else:
+                n_teams = 0 if draw < 0.10 else 1 if draw < 0.75 else 2 if draw < 0.95 else 3
+            for team_id in self.pick_teams(n_teams, cum_weights):
                 if not self.state.team_members[team_id]:
                     team_role = "manager"
                 elif role in ("observer", "read_only_user"):
@@ -625,12 +486,16 @@ class _Generator:
             schedule = self.random_schedule(team_id, name)
             self.state.schedules[schedule["id"]] = schedule
             self.schedules_by_team.setdefault(team_id, []).append(schedule["id"])
-        # Newer "v3" schedules: targets of type schedule_v3_reference, not served by /schedules.
+        # Newer "v3" (shift-based) schedules: targets of type schedule_v3_reference, served by /v3/schedules
+        # only. One unrestricted rotation each, so their /v3 shape (a repeating event per rotation) is exact.
         for i in range(max(1, count // 20)):
             team_id = self.team_order[(i + 1) % len(self.team_order)]
             name = self.unique_name(f"{self.state.teams[team_id]['name']} Rotation v3")
             schedule = self.random_schedule(team_id, name)
+            schedule["schedule_layers"] = schedule["schedule_layers"][:1]
+            schedule["schedule_layers"][0]["restrictions"] = []
             schedule["type"] = "schedule_v3"
+            schedule["self"] = f"{API_BASE}/v3/schedules/{schedule['id']}"
             self.state.schedules_v3[schedule["id"]] = schedule
 
     def target(self, team_id: str, prefer_schedule: bool) -> dict:
@@ -663,8 +528,11 @@ class _Generator:
         }
         for rule in rules:
             for target in rule["targets"]:
-                if target["type"] == "schedule_reference":
-                    refs = self.state.schedules[target["id"]]["escalation_policies"]
+                if target["type"] in ("schedule_reference", "schedule_v3_reference"):
+                    schedules = (
+                        self.state.schedules if target["type"] == "schedule_reference" else self.state.schedules_v3
+                    )
+                    refs = schedules[target["id"]]["escalation_policies"]
                     if all(r["id"] != policy_id for r in refs):
                         refs.append(make_ref("escalation_policy", policy_id, name))
         self.state.escalation_policies[policy_id] = policy
@@ -830,7 +698,14 @@ def seed_account(
         gen.escalation_policies(escalation_policies)
         gen.services(services)
         # List endpoints return names in alphabetical order, as PagerDuty does.
-        for collection in (state.users, state.teams, state.schedules, state.escalation_policies, state.services):
+        for collection in (
+            state.users,
+            state.teams,
+            state.schedules,
+            state.schedules_v3,
+            state.escalation_policies,
+            state.services,
+        ):
             _sorted_in_place(collection, lambda obj: obj["name"].lower())
         state.index_directory()
         state.seed_params = {

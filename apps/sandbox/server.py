@@ -25,6 +25,7 @@ from .contract import announce_skip
 from .state import (
     ADMIN_EMAIL,
     ADMIN_USER_ID,
+    API_BASE,
     CHECKOUT_ESCALATION_POLICY_ID,
     CHECKOUT_INTEGRATION_KEY,
     CHECKOUT_SCHEDULE_ID,
@@ -176,15 +177,23 @@ def team_filter(state: SandboxState, req: Request) -> set[str]:
     return team_ids
 
 
-def paginate(req: Request, key: str, items: list, render: Callable[[Any], Any] = public) -> dict:
+def paginate(
+    req: Request,
+    key: str,
+    items: list,
+    render: Callable[[Any], Any] = public,
+    *,
+    default_limit: int = DEFAULT_LIMIT,
+    max_limit: int = MAX_LIMIT,
+) -> dict:
     """Classic pagination: limit (default 25, clamped to 100), offset, more, total (only with total=true)."""
-    limit = int_param(req, "limit", DEFAULT_LIMIT)
+    limit = int_param(req, "limit", default_limit)
     offset = int_param(req, "offset", 0)
     if limit < 1:
         raise invalid("limit must be a positive integer")
     if offset < 0:
         raise invalid("offset must not be negative")
-    limit = min(limit, MAX_LIMIT)
+    limit = min(limit, max_limit)
     if offset + limit > MAX_OFFSET_PLUS_LIMIT:
         raise invalid(
             f"Offset + limit must not exceed {MAX_OFFSET_PLUS_LIMIT} (offset {offset} + limit {limit} = "
@@ -468,6 +477,107 @@ def get_schedule(state: SandboxState, req: Request, schedule_id: str) -> tuple[i
         return 200, {"schedule": out}
 
 
+def _window(req: Request, *, required: bool) -> tuple:
+    since = parse_window_time(req.q("since"), "since") if req.q("since") else None
+    until = parse_window_time(req.q("until"), "until") if req.q("until") else None
+    if required and (since is None or until is None):
+        raise invalid("since and until are required")
+    if since is not None and until is not None and until < since:
+        raise invalid("until must not be before since")
+    return since, until
+
+
+def list_schedule_overrides(state: SandboxState, req: Request, schedule_id: str) -> tuple[int, dict]:
+    """GET /schedules/{id}/overrides: overrides overlapping [since, until], cut at the bounds unless overflow.
+
+    The spec documents the answer as 201; PagerDuty answers a list with 200, and so does the stand-in.
+    """
+    with state.lock:
+        schedule = state.schedules.get(schedule_id)
+        if schedule is None:
+            raise not_found(f"Schedule {schedule_id} not found")
+        since, until = _window(req, required=True)
+        tz = sched.get_zone(schedule.get("time_zone"))
+        overflow, editable = bool_param(req, "overflow"), bool_param(req, "editable")
+        now = state.now()
+        out = []
+        for override in sorted(schedule["_overrides"], key=lambda o: (sched.parse_time(o["start"]), o["id"])):
+            start, end = sched.parse_time(override["start"]), sched.parse_time(override["end"])
+            if not (start < until and end > since):
+                continue
+            if editable:
+                # Only overrides that have not started can still be changed; PagerDuty then sends only ids.
+                if start > now:
+                    out.append({"id": override["id"]})
+                continue
+            if not overflow:
+                start, end = max(start, since), min(end, until)
+            out.append(
+                {
+                    "id": override["id"],
+                    "start": sched.format_time(start, tz),
+                    "end": sched.format_time(end, tz),
+                    "user": dict(override["user"]),
+                }
+            )
+        return 200, {"overrides": out}
+
+
+def list_v3_schedules(state: SandboxState, req: Request) -> tuple[int, dict]:
+    team_ids = team_filter(state, req)
+    with state.lock:
+        items = [s for s in state.schedules_v3.values() if name_query(req, s) and in_teams(s, team_ids)]
+        return 200, paginate(
+            req,
+            "schedules",
+            items,
+            lambda s: make_ref("schedule_v3", s["id"], s["name"]),
+            default_limit=100,
+            max_limit=1000,
+        )
+
+
+def _v3_schedule(state: SandboxState, schedule_id: str) -> dict:
+    schedule = state.schedules_v3.get(schedule_id)
+    if schedule is None:
+        raise not_found(f"Schedule {schedule_id} not found")
+    return schedule
+
+
+def get_v3_schedule(state: SandboxState, req: Request, schedule_id: str) -> tuple[int, dict]:
+    include = includes(req, ("final_schedule",))
+    with state.lock:
+        schedule = _v3_schedule(state, schedule_id)
+        out_tz = zone_param(req, schedule["time_zone"])
+        since, until = _window(req, required=False)
+        out = {
+            "id": schedule["id"],
+            "type": "schedule_v3",
+            "name": schedule["name"],
+            "time_zone": schedule["time_zone"],
+            "description": schedule["description"],
+            "teams": [dict(t) for t in schedule["teams"]],
+            "escalation_policies": [dict(p) for p in schedule["escalation_policies"]],
+            "rotations": sched.v3_rotations(schedule, API_BASE),
+            "self": f"{API_BASE}/v3/schedules/{schedule['id']}",
+            "html_url": schedule["html_url"],
+        }
+        if "final_schedule" in include and since is not None and until is not None:
+            out["final_schedule"] = sched.v3_final_schedule(
+                schedule, since, until, out_tz, overflow=bool_param(req, "overflow")
+            )
+        return 200, {"schedule": out}
+
+
+def list_v3_overrides(state: SandboxState, req: Request, schedule_id: str) -> tuple[int, dict]:
+    with state.lock:
+        schedule = _v3_schedule(state, schedule_id)
+        since, until = _window(req, required=True)
+        out_tz = zone_param(req, schedule["time_zone"])
+        shifts = sched.v3_override_shifts(schedule, since, until, out_tz, bool_param(req, "overflow"))
+        return 200, paginate(req, "overrides", shifts, dict)
+
+
 EP_INCLUDES = ("services", "teams", "targets", "escalation_rule_assignment_strategies")
 
 
@@ -675,6 +785,10 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("GET", "/teams/{team_id}/members", list_team_members),
     ("GET", "/schedules", list_schedules),
     ("GET", "/schedules/{schedule_id}", get_schedule),
+    ("GET", "/schedules/{schedule_id}/overrides", list_schedule_overrides),
+    ("GET", "/v3/schedules", list_v3_schedules),
+    ("GET", "/v3/schedules/{schedule_id}", get_v3_schedule),
+    ("GET", "/v3/schedules/{schedule_id}/overrides", list_v3_overrides),
     ("GET", "/escalation_policies", list_escalation_policies),
     ("GET", "/escalation_policies/{policy_id}", get_escalation_policy),
     ("GET", "/oncalls", list_oncalls),

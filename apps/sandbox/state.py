@@ -62,7 +62,7 @@ _REF_PATHS = {
     "service": ("services", "service-directory"),
     "escalation_policy": ("escalation_policies", "escalation_policies"),
     "schedule": ("schedules", "schedules"),
-    "schedule_v3": ("schedules", "schedules"),
+    "schedule_v3": ("v3/schedules", "schedules"),
     "priority": ("priorities", None),
     "incident": ("incidents", "incidents"),
 }

@@ -49,7 +49,7 @@ def test_lists_at_limit_100_with_total_and_includes(pd):
     snap = Importer(client([])).fetch(options("users"))
     q = query(pd.calls[0])
     assert q["limit"] == ["100"] and q["offset"] == ["0"] and q["total"] == ["true"]
-    assert q["include[]"] == ["teams"]
+    assert q["include[]"] == ["contact_methods", "teams"]
     assert [u["id"] for u in snap.objects["users"]] == ["PU1"]
     assert snap.fetch_report()["requests"] == 1 and snap.fetch_report()["minimum"] == 1
 
@@ -67,6 +67,7 @@ def test_each_schedule_fetched_once_with_a_fixed_utc_window(pd):
     pd.get(f"{URL}/schedules", json=page("schedules", [{"id": "PS1", "name": "S1"}, {"id": "PS2", "name": "S2"}]))
     for sid in ("PS1", "PS2"):
         pd.get(f"{URL}/schedules/{sid}", json={"schedule": {"id": sid, "name": sid, "schedule_layers": []}})
+    pd.get(f"{URL}/v3/schedules", json=page("schedules", [], total=0))
     Importer(client([])).fetch(options("schedules"))
     details = [c for c in pd.calls if re.search(r"/schedules/PS\d", c.request.url)]
     assert len(details) == 2
@@ -136,5 +137,49 @@ def test_what_cannot_be_reached_past_the_cap_is_reported(pd):
     assert snap.complete["users"] is False
     warning = next(w for w in snap.warnings if w["code"] == "incomplete")
     assert "10050" in warning["message"] and "missing" in warning["message"]
-    # Bounded: a query every name shares is not split further, so this stays far below 1,000 requests.
-    assert snap.requests_made < 200
+    # Bounded: the first 10,000 by offset (100 requests), then one probe per query that cannot help;
+    # a query every name shares is not split further, so this stays far below 1,000 requests.
+    assert snap.requests_made < 400
+
+
+def test_v3_schedules_are_read_with_their_computed_shifts(pd):
+    pd.get(f"{URL}/schedules", json=page("schedules", [], total=0))
+    ref = {"id": "PV3A", "type": "schedule_v3_reference", "summary": "Shift based"}
+    pd.get(f"{URL}/v3/schedules", json=page("schedules", [ref], total=1))
+    shift = {
+        "type": "computed_shift_assignment",
+        "start_time": "2026-11-23T10:30:00Z",
+        "end_time": "2026-11-24T10:30:00Z",
+        "member": {"type": "user_member", "user_id": "PU1"},
+        "source": {"type": "schedule_rotation", "rotation_id": "R1"},
+    }
+    detail = {
+        "schedule": {
+            "id": "PV3A",
+            "type": "schedule_v3",
+            "name": "Shift based",
+            "time_zone": "UTC",
+            "final_schedule": {
+                "type": "final_schedule",
+                "rendered_coverage_percentage": 100,
+                "computed_shift_assignments": [shift],
+            },
+        }
+    }
+    pd.get(f"{URL}/v3/schedules/PV3A", json=detail)
+    snap = Importer(client([])).fetch(options("schedules"))
+    [v3] = snap.objects["schedules"]
+    assert v3["type"] == "schedule_v3" and snap.v3_listed is True
+    q = query(pd.calls[-1])
+    assert q["include[]"] == ["final_schedule"] and q["since"] == ["2026-11-23T10:30:00Z"] and q["time_zone"] == ["UTC"]
+    assert snap.fetch_report()["minimum"] == 1 + 1 + 1
+
+
+@pytest.mark.parametrize("status", [403, 404])
+def test_v3_schedules_unavailable_is_said_not_skipped(pd, status):
+    pd.get(f"{URL}/schedules", json=page("schedules", [], total=0))
+    pd.get(f"{URL}/v3/schedules", status=status, json={"error": {"message": "Not Found", "code": 2100}})
+    snap = Importer(client([])).fetch(options("schedules"))
+    assert snap.v3_listed is False
+    [warning] = [w for w in snap.warnings if w["code"] == "schedule_v3_unavailable"]
+    assert f"answered {status}" in warning["message"] and "not imported" in warning["message"]

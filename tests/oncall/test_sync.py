@@ -17,6 +17,7 @@ from apps.oncall.models import (
     SyncRun,
     TeamMembership,
 )
+from apps.oncall.selectors import oncall_now
 from apps.sandbox import (
     ADMIN_USER_ID,
     CHECKOUT_ESCALATION_POLICY_ID,
@@ -39,7 +40,8 @@ def test_first_import_creates_everything(sandbox_connection, plan_run, apply_run
     assert counts == {
         "teams": SMALL["teams"],
         "users": SMALL["users"],
-        "schedules": SMALL["schedules"],
+        # Classic schedules and the v3 (shift-based) ones, which come from /v3/schedules.
+        "schedules": SMALL["schedules"] + len(sandbox.state.schedules_v3),
         "escalation_policies": SMALL["escalation_policies"],
         "services": SMALL["services"],
     }
@@ -218,3 +220,39 @@ def test_planning_failure_is_recorded_on_the_run(sandbox_connection, plan_run, s
     run = plan_run(sandbox_connection)
     assert run.status == SyncRun.Status.FAILED
     assert "401" in run.error and run.plan is None
+
+
+def test_v3_schedules_are_imported_and_targets_through_them_resolve(sandbox_connection, plan_run, apply_run, sandbox):
+    state = sandbox.state
+    v3_id = next(iter(state.schedules_v3))
+    with state.lock:
+        rules = state.escalation_policies[CHECKOUT_ESCALATION_POLICY_ID]["escalation_rules"]
+        rules[1]["targets"] = [{"id": v3_id, "type": "schedule_v3_reference", "summary": "v3"}]
+    run = apply_run(plan_run(sandbox_connection))
+    assert "schedule_v3_target" not in [w["code"] for w in run.plan["warnings"]]
+    schedule = OncallSchedule.objects.get(pagerduty_id=v3_id)
+    assert schedule.kind == OncallSchedule.Kind.V3 and not schedule.layers.exists()
+    layer = state.schedules_v3[v3_id]["schedule_layers"][0]
+    [rotation] = schedule.rotations
+    assert rotation["id"] == layer["id"]
+    assert rotation["events"][0]["assignment"]["members"] == [u["user"]["id"] for u in layer["users"]]
+    assert schedule.entries.filter(kind="final").exists()
+    target = EscalationTarget.objects.get(rule__policy__pagerduty_id=CHECKOUT_ESCALATION_POLICY_ID, rule__position=1)
+    assert target.target_type == "schedule_v3_reference" and target.schedule == schedule
+    policy = OncallEscalationPolicy.objects.get(pagerduty_id=CHECKOUT_ESCALATION_POLICY_ID)
+    level_2 = [e for e in oncall_now(escalation_policy=policy, at=NOW) if e.escalation_level == 2]
+    assert [e.schedule for e in level_2] == [schedule]
+
+
+def test_v3_listing_refused_keeps_v3_schedules_and_says_why(sandbox_connection, plan_run, apply_run, sandbox):
+    apply_run(plan_run(sandbox_connection))
+    sandbox.state.add_script({"method": "GET", "path": "/v3/schedules", "status": 403, "times": None})
+    run = plan_run(sandbox_connection)
+    assert run.status == SyncRun.Status.PLANNED, run.error
+    codes = [w["code"] for w in run.plan["warnings"]]
+    assert "schedule_v3_unavailable" in codes
+    # Classic schedules are still checked for "gone"; the v3 ones we could not list are not flagged.
+    section = run.plan["resources"]["schedules"]
+    assert section["gone_checked"] is True and section["gone"] == []
+    apply_run(run)
+    assert not OncallSchedule.objects.filter(kind="schedule_v3", deleted_upstream_at__isnull=False).exists()

@@ -33,7 +33,7 @@ def test_apply_needs_a_request_first(sandbox_connection, plan_run):
 def test_periodic_resync_reuses_the_last_options(sandbox_connection, plan_run, apply_run, monkeypatch, make_client):
     apply_run(plan_run(sandbox_connection, resources=["users"]))
     # The worker builds its own client; point it at the fast-retry one the tests use.
-    monkeypatch.setattr(services, "connection_client", lambda connection: make_client(connection))
+    monkeypatch.setattr(services, "connection_client", lambda connection, **kwargs: make_client(connection))
     ids = tasks.sync_periodic.delay().get()
     [run] = SyncRun.objects.filter(pk__in=ids)
     assert run.trigger == SyncRun.Trigger.PERIODIC and run.options["resources"] == ["users"]

@@ -114,3 +114,39 @@ def test_big_account_sizes():
         if t["type"] == "schedule_v3_reference"
     ]
     assert v3_targets
+
+
+@pytest.mark.parametrize("seed", [42, 7])
+def test_people_look_like_a_real_company_directory(seed):
+    state = seed_account(SandboxState(), users=3000, teams=40, schedules=10, escalation_policies=5, seed=seed)
+    users = [u for u in state.users.values() if u["id"] not in (ADMIN_USER_ID, RESPONDER_USER_ID)]
+    names = [u["name"] for u in users]
+    scripts = {
+        "latin accents": lambda n: any(c in n for c in "áéíóúñçøåäöüłšžğşı"),
+        "cyrillic": lambda n: any("\u0400" <= c <= "\u04ff" for c in n),
+        "greek": lambda n: any("\u0370" <= c <= "\u03ff" for c in n),
+        "arabic": lambda n: any("\u0600" <= c <= "\u06ff" for c in n),
+        "hebrew": lambda n: any("\u0590" <= c <= "\u05ff" for c in n),
+        "devanagari": lambda n: any("\u0900" <= c <= "\u097f" for c in n),
+        "cjk": lambda n: any("\u4e00" <= c <= "\u9fff" for c in n),
+        "hangul": lambda n: any("\uac00" <= c <= "\ud7af" for c in n),
+    }
+    for script, test in scripts.items():
+        assert any(test(n) for n in names), script
+    assert sum(1 for n in names if " " not in n.strip()) > 10, "one-word names"
+    assert any("bot" in n.lower() or "integration" in n.lower() for n in names)
+    # One shared company domain for most, a few others; emails are ASCII and unique.
+    domains = Counter(u["email"].rsplit("@", 1)[1] for u in users)
+    assert domains.most_common(1)[0][1] > 0.75 * len(users) and len(domains) >= 3
+    assert all(u["email"].isascii() for u in users)
+    # Teams of very uneven size, and people in none.
+    sizes = sorted(len(members) for members in state.team_members.values())
+    assert sizes[-1] > 10 * sizes[len(sizes) // 2]
+    assert 0.05 * len(users) < sum(1 for u in users if not u["teams"]) < 0.2 * len(users)
+
+
+def test_names_past_the_10000th_are_not_plain_ascii():
+    """Why big accounts are hard: listed by name, the tail of the list is accented and non-Latin names."""
+    state = seed_account(SandboxState(), users=12000, teams=150, schedules=10, escalation_policies=5, seed=42)
+    tail = list(state.users.values())[10_000:]
+    assert sum(1 for u in tail if not u["name"][:1].isascii()) > 0.9 * len(tail)

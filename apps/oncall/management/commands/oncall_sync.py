@@ -5,6 +5,7 @@ applies a stored plan with --sync-run N).
 """
 
 import json
+import time
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -33,7 +34,11 @@ class Command(BaseCommand):
         parser.add_argument("--team-roles", action="store_true", help="Also import team roles (one request per team)")
         parser.add_argument("--window-days", type=int, default=services.DEFAULT_WINDOW_DAYS)
         parser.add_argument("--delete-missing", action="store_true", help="Delete what is gone upstream (else flag)")
-        parser.add_argument("--sync-run", type=int, help="With --apply: apply this stored plan instead of a new one")
+        parser.add_argument(
+            "--sync-run",
+            type=int,
+            help="With --apply: apply this stored plan instead of a new one (a failed apply is retried as is)",
+        )
         parser.add_argument("--json", action="store_true", help="Print the plan or report as JSON")
 
     def handle(self, *args, **opts):
@@ -45,6 +50,11 @@ class Command(BaseCommand):
                 run = SyncRun.objects.filter(pk=opts["sync_run"], connection=connection).first()
                 if run is None:
                     raise CommandError(f"No sync run {opts['sync_run']} for connection {connection.name!r}")
+                if run.status == SyncRun.Status.FAILED and run.apply_requested_at:
+                    run = services.sync_run_retry_apply(sync_run_id=run.pk)
+                    self.stderr.write(f"Applying sync #{run.pk} again, with the plan it had …")
+                    self._finish_apply(run, as_json=opts["json"])
+                    return
             else:
                 options = services.sync_options_clean(
                     resources=[r.strip() for r in opts["resources"].split(",") if r.strip()],
@@ -55,7 +65,7 @@ class Command(BaseCommand):
                 )
                 run = services.sync_run_create(connection=connection, options=options, trigger=SyncRun.Trigger.COMMAND)
                 self.stderr.write(f"Planning sync #{run.pk} from {connection.api_url} …")
-                run = services.sync_run_plan(sync_run_id=run.pk)
+                run = self._plan(run)
         except DomainError as exc:
             raise CommandError(str(exc)) from exc
         if run.status == SyncRun.Status.FAILED:
@@ -68,11 +78,27 @@ class Command(BaseCommand):
             raise CommandError(f"Sync #{run.pk} is {run.status}; only a planned sync can be applied (once).")
         if not opts["json"]:
             self._print_plan(run, as_json=False)
-        services.sync_run_request_apply(sync_run_id=run.pk, delete_missing=opts["delete_missing"])
+        run, _queued = services.sync_run_request_apply(sync_run_id=run.pk, delete_missing=opts["delete_missing"])
+        self._finish_apply(run, as_json=opts["json"])
+
+    def _plan(self, run: SyncRun) -> SyncRun:
+        """Plan in this process, waiting here when PagerDuty's trouble outlasts the client's retries."""
+        run = services.sync_run_plan(sync_run_id=run.pk)
+        while (wait := services.sync_run_wait_seconds(run=run)) is not None:
+            self.stderr.write(f"{run.error or 'Another process is planning this run.'} Waiting {wait:.0f} s …")
+            time.sleep(wait)
+            run = services.sync_run_plan(sync_run_id=run.pk)
+        return run
+
+    def _finish_apply(self, run: SyncRun, *, as_json: bool) -> None:
         run = services.sync_run_apply(sync_run_id=run.pk)
+        while (wait := services.sync_run_wait_seconds(run=run)) is not None:
+            self.stderr.write(f"{run.error or 'Another process is applying this run.'} Waiting {wait:.0f} s …")
+            time.sleep(wait)
+            run = services.sync_run_apply(sync_run_id=run.pk)
         if run.status != SyncRun.Status.APPLIED:
             raise CommandError(f"Sync #{run.pk} failed: {run.error}")
-        if opts["json"]:
+        if as_json:
             self.stdout.write(json.dumps(run.report, indent=2))
             return
         self.stdout.write("Applied:")

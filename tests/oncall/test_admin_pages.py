@@ -5,7 +5,7 @@ from html.parser import HTMLParser
 
 import pytest
 from django.conf import settings
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import Group, User
 
 from apps.oncall.models import (
     OncallEscalationPolicy,
@@ -113,7 +113,7 @@ def test_lists_need_the_view_permission(client, big_team):
     client.force_login(user)
     url = f"/admin/oncall/oncallteam/{big_team.pk}/related/members/"
     assert client.get(url).status_code == 403
-    user.user_permissions.add(Permission.objects.get(codename="view_oncallteam"))
+    user.groups.add(Group.objects.get(name="Viewers"))
     assert client.get(url).status_code == 200
 
 

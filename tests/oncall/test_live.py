@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import Group, User
 from rest_framework.test import APIClient
 
 from apps.core.errors import DomainError
@@ -244,9 +244,7 @@ def api_connection(stand_in, make_client):
 
 def viewer() -> APIClient:
     user, _ = User.objects.get_or_create(username="viewer")
-    user.user_permissions.add(
-        *Permission.objects.filter(codename__in=["view_oncallschedule", "view_oncallescalationpolicy"])
-    )
+    user.groups.add(Group.objects.get(name="Viewers"))
     client = APIClient()
     client.force_authenticate(user)
     return client

@@ -176,8 +176,9 @@ def test_connection_test_endpoint(api, pd, pd_connection):
         json={"error": {"message": "Authentication failed", "code": 2006}},
     )
     response = api.post(f"/api/v1/pagerduty/connections/{pd_connection.pk}/test/")
-    assert response.status_code == 502
-    assert response.json()["message"] == "PagerDuty 401: Authentication failed"
+    # The test ran and its outcome is the answer: a refusal by PagerDuty is not an error of this API.
+    assert response.status_code == 200
+    assert response.json() == {"ok": False, "message": "PagerDuty 401: Authentication failed"}
 
 
 def test_rerun_endpoint_refuses_successful_run(api, pd, pd_connection, django_capture_on_commit_callbacks):
@@ -188,7 +189,7 @@ def test_rerun_endpoint_refuses_successful_run(api, pd, pd_connection, django_ca
         api.patch(f"/api/v1/incidents/{incident.pk}/", {"status": "Investigating"}, format="json")
     run = RunbookRun.objects.get()
     response = api.post(f"/api/v1/runs/{run.pk}/rerun/")
-    assert response.status_code == 400
+    assert response.status_code == 409  # the run is fine; its state forbids a re-run
     assert response.json()["message"] == "Nothing to re-run: no step failed"
 
 

@@ -4,6 +4,7 @@ from django.shortcuts import get_object_or_404, redirect
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from apps.core.limits import PAGERDUTY_API_KEY_MAX
 from apps.pagerduty.models import PagerDutyConnection, ServiceMapping, UrgencyMapping
 from apps.pagerduty.services import connection_test
 
@@ -14,6 +15,7 @@ class PagerDutyConnectionForm(forms.ModelForm):
         label="API key",
         required=False,
         strip=True,
+        max_length=PAGERDUTY_API_KEY_MAX,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
         help_text="REST API key. Write-only: it is encrypted and never shown again. Leave empty to keep the current key.",
     )

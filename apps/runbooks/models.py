@@ -169,8 +169,9 @@ class StepRun(models.Model):
     status = models.CharField(max_length=20, choices=RunStatus.choices, default=RunStatus.PENDING)
     rendered = models.JSONField(default=dict, blank=True)
     request = models.JSONField(default=dict, blank=True, help_text="Last request sent (secrets redacted)")
-    # The last answer, cut beyond STORED_BODY_MAX_CHARS with a visible marker.
-    response = StoredBodyField(default=dict, blank=True)
+    # {"status", "body", "error"} of the last exchange, whose body is already cut to
+    # STORED_BODY_MAX_CHARS; the bound here only stops anything else from growing it.
+    response = StoredBodyField(default=dict, blank=True, max_chars=2 * limits.STORED_BODY_MAX_CHARS)
     attempts = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
     outputs = models.JSONField(default=dict, blank=True)

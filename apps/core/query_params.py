@@ -10,8 +10,19 @@ from rest_framework.exceptions import ValidationError
 
 # ASCII digits only: str.isdigit() also accepts "²" and other digits int() then refuses.
 _INTEGER = re.compile(r"[+-]?[0-9]+")
+_DIGITS = re.compile(r"[0-9]+")
 # More digits than any bound here: compared as "huge" without converting (int() refuses >4,300 digits).
 _MAX_DIGITS = 18
+
+
+def ascii_integer(text, *, max_digits: int = _MAX_DIGITS) -> int | None:
+    """A non-negative whole number written in ASCII digits (at most `max_digits`), else None.
+
+    For ids and numbers read from query strings, forms and paths: `str.isdigit()` accepts "²"
+    (then `int()` raises) and `int()` refuses more than 4,300 digits; both were 500s."""
+    if not isinstance(text, str) or not 0 < len(text) <= max_digits or not _DIGITS.fullmatch(text):
+        return None
+    return int(text)
 
 
 def query_integer(request, name: str, *, default: int, minimum: int, maximum: int | None = None, clamp=False) -> int:

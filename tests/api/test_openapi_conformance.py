@@ -29,7 +29,7 @@ CONFIG = SchemathesisConfig.from_dict(
     {
         "seed": 20261123,
         "headers": {"Authorization": f"Token {TOKEN}"},
-        "generation": {"max-examples": 30, "deterministic": True, "database": "none"},
+        "generation": {"max-examples": 20, "deterministic": True, "database": "none"},
     }
 )
 schema = schemathesis.openapi.from_wsgi("/api/schema/?format=json", application, config=CONFIG)

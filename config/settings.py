@@ -12,6 +12,8 @@ from pathlib import Path
 
 import environ
 
+from apps.core.limits import MAX_REQUEST_BODY_BYTES
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("VAR_DIR", default=str(BASE_DIR / "var")))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
@@ -59,6 +61,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Before anything reads the request: bounds its size, refuses NUL bytes, keeps API errors JSON.
+    "apps.core.middleware.RequestLimitsMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -100,6 +104,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Roles are groups (docs/permissions.md): permissions given to a single user are ignored.
 AUTHENTICATION_BACKENDS = ["apps.core.roles.GroupPermissionsBackend"]
+# Admin forms get the API's body limit (the middleware answers 413 above it); Django's own check
+# is the second line of defence.
+DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -127,8 +134,12 @@ REST_FRAMEWORK = {
     ],
     # Each view declares per action what it needs; an undeclared one is refused (apps.core.permissions).
     "DEFAULT_PERMISSION_CLASSES": ["apps.core.permissions.ActionPermissions"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    # JSON in, JSON out: every answer (errors included) is JSON, every body is bounded JSON.
+    "DEFAULT_PARSER_CLASSES": ["apps.core.parsers.StrictJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
+    "DEFAULT_SCHEMA_CLASS": "apps.core.schema.ApiAutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "apps.core.pagination.BoundedLimitOffsetPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "apps.core.api.exception_handler",
 }
@@ -139,6 +150,8 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     # The schema and its docs page hold no data, but describe every door: a role is needed to read them.
     "SERVE_PERMISSIONS": ["apps.core.permissions.HasAnyRole"],
+    # Separate request and response components: what a client may send is not what it reads back.
+    "COMPONENT_SPLIT_REQUEST": True,
 }
 
 # --- Audit log (django-auditlog; what is recorded: docs/permissions.md) ------------------------

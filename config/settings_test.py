@@ -8,4 +8,4 @@ integration tests read these settings too.
 from config.settings import *  # noqa: F403
 from config.settings import PAGERDUTY_ALLOWED_HOSTS
 
-PAGERDUTY_ALLOWED_HOSTS = [*PAGERDUTY_ALLOWED_HOSTS, "pd.test", "127.0.0.1", "localhost"]
+PAGERDUTY_ALLOWED_HOSTS = [*PAGERDUTY_ALLOWED_HOSTS, "pd.test", "pd.seed.test", "127.0.0.1", "localhost"]

@@ -1,8 +1,12 @@
 import uuid
 
 from django.conf import settings
+from django.core.validators import MaxLengthValidator
 from django.db import models
 from django.urls import reverse
+
+from apps.core import limits
+from apps.core.validators import NoNulValidator
 
 
 class IncidentStatus(models.TextChoices):
@@ -30,13 +34,19 @@ class IncidentCounter(models.Model):
 class Incident(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     number = models.PositiveIntegerField(unique=True, editable=False)
-    title = models.CharField(max_length=255)
-    summary = models.TextField(blank=True)
+    title = models.CharField(max_length=limits.INCIDENT_TITLE_MAX, validators=[NoNulValidator()])
+    summary = models.TextField(
+        blank=True, validators=[MaxLengthValidator(limits.INCIDENT_SUMMARY_MAX), NoNulValidator()]
+    )
     severity = models.PositiveSmallIntegerField(choices=Severity.choices, default=Severity.SEV2)
     status = models.CharField(max_length=20, choices=IncidentStatus.choices, default=IncidentStatus.DETECTED)
-    service = models.CharField(max_length=100, blank=True, db_index=True)
-    environment = models.CharField(max_length=100, blank=True, db_index=True)
-    owner = models.EmailField(blank=True)
+    service = models.CharField(
+        max_length=limits.INCIDENT_SERVICE_MAX, blank=True, db_index=True, validators=[NoNulValidator()]
+    )
+    environment = models.CharField(
+        max_length=limits.INCIDENT_ENVIRONMENT_MAX, blank=True, db_index=True, validators=[NoNulValidator()]
+    )
+    owner = models.EmailField(max_length=limits.INCIDENT_OWNER_MAX, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
     resolved_at = models.DateTimeField(null=True, blank=True)

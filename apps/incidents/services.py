@@ -3,6 +3,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from apps.core.errors import DomainError
+from apps.core.query_params import ascii_integer
 from apps.incidents.models import (
     Incident,
     IncidentCounter,
@@ -27,7 +28,7 @@ def parse_status(value) -> str:
 
 def parse_severity(value) -> int:
     text = str(value).strip().upper().removeprefix("SEV")
-    if not text.isdigit() or int(text) not in Severity.values:
+    if ascii_integer(text, max_digits=2) not in Severity.values:
         raise DomainError(f"Unknown severity {value!r}; expected 0–4 or SEV0–SEV4", field="severity")
     return int(text)
 

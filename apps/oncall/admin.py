@@ -20,6 +20,7 @@ from django.utils.html import format_html, format_html_join
 
 from apps.core.errors import DomainError
 from apps.core.links import external_link
+from apps.core.query_params import ascii_integer
 from apps.oncall import selectors, services, tasks
 from apps.oncall.importer import RESOURCE_TYPES
 from apps.oncall.live import oncall_live_fetch
@@ -336,10 +337,10 @@ class OncallScheduleAdmin(ImportedAdmin):
         connection_id = request.GET.get("connection", "")
         schedules = OncallSchedule.objects.filter(deleted_upstream_at__isnull=True).select_related("connection")
         policies = OncallEscalationPolicy.objects.filter(deleted_upstream_at__isnull=True).select_related("connection")
-        if connection_id.isdigit():
+        if ascii_integer(connection_id) is not None:
             schedules, policies = (
-                schedules.filter(connection_id=connection_id),
-                policies.filter(connection_id=connection_id),
+                schedules.filter(connection_id=ascii_integer(connection_id)),
+                policies.filter(connection_id=ascii_integer(connection_id)),
             )
         query = request.GET.get("q", "").strip()
         if query:
@@ -481,9 +482,10 @@ class SyncRunAdmin(admin.ModelAdmin):
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         # A run is read on its own page (progress, plan, report), not in a model form.
-        if request.method == "POST" or not self.has_view_permission(request) or not str(object_id).isdigit():
+        run_pk = ascii_integer(str(object_id))
+        if request.method == "POST" or not self.has_view_permission(request) or run_pk is None:
             raise PermissionDenied
-        return HttpResponseRedirect(reverse("admin:oncall_sync_run", args=[int(object_id)]))
+        return HttpResponseRedirect(reverse("admin:oncall_sync_run", args=[run_pk]))
 
 
 @admin.register(Sync)

@@ -5,13 +5,16 @@ from datetime import datetime
 
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import serializers, status, viewsets
 from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.core.api_fields import StrictModelSerializer
+from apps.core.query_params import query_boolean, query_datetime
 from apps.oncall import selectors
 from apps.oncall.live import oncall_live_fetch
 from apps.oncall.models import OncallEscalationPolicy, OncallSchedule, OncallUser
@@ -20,8 +23,10 @@ from apps.pagerduty.models import PagerDutyConnection
 from apps.pagerduty.selectors import connection_get
 
 
-class _ImportedSerializer(serializers.ModelSerializer):
+class _ImportedSerializer(StrictModelSerializer):
     connection = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    # As PagerDuty sent it (possibly empty): plain text, not a promise of a well-formed URL.
+    html_url = serializers.CharField(read_only=True)
 
     class Meta:
         fields = [
@@ -35,6 +40,14 @@ class _ImportedSerializer(serializers.ModelSerializer):
             "synced_at",
             "deleted_upstream_at",
         ]
+
+    def get_extra_kwargs(self):
+        # Imported from PagerDuty: this API only reads it, so no field carries input validation
+        # (which the schema would otherwise document as constraints on stored values).
+        extra = super().get_extra_kwargs()
+        for name in self.Meta.fields:
+            extra.setdefault(name, {})["read_only"] = True
+        return extra
 
 
 class OncallUserSerializer(_ImportedSerializer):
@@ -95,8 +108,19 @@ class OncallEscalationPolicySerializer(_OnCallNowMixin, _ImportedSerializer):
         ]
 
 
+_FILTERS = [
+    OpenApiParameter("connection", str, description="Only data imported through this connection (its name)"),
+    OpenApiParameter("q", str, description="Name contains this text (any letter case)"),
+    OpenApiParameter("include_deleted", OpenApiTypes.BOOL, description="Also objects deleted upstream"),
+]
+_INCLUDE_DELETED = _FILTERS[2]
+_AT = OpenApiParameter(
+    "at", OpenApiTypes.DATETIME, description="Who is on call at this time (ISO 8601 with a zone); default now"
+)
+
+
 class _ImportedViewSet(viewsets.ReadOnlyModelViewSet):
-    """Filters: ?connection=<name>, ?q=<name contains>, ?include_deleted=1."""
+    """Filters: ?connection=<name>, ?q=<name contains>, ?include_deleted=true."""
 
     def get_queryset(self):
         qs = self.queryset.select_related("connection")
@@ -105,11 +129,17 @@ class _ImportedViewSet(viewsets.ReadOnlyModelViewSet):
             qs = qs.filter(connection__name=params["connection"])
         if params.get("q"):
             qs = qs.filter(name__icontains=params["q"])
-        if params.get("include_deleted") not in ("1", "true"):
+        if not query_boolean(self.request, "include_deleted"):
             qs = qs.filter(deleted_upstream_at__isnull=True)
         return qs.order_by("name", "pk")
 
 
+@extend_schema_view(
+    list=extend_schema(
+        parameters=[*_FILTERS, OpenApiParameter("email", str, description="The user with this email (any case)")]
+    ),
+    retrieve=extend_schema(parameters=[_INCLUDE_DELETED]),
+)
 class OncallUserViewSet(_ImportedViewSet):
     """Imported PagerDuty users; ?email= finds one by email (any case)."""
 
@@ -128,16 +158,7 @@ class _OnCallNowViewSet(_ImportedViewSet):
     """`on_call_now` is computed for the whole page at once; ?at=<ISO 8601 with zone> asks about another time."""
 
     def _at(self) -> datetime:
-        raw = self.request.query_params.get("at")
-        if not raw:
-            return timezone.now()
-        try:
-            at = parse_datetime(raw)
-        except ValueError:
-            at = None
-        if at is None or timezone.is_naive(at):
-            raise ValidationError({"at": ["Give a time in ISO 8601 with a zone, e.g. 2026-11-23T09:00:00Z."]})
-        return at
+        return query_datetime(self.request, "at") or timezone.now()
 
     def _on_call(self, objects: list, at: datetime) -> dict:
         raise NotImplementedError("subclasses say how to compute who is on call")
@@ -161,6 +182,9 @@ class _OnCallNowViewSet(_ImportedViewSet):
         return Response(self.get_serializer(obj).data)
 
 
+@extend_schema_view(
+    list=extend_schema(parameters=[*_FILTERS, _AT]), retrieve=extend_schema(parameters=[_INCLUDE_DELETED, _AT])
+)
 class OncallScheduleViewSet(_OnCallNowViewSet):
     queryset = OncallSchedule.objects.all()
     serializer_class = OncallScheduleSerializer
@@ -170,6 +194,9 @@ class OncallScheduleViewSet(_OnCallNowViewSet):
         return selectors.oncall_now_for_schedules(schedules=objects, at=at)
 
 
+@extend_schema_view(
+    list=extend_schema(parameters=[*_FILTERS, _AT]), retrieve=extend_schema(parameters=[_INCLUDE_DELETED, _AT])
+)
 class OncallEscalationPolicyViewSet(_OnCallNowViewSet):
     queryset = OncallEscalationPolicy.objects.prefetch_related("rules__targets")
     serializer_class = OncallEscalationPolicySerializer

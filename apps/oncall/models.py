@@ -6,9 +6,12 @@ import may bring a layer whose user was not imported, and the id lets a later im
 """
 
 from django.conf import settings
+from django.core.validators import MaxLengthValidator
 from django.db import models
 
+from apps.core import limits
 from apps.core.models import TimeStampedModel
+from apps.core.validators import NoNulValidator
 from apps.pagerduty.models import PagerDutyConnection
 
 
@@ -20,7 +23,11 @@ class PagerDutyObject(TimeStampedModel):
     local_alias = models.CharField(
         max_length=255, blank=True, help_text="Our own name for it. Kept as is by every sync."
     )
-    notes = models.TextField(blank=True, help_text="Local notes. Kept as is by every sync.")
+    notes = models.TextField(
+        blank=True,
+        help_text="Local notes. Kept as is by every sync.",
+        validators=[MaxLengthValidator(limits.ONCALL_NOTES_MAX), NoNulValidator()],
+    )
     synced_at = models.DateTimeField(null=True, blank=True)
     deleted_upstream_at = models.DateTimeField(
         null=True, blank=True, help_text="Set when a sync no longer found it in PagerDuty."

@@ -14,6 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 from formtools.wizard.views import SessionWizardView
 
+from apps.core.query_params import ascii_integer
 from apps.oncall import services, tasks
 from apps.oncall.forms import ConfirmStepForm, ConnectionStepForm, ReviewStepForm, ScopeStepForm
 from apps.oncall.importer import RESOURCE_TYPES
@@ -103,7 +104,8 @@ class SyncWizardView(SessionWizardView):
         if self.storage.current_step is None and posted_step == CONFIRM:
             # The wizard was finished by an earlier submit of this same page (double click, back + resubmit).
             run_id = self.request.POST.get(f"{CONFIRM}-sync_run", "")
-            run = SyncRun.objects.filter(pk=int(run_id)).first() if run_id.isdigit() else None
+            run_pk = ascii_integer(run_id)
+            run = SyncRun.objects.filter(pk=run_pk).first() if run_pk is not None else None
             if run is not None:
                 messages.info(self.request, f"Sync #{run.pk} was already confirmed; it is not applied twice.")
                 return HttpResponseRedirect(reverse("admin:oncall_sync_run", args=[run.pk]))

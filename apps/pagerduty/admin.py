@@ -5,6 +5,7 @@ from django.shortcuts import get_object_or_404, redirect
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from apps.core.limits import PAGERDUTY_API_KEY_MAX
 from apps.core.permissions import admin_permission_required
 from apps.pagerduty.models import PagerDutyConnection, ServiceMapping, UrgencyMapping
 from apps.pagerduty.services import connection_test
@@ -19,6 +20,7 @@ class PagerDutyConnectionForm(forms.ModelForm):
         label="API key",
         required=False,
         strip=True,
+        max_length=PAGERDUTY_API_KEY_MAX,
         validators=[validate_api_key],
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
         help_text=(

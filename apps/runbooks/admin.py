@@ -14,7 +14,9 @@ from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 
 from apps.core.errors import DomainError
+from apps.core.limits import RUNBOOK_MAX_STEPS
 from apps.core.links import external_link
+from apps.core.parsers import JsonBodyError, parse_json_bytes
 from apps.core.permissions import admin_permission_required
 from apps.incidents.admin import IncidentAdmin
 from apps.incidents.models import Incident, IncidentStatus
@@ -96,6 +98,27 @@ def _action_choices() -> list:
 
 
 class PrettyJSONField(forms.JSONField):
+    def to_python(self, value):
+        # Parsed with the API's bounds (depth, duplicate keys, NaN): Python's own parser raises
+        # RecursionError — a 500 — on JSON a few thousand levels deep.
+        if self.disabled or value in self.empty_values or isinstance(value, (list, dict, int, float)):
+            return super().to_python(value)
+        try:
+            parse_json_bytes(str(value).encode("utf-8", "surrogatepass"))
+        except JsonBodyError as exc:
+            message = str(exc).replace("JSON parse error - ", "Not valid JSON: ")
+            raise forms.ValidationError(message, code="invalid") from None
+        return super().to_python(value)
+
+    def bound_data(self, data, initial):
+        # Re-displaying a refused value parses it again; the same bounds apply.
+        if not self.disabled and isinstance(data, str):
+            try:
+                parse_json_bytes(data.encode("utf-8", "surrogatepass"))
+            except JsonBodyError:
+                return InvalidJSONInput(data)
+        return super().bound_data(data, initial)
+
     def prepare_value(self, value):
         if isinstance(value, InvalidJSONInput):
             return value
@@ -309,6 +332,8 @@ def _draft_steps(payload) -> list[dryrun.StepSource]:
     steps = payload.get("steps") if isinstance(payload, dict) else None
     if not isinstance(steps, list):
         raise DomainError('Expected {"steps": [...], "incident": "<uuid>" or "sample": true}')
+    if len(steps) > RUNBOOK_MAX_STEPS:
+        raise DomainError(f"{len(steps)} steps; a runbook has at most {RUNBOOK_MAX_STEPS}")
     drafts = []
     for index, item in enumerate(steps, start=1):
         if not isinstance(item, dict) or not isinstance(item.get("inputs", {}), dict):
@@ -459,9 +484,10 @@ class RunbookAdmin(admin.ModelAdmin):
         if request.method != "POST":
             return _json_error("POST the draft steps as JSON", 405)
         try:
-            payload = json.loads(request.body or b"{}")
-        except ValueError as exc:
-            return _json_error(f"Not JSON: {exc}", 400)
+            payload = parse_json_bytes(request.body or b"{}")
+        except JsonBodyError as exc:
+            where = f"{exc.field}: " if exc.field else ""
+            return _json_error(f"Not JSON: {where}{exc}", exc.status_code)
         try:
             steps = _draft_steps(payload)
             incident = _incident_choice(payload.get("incident") or ("sample" if payload.get("sample") else ""))

@@ -1,10 +1,15 @@
-from django.shortcuts import get_object_or_404
+import uuid
+
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 
-from apps.incidents.models import Incident
+from apps.core.api_fields import StrictBooleanField, StrictModelSerializer
+from apps.core.errors import DomainError
+from apps.incidents.api import IncidentRefField
+from apps.incidents.selectors import INCIDENT_REF_DESCRIPTION, INCIDENT_REF_PATTERN, parse_incident_ref
 from apps.runbooks import services
 from apps.runbooks.dryrun import runbook_dry_run
 from apps.runbooks.loader import conditions_spec, trigger_spec
@@ -12,20 +17,22 @@ from apps.runbooks.models import Runbook, RunbookRun, RunbookVersion, Step, Step
 from apps.runbooks.versions import runbook_version_latest
 
 
-class StepSerializer(serializers.ModelSerializer):
-    with_ = serializers.JSONField(source="inputs", read_only=True)
-
+class StepSerializer(StrictModelSerializer):
     class Meta:
         model = Step
-        fields = ["key", "name", "position", "action", "connection", "with_", "on_failure"]
+        fields = ["key", "name", "position", "action", "connection", "on_failure"]
 
-    def to_representation(self, instance):
-        data = super().to_representation(instance)
-        data["with"] = data.pop("with_")
-        return data
+    def get_fields(self):
+        # `with` is a Python keyword, so it cannot be declared as an attribute; the runbooks-as-code
+        # name is what the API shows (and what the schema documents).
+        fields = super().get_fields()
+        fields["with"] = serializers.DictField(
+            child=serializers.CharField(), source="inputs", read_only=True, help_text="Field → Mustache template"
+        )
+        return fields
 
 
-class RunbookSerializer(serializers.ModelSerializer):
+class RunbookSerializer(StrictModelSerializer):
     trigger = serializers.SerializerMethodField()
     conditions = serializers.SerializerMethodField()
     steps = StepSerializer(many=True, read_only=True)
@@ -51,7 +58,7 @@ class RunbookSerializer(serializers.ModelSerializer):
         return conditions_spec(runbook)
 
 
-class ExchangeSerializer(serializers.ModelSerializer):
+class ExchangeSerializer(StrictModelSerializer):
     class Meta:
         model = StepRunExchange
         fields = [
@@ -69,8 +76,9 @@ class ExchangeSerializer(serializers.ModelSerializer):
         ]
 
 
-class StepRunSerializer(serializers.ModelSerializer):
+class StepRunSerializer(StrictModelSerializer):
     exchanges = ExchangeSerializer(many=True, read_only=True)
+    duration_ms = serializers.IntegerField(read_only=True, allow_null=True)
 
     class Meta:
         model = StepRun
@@ -94,7 +102,7 @@ class StepRunSerializer(serializers.ModelSerializer):
         ]
 
 
-class RunSerializer(serializers.ModelSerializer):
+class RunSerializer(StrictModelSerializer):
     runbook = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     runbook_version = serializers.SerializerMethodField(help_text="Number of the runbook version this run executed")
     incident_short_id = serializers.CharField(source="incident.short_id", read_only=True)
@@ -124,21 +132,42 @@ class RunSerializer(serializers.ModelSerializer):
 
 
 class ManualRunSerializer(serializers.Serializer):
+    incident = IncidentRefField()
+
+
+class ManualRunResponseSerializer(serializers.Serializer):
+    event = serializers.IntegerField(help_text="The incident timeline event that asked for the run")
     incident = serializers.UUIDField()
 
 
 class DryRunRequestSerializer(serializers.Serializer):
-    incident = serializers.UUIDField(required=False, help_text="Incident to render the steps for")
-    sample = serializers.BooleanField(required=False, default=False, help_text="Use the built-in sample incident")
+    incident = IncidentRefField(required=False, help_text="Incident to render the steps for")
+    sample = StrictBooleanField(required=False, default=False, help_text="Use the built-in sample incident")
+
+    # Exactly one of the two, as the schema says (ApiAutoSchema merges this into the component).
+    openapi_extra = {
+        "oneOf": [
+            {"required": ["incident"], "properties": {"sample": {"not": {"enum": [True]}}}},
+            {
+                "required": ["sample"],
+                "properties": {"sample": {"not": {"enum": [False]}}},
+                "not": {"required": ["incident"]},
+            },
+        ]
+    }
+    openapi_body_required = True
+
+    either = 'Send either {"incident": "<incident id>"} or {"sample": true}'
+
+    def to_internal_value(self, data):
+        # Asking for both is malformed whether or not the incident exists: said before looking it up.
+        if isinstance(data, dict) and "incident" in data and data.get("sample") is True:
+            raise serializers.ValidationError({api_settings.NON_FIELD_ERRORS_KEY: [self.either]})
+        return super().to_internal_value(data)
 
     def validate(self, data):
-        if bool(data.get("incident")) == bool(data.get("sample")):
-            raise serializers.ValidationError('Send either {"incident": "<incident uuid>"} or {"sample": true}')
-        if data.get("incident"):
-            incident = Incident.objects.filter(pk=data["incident"]).first()
-            if incident is None:
-                raise serializers.ValidationError({"incident": [f"No incident with id {data['incident']}"]})
-            data["incident"] = incident
+        if "incident" not in data and not data.get("sample"):
+            raise serializers.ValidationError(self.either)
         return data
 
 
@@ -176,7 +205,7 @@ class DryRunResponseSerializer(serializers.Serializer):
     steps = DryRunStepSerializer(many=True)
 
 
-class RunbookVersionSerializer(serializers.ModelSerializer):
+class RunbookVersionSerializer(StrictModelSerializer):
     created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
 
     class Meta:
@@ -196,14 +225,15 @@ class RunbookViewSet(viewsets.ReadOnlyModelViewSet):
         "versions": ["runbooks.view_runbookversion"],
     }
 
-    @extend_schema(request=ManualRunSerializer, responses={202: None})
+    @extend_schema(request=ManualRunSerializer, responses={202: ManualRunResponseSerializer})
     @action(detail=True, methods=["post"])
     def run(self, request, slug=None):
-        """Run this runbook now on an incident (recorded on the incident's timeline)."""
+        """Run this runbook now on an incident (recorded on the incident's timeline); 202, the run
+        itself happens on a worker."""
         runbook = self.get_object()
         serializer = ManualRunSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        incident = get_object_or_404(Incident, pk=serializer.validated_data["incident"])
+        incident = serializer.validated_data["incident"]
         event = services.runbook_run_manually(
             runbook_id=runbook.pk, incident_id=incident.pk, actor=f"api:{request.user.get_username()}"
         )
@@ -231,7 +261,7 @@ class RunbookViewSet(viewsets.ReadOnlyModelViewSet):
         )
 
     @extend_schema(request=None, responses=RunbookVersionSerializer(many=True))
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=None)
     def versions(self, request, slug=None):
         """Every saved version of this runbook, newest first, in the runbooks-as-code shape."""
         runbook = self.get_object()
@@ -251,21 +281,33 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
         queryset = RunbookRun.objects.select_related(
             "runbook", "runbook_version", "incident", "event"
         ).prefetch_related("step_runs__exchanges")
-        incident = self.request.query_params.get("incident")
-        if incident:
+        if self.action == "list" and "incident" in self.request.query_params:
+            values = self.request.query_params.getlist("incident")
+            if len(values) > 1:
+                raise serializers.ValidationError({"incident": ["Give incident once."]})
             try:
-                queryset = queryset.filter(incident_id=serializers.UUIDField().to_internal_value(incident))
-            except serializers.ValidationError:
-                raise serializers.ValidationError({"incident": f"Not an incident id: {incident!r}"}) from None
+                key = parse_incident_ref(values[0])
+            except DomainError as exc:
+                raise serializers.ValidationError({"incident": [str(exc)]}) from None
+            queryset = queryset.filter(**{"incident_id" if isinstance(key, uuid.UUID) else "incident__number": key})
         return queryset
 
-    @extend_schema(parameters=[OpenApiParameter("incident", str, description="Incident UUID")])
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "incident",
+                {"type": "string", "pattern": INCIDENT_REF_PATTERN},
+                description=f"Only runs on this incident. {INCIDENT_REF_DESCRIPTION}",
+            )
+        ]
+    )
     def list(self, request, *args, **kwargs):
         return super().list(request, *args, **kwargs)
 
-    @extend_schema(request=None, responses=RunSerializer)
+    @extend_schema(request=None, responses={202: RunSerializer})
     @action(detail=True, methods=["post"])
     def rerun(self, request, pk=None):
-        """Re-run from the first failed step; steps that succeeded are not repeated."""
+        """Re-run from the first failed step; steps that succeeded are not repeated. 409 when the
+        run is not finished or no step failed."""
         run = services.run_rerun_from_failed(run_id=self.get_object().pk)
         return Response(self.get_serializer(run).data, status=status.HTTP_202_ACCEPTED)

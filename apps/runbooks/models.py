@@ -1,8 +1,11 @@
 from django.conf import settings
-from django.core.validators import RegexValidator
+from django.core.validators import MaxLengthValidator, RegexValidator, slug_re
 from django.db import models
 
+from apps.core import limits
+from apps.core.fields import StoredBodyField
 from apps.core.models import TimeStampedModel
+from apps.core.validators import JsonListValidator, NoNulValidator
 from apps.incidents.models import Incident, IncidentEvent, IncidentStatus
 from apps.pagerduty.models import PagerDutyConnection
 
@@ -35,18 +38,41 @@ step_key_validator = RegexValidator(
 )
 
 
+def slug_problem(slug) -> str | None:
+    """Why `slug` cannot name a runbook (it also names the exported file), or None."""
+    if not isinstance(slug, str):
+        return f"slug must be text, not {type(slug).__name__}"
+    if len(slug) > limits.RUNBOOK_SLUG_MAX:
+        return f"slug is {len(slug)} characters long; the limit is {limits.RUNBOOK_SLUG_MAX}"
+    if not slug_re.match(slug):
+        return f"slug {slug[:60]!r} may contain only letters, digits, hyphens and underscores"
+    return None
+
+
 class Runbook(TimeStampedModel):
-    slug = models.SlugField(max_length=100, unique=True)
-    name = models.CharField(max_length=200)
-    description = models.TextField(blank=True)
+    slug = models.SlugField(max_length=limits.RUNBOOK_SLUG_MAX, unique=True)
+    name = models.CharField(max_length=limits.RUNBOOK_NAME_MAX, validators=[NoNulValidator()])
+    description = models.TextField(
+        blank=True, validators=[MaxLengthValidator(limits.RUNBOOK_DESCRIPTION_MAX), NoNulValidator()]
+    )
     enabled = models.BooleanField(default=True)
     trigger_on = models.CharField(max_length=20, choices=TriggerOn.choices, default=TriggerOn.STATUS_CHANGED)
     # Empty list = any. Status lists apply to status_changed only.
     trigger_to = models.JSONField(default=list, blank=True, help_text="Statuses the incident changes to")
     trigger_from = models.JSONField(default=list, blank=True, help_text="Statuses the incident changes from")
     condition_severity = models.JSONField(default=list, blank=True, help_text="Severities 0–4; empty = any")
-    condition_services = models.JSONField(default=list, blank=True, help_text="Activity.service values; empty = any")
-    condition_environments = models.JSONField(default=list, blank=True, help_text="Environments; empty = any")
+    condition_services = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Activity.service values; empty = any",
+        validators=[JsonListValidator(limits.CONDITION_LIST_MAX), NoNulValidator()],
+    )
+    condition_environments = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Environments; empty = any",
+        validators=[JsonListValidator(limits.CONDITION_LIST_MAX), NoNulValidator()],
+    )
 
     class Meta:
         ordering = ["slug"]
@@ -67,7 +93,12 @@ class Step(models.Model):
     action = models.CharField(max_length=100)
     # By name, so runbooks-as-code stay portable between environments.
     connection = models.CharField(max_length=100, default="default", blank=True)
-    inputs = models.JSONField(default=dict, blank=True, help_text="Field → Mustache template (the `with:` block)")
+    inputs = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Field → Mustache template (the `with:` block)",
+        validators=[NoNulValidator()],
+    )
     on_failure = models.CharField(max_length=10, choices=OnFailure.choices, default=OnFailure.STOP)
 
     class Meta:
@@ -146,7 +177,9 @@ class StepRun(models.Model):
     status = models.CharField(max_length=20, choices=RunStatus.choices, default=RunStatus.PENDING)
     rendered = models.JSONField(default=dict, blank=True)
     request = models.JSONField(default=dict, blank=True, help_text="Last request sent (secrets redacted)")
-    response = models.JSONField(default=dict, blank=True)
+    # {"status", "body", "error"} of the last exchange, whose body is already cut to
+    # STORED_BODY_MAX_CHARS; the bound here only stops anything else from growing it.
+    response = StoredBodyField(default=dict, blank=True, max_chars=2 * limits.STORED_BODY_MAX_CHARS)
     attempts = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
     outputs = models.JSONField(default=dict, blank=True)
@@ -174,10 +207,11 @@ class StepRunExchange(models.Model):
     method = models.CharField(max_length=10)
     url = models.TextField()
     request_headers = models.JSONField(default=dict)
-    request_body = models.JSONField(null=True, blank=True)
+    # Bodies are cut beyond STORED_BODY_MAX_CHARS with a visible marker, never kept whole.
+    request_body = StoredBodyField(null=True, blank=True)
     status = models.PositiveSmallIntegerField(null=True, blank=True)
     response_headers = models.JSONField(default=dict)
-    response_body = models.JSONField(null=True, blank=True)
+    response_body = StoredBodyField(null=True, blank=True)
     error = models.TextField(blank=True)
     duration_ms = models.PositiveIntegerField(default=0)
     attempt = models.PositiveSmallIntegerField(default=1)

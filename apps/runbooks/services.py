@@ -19,7 +19,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from apps.audit.services import audit_record
-from apps.core.errors import DomainError
+from apps.core.errors import Conflict, DomainError
 from apps.core.redaction import redact_data, redact_headers
 from apps.incidents.models import IncidentEvent
 from apps.incidents.services import incident_trigger_runbook
@@ -281,10 +281,10 @@ def run_rerun_from_failed(*, run_id) -> RunbookRun:
     """Reset the failed step and everything after it; steps that succeeded keep their outputs."""
     run = RunbookRun.objects.select_for_update().get(pk=run_id)
     if run.status not in FINISHED:
-        raise DomainError(f"Run is {run.status}; only a finished run can be re-run")
+        raise Conflict(f"Run is {run.status}; only a finished run can be re-run")
     first_failed = run.step_runs.filter(status__in=[RunStatus.FAILED, RunStatus.CANCELLED]).order_by("position").first()
     if first_failed is None:
-        raise DomainError("Nothing to re-run: no step failed")
+        raise Conflict("Nothing to re-run: no step failed")
     run.step_runs.filter(position__gte=first_failed.position).exclude(status=RunStatus.SUCCEEDED).update(
         status=RunStatus.PENDING, error="", finished_at=None, started_at=None
     )

@@ -4,6 +4,11 @@ Templates end up in JSON bodies and PagerDuty text, not HTML, so nothing is esca
 arrives as written. Partials are refused (they would read files). Variables are checked twice:
 against the Activity schema when a runbook is saved or loaded, and against the real context when
 a step renders, so a missing value is an error with a name, never a silent empty string.
+
+Bounded so no template can stall the web process or a worker: a template's length, tag count and
+section nesting are capped before chevron sees it (8,000 nested sections used to save fine and
+then burn 16 s of CPU per render), list sections iterate within a budget (nested sections over a
+list repeat their body n^depth times), and a rendered value has a maximum size.
 """
 
 import difflib
@@ -11,6 +16,16 @@ from collections.abc import Iterable
 
 import chevron
 from chevron.tokenizer import ChevronError, tokenize
+
+from apps.core.limits import (
+    RENDERED_FIELD_MAX_CHARS,
+    TEMPLATE_MAX_CHARS,
+    TEMPLATE_MAX_SECTION_DEPTH,
+    TEMPLATE_MAX_TAGS,
+)
+
+# Items a render may iterate over in list sections, all sections together.
+_ITERATION_BUDGET = 10_000
 
 ACTIVITY_FIELDS: dict[str, tuple[str, str]] = {
     # name: (description, example)
@@ -40,10 +55,31 @@ class TemplateError(Exception):
 
 
 def _tokens(template: str) -> list[tuple[str, str]]:
+    """The template's tokens, refused before any expensive work if it is too long, has too many
+    tags or nests sections too deeply (checked while tokenizing, so a huge one stops early)."""
+    if len(template) > TEMPLATE_MAX_CHARS:
+        raise TemplateError(f"The template is {len(template):,} characters long; the limit is {TEMPLATE_MAX_CHARS:,}")
+    if "\x00" in template:
+        raise TemplateError("The template contains a NUL character")
+    tokens, depth, tags = [], 0, 0
     try:
-        return list(tokenize(template))
+        for kind, name in tokenize(template):
+            if kind != "literal":
+                tags += 1
+                if tags > TEMPLATE_MAX_TAGS:
+                    raise TemplateError(f"The template has more than {TEMPLATE_MAX_TAGS} tags")
+            if kind in ("section", "inverted section"):
+                depth += 1
+                if depth > TEMPLATE_MAX_SECTION_DEPTH:
+                    raise TemplateError(
+                        f"Sections are nested more than {TEMPLATE_MAX_SECTION_DEPTH} deep (at {{{{#{name.strip()}}}}})"
+                    )
+            elif kind == "end":
+                depth -= 1
+            tokens.append((kind, name))
     except ChevronError as exc:
         raise TemplateError(f"Mustache syntax error: {exc}".replace("\n", "; ")) from None
+    return tokens
 
 
 def validate(template: str, *, allowed: Iterable[str]) -> None:
@@ -116,7 +152,36 @@ def render(template, context: dict) -> str:
     # chevron escapes `{{x}}` for HTML; turning every variable into a no-escape tag keeps the
     # bytes as written without asking authors to type triple braces.
     unescaped = [("no escape", key) if kind == "variable" else (kind, key) for kind, key in tokens]
-    return chevron.render(unescaped, _stringify(context), partials_path=None, partials_dict={})
+    budget = _IterationBudget(_ITERATION_BUDGET)
+    rendered = chevron.render(unescaped, _stringify(context, budget), partials_path=None, partials_dict={})
+    if len(rendered) > RENDERED_FIELD_MAX_CHARS:
+        raise TemplateError(
+            f"The rendered value is {len(rendered):,} characters long; the limit is {RENDERED_FIELD_MAX_CHARS:,}"
+        )
+    return rendered
+
+
+class _IterationBudget:
+    def __init__(self, items: int):
+        self.left = items
+
+    def spend(self) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise TemplateError(f"List sections repeat more than {_ITERATION_BUDGET:,} times in one render")
+
+
+class _BudgetedList(list):
+    """A list in the render context: every item a section iterates over is paid for."""
+
+    def __init__(self, items, budget: _IterationBudget):
+        super().__init__(items)
+        self.budget = budget
+
+    def __iter__(self):
+        for item in super().__iter__():
+            self.budget.spend()
+            yield item
 
 
 def _missing_message(context: dict, name: str) -> str:
@@ -136,12 +201,12 @@ def _dotted_names(value, prefix: str = ""):
         yield prefix[:-1]
 
 
-def _stringify(value):
+def _stringify(value, budget: _IterationBudget):
     # None must render as "", never "None"; everything else as str() at the leaves.
     if isinstance(value, dict):
-        return {k: _stringify(v) for k, v in value.items()}
+        return {k: _stringify(v, budget) for k, v in value.items()}
     if isinstance(value, list):
-        return [_stringify(v) for v in value]
+        return _BudgetedList((_stringify(v, budget) for v in value), budget)
     if value is None:
         return ""
     if isinstance(value, bool):

@@ -7,6 +7,7 @@ a `load_runbooks --check` in CI lists everything to fix in one go.
 from dataclasses import dataclass
 
 from apps.core.errors import DomainError
+from apps.core.limits import CONDITION_LIST_MAX
 from apps.incidents.models import IncidentStatus
 from apps.runbooks import templating
 from apps.runbooks.executors import get_action
@@ -64,6 +65,12 @@ def validate_conditions(*, runbook: str, severity: list, services: list, environ
     for name, values in (("services", services), ("environments", environments)):
         if not isinstance(values or [], list) or not all(isinstance(v, str) and v for v in values or []):
             problems.append(Problem(f"conditions.{name} must be a list of names", runbook))
+        elif len(values) > CONDITION_LIST_MAX:
+            problems.append(
+                Problem(f"conditions.{name} has {len(values)} names; the limit is {CONDITION_LIST_MAX}", runbook)
+            )
+        elif any(len(v) > 100 or "\x00" in v for v in values):
+            problems.append(Problem(f"conditions.{name}: each name is at most 100 characters, without NUL", runbook))
     return problems
 
 

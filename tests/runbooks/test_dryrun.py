@@ -352,20 +352,31 @@ def test_api_dry_run_with_sample(api, pd_connection):
 
 
 @pytest.mark.parametrize(
-    ("payload", "message"),
+    ("payload", "status", "message"),
     [
-        ({}, 'Send either {"incident": "<incident uuid>"} or {"sample": true}'),
-        ({"sample": True, "incident": "6f1c2d3e-0000-4000-8000-123456789abc"}, "Send either"),
-        ({"incident": "nope"}, "incident: Must be a valid UUID."),
-        ({"incident": "6f1c2d3e-0000-4000-8000-123456789abc"}, "incident: No incident with id"),
-        (["sample"], "Invalid data"),
+        ({}, 400, 'Send either {"incident": "<incident id>"} or {"sample": true}'),
+        ({"sample": True, "incident": "6f1c2d3e-0000-4000-8000-123456789abc"}, 400, "Send either"),
+        ({"incident": "nope"}, 400, "incident: Not an incident id: 'nope'"),
+        ({"incident": "INC-²"}, 400, "incident: Not an incident id"),
+        ({"sample": "yes"}, 400, "sample: Expected true or false"),
+        # Well formed, but no such incident: the request was right, the incident is missing.
+        ({"incident": "6f1c2d3e-0000-4000-8000-123456789abc"}, 404, "incident: No incident 6f1c2d3e"),
+        ({"incident": "INC-4000000000"}, 404, "incident: No incident INC-4000000000"),
+        (["sample"], 400, "Invalid data"),
     ],
 )
-def test_api_dry_run_bad_input_is_400_with_a_message(api, pd_connection, payload, message):
+def test_api_dry_run_bad_input_is_refused_with_a_message(api, pd_connection, payload, status, message):
     runbook = make_runbook()
     response = api.post(f"/api/v1/runbooks/{runbook.slug}/dry-run/", payload, format="json")
-    assert response.status_code == 400
+    assert response.status_code == status
     assert response.json()["message"].startswith(message)
+
+
+def test_api_dry_run_accepts_a_short_id(api, pd_connection):
+    runbook, incident = make_runbook(), IncidentFactory()
+    response = api.post(f"/api/v1/runbooks/{runbook.slug}/dry-run/", {"incident": incident.short_id.lower()})
+    assert response.status_code == 200
+    assert response.json()["incident"] == {"id": str(incident.pk), "short_id": incident.short_id}
 
 
 def test_api_dry_run_unknown_runbook_and_anonymous(api, pd_connection):

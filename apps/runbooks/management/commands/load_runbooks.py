@@ -25,12 +25,12 @@ class Command(BaseCommand):
         problems, slugs = [], {}
         for source, doc in documents:
             if isinstance(doc, YamlError):
-                problems.append(f"{source}: YAML syntax error: {doc}")
+                problems.append(f"{source}: {doc}")
                 continue
             for problem in spec_problems(doc, source=source):
                 problems.append(f"{source}: {problem}")
-            slug = doc.get("slug") if isinstance(doc, dict) else None
-            if slug in slugs:
+            slug = doc.get("slug") if isinstance(doc, dict) and isinstance(doc.get("slug"), str) else None
+            if slug is not None and slug in slugs:
                 problems.append(f"{source}: slug {slug!r} is also defined in {slugs[slug]}")
             slugs.setdefault(slug, source)
         if problems:

@@ -4,6 +4,9 @@
 class PagerDutyError(Exception):
     status: int | None = None
     retryable = False
+    # Set by the client on the error a write finally fails with: some attempt of it may have been
+    # acted on by PagerDuty (answer lost, read timeout, 5xx) and nothing confirmed either way.
+    outcome_unknown = False
 
     def __init__(self, message: str, *, status=None, code=None, errors=None, exchange=None):
         self.message = message

@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+import psycopg
+
 ROOT = Path(__file__).resolve().parents[1]
 RESPAWN = ROOT / "bin" / "respawn"
 
@@ -88,16 +90,12 @@ class RedisServer:
 
 def create_database(server_url: str, name: str) -> str:
     """CREATE DATABASE on the server of `server_url` (postgres://… of any database); returns its URL."""
-    import psycopg
-
     with psycopg.connect(server_url, autocommit=True, connect_timeout=3) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     return server_url.rsplit("/", 1)[0].replace("postgresql://", "postgres://", 1) + f"/{name}"
 
 
 def drop_database(server_url: str, name: str) -> None:
-    import psycopg
-
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

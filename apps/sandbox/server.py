@@ -2,7 +2,7 @@
 
 One request goes: admin? → injected latency → scripted response (unless `after`) → random fault →
 Events API, or REST: auth (401) → rate limit (429) → headers (406/415) → OpenAPI contract (400)
-→ handler → scripted `after` replacement → recorded in `state.requests` → sent.
+→ handler → scripted `after` replacement, or a random lost answer → recorded in `state.requests` → sent.
 """
 
 from __future__ import annotations
@@ -1001,6 +1001,12 @@ class _Handler(BaseHTTPRequestHandler):
                     # "after": PagerDuty did the work, but the client gets this answer (or none).
                     fault = "script-after"
                     response = scripted_response(entry)
+                elif response.status < 400:
+                    with state.lock:
+                        lost = state.faults.roll_lost_answer()
+                    if lost:  # carried out, and the answer never arrives
+                        fault = "lost_answer"
+                        response = Response(0, None, drop=True)
         except Exception:  # a bug in the sandbox must still answer like a server, and be visible
             traceback.print_exc()
             response = Response(500, default_error_body(500))

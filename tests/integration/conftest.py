@@ -239,8 +239,8 @@ def all_runs_finished(incident_ids) -> bool:
 
 
 def _publish_to(url: str) -> None:
-    """Point this process's Celery app at another broker (its connection pools are rebuilt)."""
-    celery_app.pool.force_close_all()
+    """Point this process's Celery app at another broker. The pools are kombu's, shared per broker
+    URL: forget them rather than close them, so coming back to a URL finds its pool open."""
     celery_app.conf.broker_url = url
     celery_app._pool = None
     celery_app.amqp._producer_pool = None

@@ -351,6 +351,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=200, help="runs (incidents) per drill")
     parser.add_argument("--drills", default="faults,kill,broker", help="comma-separated: faults, kill, broker")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--keep-logs", action="store_true", help="keep the processes' logs (printed where)")
     args = parser.parse_args()
     drills = [d.strip() for d in args.drills.split(",") if d.strip()]
     unknown = set(drills) - set(DISRUPTIONS)
@@ -376,11 +377,16 @@ def main() -> None:
         for n, name in enumerate(drills):
             progress(f"drill {name}: {args.runs} runs")
             print(report(run_drill(stack, name, args.runs, args.seed + n)), flush=True)
-        unrecoverable = sum(
-            log.read_text(errors="replace").count("Unrecoverable error") for log in stack.procs.logs.values()
-        )
-        print(f"'Unrecoverable error' in worker logs: {unrecoverable}")
-        ok = True
+        fatal = [
+            f"{name}: {line.strip()}"
+            for name, log in stack.procs.logs.items()
+            for line in log.read_text(errors="replace").splitlines()
+            if "Unrecoverable error" in line
+        ]
+        print(f"'Unrecoverable error' in the processes' logs: {len(fatal)}")
+        for line in fatal:
+            print(f"    {line}")
+        ok = not args.keep_logs
     finally:
         stack.stop()
         if ok:

@@ -346,8 +346,10 @@ class PagerDutyClient:
             verify=verify,
         )
 
-    def update_incident(self, incident_id: str, payload: dict, *, from_email: str | None = None) -> dict:
-        return self.request("PUT", f"/incidents/{incident_id}", json=payload, from_email=from_email)["incident"]
+    def update_incident(self, incident_id: str, payload: dict, *, from_email: str | None = None, verify=None) -> dict:
+        return self.request("PUT", f"/incidents/{incident_id}", json=payload, from_email=from_email, verify=verify)[
+            "incident"
+        ]
 
 
 def _maybe_acted_on(error: PagerDutyError) -> bool:

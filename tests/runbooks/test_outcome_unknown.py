@@ -363,3 +363,29 @@ def test_action_without_reconcile_refuses_to_guess(pd, pd_connection, note_like_
     assert step.status == "failed"
     assert step.error.startswith("Outcome unknown: POST /incidents/Q1ABCDEF/notes may have reached PagerDuty")
     assert len(pd.calls) == 0
+
+
+# --- resolve_incident: idempotent, yet a resolve whose answers were all lost is looked at --------
+
+
+def test_resolve_whose_answers_failed_after_it_landed_is_seen_resolved(
+    pd, pd_connection, django_capture_on_commit_callbacks, fast_retries
+):
+    close = {
+        "key": "close",
+        "action": "pagerduty.resolve_incident",
+        "connection": "default",
+        "with": {"incident_id": "Q1ABCDEF"},
+    }
+    make_runbook(steps=[close])
+    pd.add(responses.PUT, f"{PD_URL}/incidents/Q1ABCDEF", body=requests.ConnectionError("reset after sending"))
+    for _ in range(4):
+        pd.add(responses.PUT, f"{PD_URL}/incidents/Q1ABCDEF", status=502, json={"error": {"message": "Bad Gateway"}})
+    pd.add(responses.GET, f"{PD_URL}/incidents/Q1ABCDEF", json={"incident": pd_incident(status="resolved")})
+
+    change_status(IncidentFactory(), "Investigating", django_capture_on_commit_callbacks)
+
+    step = StepRun.objects.get()
+    assert step.status == "succeeded", step.error
+    assert step.outputs == {"incident_id": "Q1ABCDEF", "status": "resolved", "already_resolved": False}
+    assert [e.method for e in step.exchanges.order_by("id")] == ["PUT"] * 5 + ["GET"]

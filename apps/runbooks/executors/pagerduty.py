@@ -417,8 +417,16 @@ class ResolveIncident(Action):
     def execute(self, ctx: StepContext, planned: PlannedRequest) -> dict:
         incident_id = planned.path.split("/")[2]
         already = False
+
+        def look_up():
+            # Resolving is idempotent, but a resolve whose answers all failed may still have landed.
+            incident = ctx.client.get_incident(incident_id)
+            return {"incident": incident} if incident.get("status") == "resolved" else None
+
         try:
-            resolved = ctx.client.update_incident(incident_id, planned.body, from_email=planned.from_email)
+            resolved = ctx.client.update_incident(
+                incident_id, planned.body, from_email=planned.from_email, verify=look_up
+            )
             status = resolved.get("status", "resolved")
         except PagerDutyBadRequest as exc:
             # Resolving twice (a retry, a re-run) is the outcome we wanted, not a failure.

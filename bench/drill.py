@@ -258,29 +258,31 @@ def run_drill(stack: Stack, name: str, runs: int, seed: int) -> dict:
     for incident_id in ids:
         api.call("PATCH", f"/api/v1/incidents/{incident_id}/", {"status": "Identified"})
         time.sleep(pace)
+    last_change = time.monotonic()
     if thread:
         time.sleep(10)  # disruptions go on a little after the last change
         stop.set()
         thread.join()
-    calm = max([time.monotonic()] + [at for at, _ in disruptions])
+    last_disruption = max([at for at, _ in disruptions], default=None)
 
-    finished, last_change, last_finish = -1, time.monotonic(), time.monotonic()
+    finished, progressed, last_finish = -1, time.monotonic(), time.monotonic()
     run_rows = RunbookRun.objects.filter(incident_id__in=ids)
     while True:
         done = run_rows.filter(status__in=FINISHED).count()
         if done != finished:
-            finished, last_change = done, time.monotonic()
-            last_finish = last_change
+            finished, progressed = done, time.monotonic()
+            last_finish = progressed
         if done >= runs and run_rows.count() >= runs:
             break
-        if time.monotonic() - last_change > STUCK_AFTER:
+        if time.monotonic() - progressed > STUCK_AFTER:
             break
         time.sleep(0.5)
     return {
         "name": name,
         "runs": runs,
         "elapsed": last_finish - started,
-        "settle": max(0.0, last_finish - calm),
+        "after_changes": last_finish - last_change,
+        "after_disruption": None if last_disruption is None else last_finish - last_disruption,
         "disruptions": disruptions,
         "api": dict(api.answers),
         "respawns": stack.procs.respawns() - respawns_before,
@@ -331,8 +333,11 @@ def outcome(stack: Stack, ids: list) -> dict:
 
 def report(r: dict) -> str:
     api = ", ".join(f"{k}: {v}" for k, v in sorted(r["api"].items(), key=str))
+    settled = f"the last run finished {r['after_changes']:.0f} s after the last status change"
+    if r["after_disruption"] is not None:
+        settled += f", {r['after_disruption']:.0f} s after the last disruption"
     lines = [
-        f"{r['name']}: {r['runs']} runs in {r['elapsed']:.0f} s; settled {r['settle']:.0f} s after the last disruption",
+        f"{r['name']}: {r['runs']} runs in {r['elapsed']:.0f} s; {settled}",
         f"    runs succeeded {r['succeeded']}, failed {r['failed']}, stuck {r['stuck']}",
         f"    duplicate PagerDuty incidents {r['duplicate_incidents']}, duplicate responder requests "
         f"{r['duplicate_responders']}, orphaned PagerDuty incidents {r['orphans']} (open upstream: {r['left_open']})",

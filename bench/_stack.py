@@ -100,10 +100,43 @@ def drop_database(server_url: str, name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+# --- data --------------------------------------------------------------------------------------------
+
+
+def three_step_runbook(*, slug: str, name: str, to_status: str, requester_id: str) -> dict:
+    """A runbook spec firing on → `to_status`: create the PagerDuty incident, ask PRESPND (a user of
+    the stand-in) to respond, resolve. `requester_id` an id skips the look-up, an email makes one."""
+    sender = {"from": "{{Activity.owner}}"}
+    return {
+        "slug": slug,
+        "name": name,
+        "trigger": {"on": "status_changed", "to": [to_status]},
+        "steps": [
+            {"key": "page", "action": "pagerduty.create_incident", "with": sender},
+            {
+                "key": "escalate",
+                "action": "pagerduty.add_responder",
+                "with": {
+                    **sender,
+                    "incident_id": "{{steps.page.incident_id}}",
+                    "responder_id": "PRESPND",
+                    "responder_type": "user",
+                    "requester_id": requester_id,
+                },
+            },
+            {
+                "key": "close",
+                "action": "pagerduty.resolve_incident",
+                "with": {**sender, "incident_id": "{{steps.page.incident_id}}"},
+            },
+        ],
+    }
+
+
 # --- Procfile processes ----------------------------------------------------------------------------
 
 
-def _children(pid: int) -> list[int]:
+def child_pids(pid: int) -> list[int]:
     try:
         return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except OSError:
@@ -154,10 +187,10 @@ class Procfile:
     def celery_pids(self, name: str) -> list[int]:
         """The `celery` main process of `name` (below bin/respawn, when respawning)."""
         process = self.running[name]
-        return _children(process.pid) if self.respawn else [process.pid]
+        return child_pids(process.pid) if self.respawn else [process.pid]
 
     def pool_pids(self, name: str) -> list[int]:
-        return [child for pid in self.celery_pids(name) for child in _children(pid)]
+        return [child for pid in self.celery_pids(name) for child in child_pids(pid)]
 
     def respawns(self, name: str | None = None) -> int:
         """How many times bin/respawn started a process again because it had exited on its own."""

@@ -36,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._stack import Procfile, RedisServer, create_database, drop_database, free_port  # noqa: E402
+from bench._stack import Procfile, RedisServer, create_database, drop_database, free_port, three_step_runbook  # noqa: E402
 
 RUN_ID = uuid.uuid4().hex[:8]
 QUEUE = f"drill-{RUN_ID}"
@@ -137,35 +137,14 @@ def setup_data(sandbox_url: str) -> str:
 
     connection = connection_upsert(name="default", api_key=TOKEN, from_email="sre@example.com", api_url=sandbox_url)
     connection.service_mappings.create(service="", pagerduty_service_id="PSVC001")
-    sender = {"from": "{{Activity.owner}}"}
-    runbook_upsert_from_spec(
-        spec={
-            "slug": "drill",
-            "name": "Drill: page, add a responder, resolve",
-            "trigger": {"on": "status_changed", "to": ["Identified"]},
-            "steps": [
-                {"key": "page", "action": "pagerduty.create_incident", "with": sender},
-                {
-                    "key": "escalate",
-                    "action": "pagerduty.add_responder",
-                    "with": {
-                        **sender,
-                        "incident_id": "{{steps.page.incident_id}}",
-                        "responder_id": "PRESPND",
-                        "responder_type": "user",
-                        # An email: the step looks the requester up (GET /users) before its write.
-                        "requester_id": "{{Activity.owner}}",
-                    },
-                },
-                {
-                    "key": "close",
-                    "action": "pagerduty.resolve_incident",
-                    "with": {**sender, "incident_id": "{{steps.page.incident_id}}"},
-                },
-            ],
-        },
-        comment="drill",
+    # The requester is an email: the step looks it up (GET /users) before its write.
+    spec = three_step_runbook(
+        slug="drill",
+        name="Drill: page, add a responder, resolve",
+        to_status="Identified",
+        requester_id="{{Activity.owner}}",
     )
+    runbook_upsert_from_spec(spec=spec, comment="drill")
     user = get_user_model().objects.create_superuser("drill", password=uuid.uuid4().hex)
     return Token.objects.create(user=user).key
 

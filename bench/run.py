@@ -38,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._stack import Procfile, create_database, drop_database  # noqa: E402
+from bench._stack import Procfile, create_database, drop_database, three_step_runbook  # noqa: E402
 
 RUN_ID = uuid.uuid4().hex[:8]
 # An API key of its own: the client's shared budget lives in Redis under a hash of the key, so
@@ -370,35 +370,11 @@ def setup_data(server) -> None:
     connection = connection_upsert(name="default", api_key=TOKEN, from_email="sre@example.com", api_url=server.url)
     connection.service_mappings.create(service="", pagerduty_service_id="PSVC001")
     call_command("load_runbooks", str(ROOT / "runbooks"), stdout=io.StringIO())
-    sender = {"from": "{{Activity.owner}}"}
-    runbook_upsert_from_spec(
-        spec={
-            "slug": "bench-storm",
-            "name": "Bench: page, add a responder, resolve",
-            "trigger": {"on": "status_changed", "to": ["Identified"]},
-            "steps": [
-                {"key": "page", "action": "pagerduty.create_incident", "with": sender},
-                {
-                    "key": "escalate",
-                    "action": "pagerduty.add_responder",
-                    "with": {
-                        **sender,
-                        "incident_id": "{{steps.page.incident_id}}",
-                        # Ids rather than emails: no user lookups, so the minimum is 3 requests a run.
-                        "responder_id": "PRESPND",
-                        "responder_type": "user",
-                        "requester_id": "PSREADM",
-                    },
-                },
-                {
-                    "key": "close",
-                    "action": "pagerduty.resolve_incident",
-                    "with": {**sender, "incident_id": "{{steps.page.incident_id}}"},
-                },
-            ],
-        },
-        comment="bench",
+    # Ids rather than emails: no user look-ups, so the minimum is 3 requests a run.
+    spec = three_step_runbook(
+        slug="bench-storm", name="Bench: page, add a responder, resolve", to_status="Identified", requester_id="PSREADM"
     )
+    runbook_upsert_from_spec(spec=spec, comment="bench")
 
 
 def run(args, env: dict, workers: Workers) -> None:

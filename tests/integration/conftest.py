@@ -25,7 +25,7 @@ from rest_framework.test import APIClient
 from apps.pagerduty.services import connection_upsert
 from apps.runbooks.models import RunbookRun
 from apps.sandbox import SandboxServer, SandboxState, seed_account
-from bench._stack import Procfile, RedisServer
+from bench._stack import Procfile, RedisServer, child_pids
 from config.celery import app as celery_app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,19 +58,12 @@ def real_services():
         _unavailable(f"integration tests need Redis: set REDIS_URL=redis://… (broker is {broker!r})")
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-
-
 class WorkerProcess:
     def __init__(self, process: subprocess.Popen, log: Path, queue: str):
         self.process, self.log, self.queue = process, log, queue
 
     def pool_children(self) -> list[int]:
-        return _children(self.process.pid)
+        return child_pids(self.process.pid)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -178,6 +171,23 @@ def wired(celery_worker_process, sandbox):
     api = APIClient()
     api.force_authenticate(user)
     return api, state, celery_worker_process
+
+
+def create_incident(api, title, severity=1) -> str:
+    """A SEV`severity` production incident owned by the stand-in's sre@example.com, through the API."""
+    response = api.post(
+        "/api/v1/incidents/",
+        {"title": title, "severity": severity, "environment": "production", "owner": "sre@example.com"},
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    return response.json()["id"]
+
+
+def upstream_for(state, incident_id) -> list[dict]:
+    """The stand-in's incidents opened for one of ours (by the default incident key)."""
+    with state.lock:
+        return [i for i in state.incidents.values() if i["incident_key"] == f"ai-sre-{incident_id}"]
 
 
 def runs_finished(incident_id, count):

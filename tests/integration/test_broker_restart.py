@@ -18,7 +18,7 @@ from apps.incidents.models import IncidentEvent
 from apps.pagerduty.services import connection_upsert
 from apps.runbooks.models import RunbookRun
 from bench._stack import RedisServer
-from tests.integration.conftest import QUEUE, RUNBOOKS, all_runs_finished, wait_for
+from tests.integration.conftest import QUEUE, RUNBOOKS, all_runs_finished, create_incident, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -81,16 +81,6 @@ def wired_to_private_broker(private_broker, procfile, sandbox, django_user_model
     return api, state, procfile, private_broker
 
 
-def _incident(api, title):
-    response = api.post(
-        "/api/v1/incidents/",
-        {"title": title, "severity": 1, "environment": "production", "owner": "sre@example.com"},
-        format="json",
-    )
-    assert response.status_code == 201, response.content
-    return response.json()["id"]
-
-
 def _worker_log(procfile) -> str:
     return Path(procfile.logs["worker"]).read_text(errors="replace")
 
@@ -98,7 +88,7 @@ def _worker_log(procfile) -> str:
 def test_worker_survives_redis_restarts_with_tasks_in_flight_and_every_run_finishes(wired_to_private_broker):
     api, state, procfile, broker = wired_to_private_broker
     state.faults.latency_ms = 1500  # every PagerDuty request takes a while: runs are in flight
-    ids = [_incident(api, f"restart {n}") for n in range(12)]
+    ids = [create_incident(api, f"restart {n}") for n in range(12)]
     worker = procfile.running["worker"]
     statuses = []
     for round_ in range(3):
@@ -129,7 +119,7 @@ def test_status_change_saved_while_redis_is_down_answers_200_and_is_dispatched_w
     wired_to_private_broker,
 ):
     api, state, procfile, broker = wired_to_private_broker
-    incident_id = _incident(api, "saved during the outage")
+    incident_id = create_incident(api, "saved during the outage")
     wait_for(lambda: not IncidentEvent.objects.filter(dispatched_at__isnull=True).exists(), message="created event")
     broker.stop()
 

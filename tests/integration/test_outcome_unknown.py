@@ -9,24 +9,9 @@ import time
 import pytest
 
 from apps.runbooks.models import PagerDutyIncidentLink, RunbookRun, StepRun
-from tests.integration.conftest import QUEUE, runs_finished, wait_for
+from tests.integration.conftest import QUEUE, create_incident, runs_finished, upstream_for, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
-
-
-def _incident(api, title, severity=1):
-    response = api.post(
-        "/api/v1/incidents/",
-        {"title": title, "severity": severity, "environment": "production", "owner": "sre@example.com"},
-        format="json",
-    )
-    assert response.status_code == 201, response.content
-    return response.json()["id"]
-
-
-def _upstream(state, incident_id):
-    with state.lock:
-        return [i for i in state.incidents.values() if i["incident_key"] == f"ai-sre-{incident_id}"]
 
 
 def _step(incident_id, slug, key) -> StepRun:
@@ -54,12 +39,12 @@ def test_create_whose_answer_is_lost_is_looked_up_and_linked(wired, answers):
             for answer in answers
         ]
     )
-    incident_id = _incident(api, "answer lost")
+    incident_id = create_incident(api, "answer lost")
     api.patch(f"/api/v1/incidents/{incident_id}/", {"status": "Investigating"}, format="json")
     wait_for(lambda: runs_finished(incident_id, 1), timeout=60, message=f"run\n{worker.output()}")
 
     step = _step(incident_id, "page-on-critical", "page")
-    [upstream] = _upstream(state, incident_id)
+    [upstream] = upstream_for(state, incident_id)
     assert step.status == "succeeded", step.error
     assert step.outputs["deduplicated"] is True
     assert step.outputs["incident_id"] == upstream["id"]
@@ -79,7 +64,7 @@ def test_create_whose_answer_is_lost_is_looked_up_and_linked(wired, answers):
 def _escalate(api, state, worker):
     """severity → SEV0 fires escalate-responder: page (create), then add PRESPND as a responder,
     requested by sre@example.com, whose id is looked up first (GET /users?query=)."""
-    incident_id = _incident(api, "escalating", severity=2)
+    incident_id = create_incident(api, "escalating", severity=2)
     api.patch(f"/api/v1/incidents/{incident_id}/", {"severity": 0}, format="json")
     return incident_id
 
@@ -105,7 +90,7 @@ def test_kill_during_the_responder_lookup_sends_once_on_recovery(wired):
     assert run.status == "succeeded", step.error
     assert run.executions >= 2
     assert step.outputs["deduplicated"] is False
-    [upstream] = _upstream(state, incident_id)
+    [upstream] = upstream_for(state, incident_id)
     assert len(state.find_requests("POST", f"/incidents/{upstream['id']}/responder_requests")) == 1
     assert len(state.incidents[upstream["id"]]["responder_requests"]) == 1
     assert state.find_requests("GET", f"/incidents/{upstream['id']}") == []  # nothing to reconcile
@@ -128,7 +113,7 @@ def test_kill_after_the_responder_request_reached_pagerduty_adopts_it(wired):
     assert step.run.status == "succeeded", step.error
     assert step.outputs["deduplicated"] is True
     assert step.outputs["responder_ids"] == ["PRESPND"]
-    [upstream] = _upstream(state, incident_id)
+    [upstream] = upstream_for(state, incident_id)
     assert len(state.find_requests("POST", f"/incidents/{upstream['id']}/responder_requests")) == 1
     assert len(state.incidents[upstream["id"]]["responder_requests"]) == 1
     assert len(state.find_requests("GET", f"/incidents/{upstream['id']}")) == 1  # the reconciling look-up
@@ -142,7 +127,7 @@ def test_ambiguous_responder_answer_is_checked_on_the_incident_and_not_sent_twic
     step = _step(incident_id, "escalate-responder", "escalate")
     assert step.status == "succeeded", step.error
     assert step.outputs["deduplicated"] is True
-    [upstream] = _upstream(state, incident_id)
+    [upstream] = upstream_for(state, incident_id)
     assert len(state.incidents[upstream["id"]]["responder_requests"]) == 1
     assert [e.status for e in step.exchanges.order_by("id") if e.method == "POST"] == [502]
 
@@ -159,7 +144,7 @@ def test_run_orphaned_by_a_killed_worker_finishes_within_a_lease_and_an_interval
     procfile.beat(RUN_RECOVERY_INTERVAL=interval)
     procfile.worker("other", queue=QUEUE, concurrency=1)
     state.add_script({"method": "POST", "path": "/incidents", "status": 201, "after": True, "delay_ms": 8000})
-    incident_id = _incident(api, "orphaned")
+    incident_id = create_incident(api, "orphaned")
     api.patch(f"/api/v1/incidents/{incident_id}/", {"status": "Investigating"}, format="json")
     wait_for(lambda: len(state.incidents) == 1, message=f"incident created upstream\n{worker.output()}")
     if "execute_run" in procfile.logs["other"].read_text(errors="replace"):

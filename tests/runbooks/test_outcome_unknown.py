@@ -20,25 +20,13 @@ from apps.runbooks.models import PagerDutyIncidentLink, RunbookRun, StepRun
 from tests.conftest import PD_URL
 from tests.factories import IncidentFactory
 from tests.runbooks.helpers import PAGE_STEP, add_create_ok, body, make_runbook, pd_incident, writes
-from tests.runbooks.test_engine import change_status
+from tests.runbooks.test_engine import THREE_STEPS, change_status
 
 pytestmark = pytest.mark.django_db
 
 SERVER_ERROR = {"error": {"message": "Internal Server Error", "code": 2000}}
 RESPONDERS_URL = f"{PD_URL}/incidents/Q1ABCDEF/responder_requests"
-ESCALATE = {
-    "key": "escalate",
-    "action": "pagerduty.add_responder",
-    "connection": "default",
-    "with": {
-        "from": "{{Activity.owner}}",
-        "incident_id": "{{steps.page.incident_id}}",
-        "responder_id": "PEP5678",
-        "responder_type": "escalation_policy",
-        "requester_id": "{{Activity.owner}}",
-        "message": "Join {{Activity.short_id}}",
-    },
-}
+ESCALATE = {**THREE_STEPS[1], "with": {**THREE_STEPS[1]["with"], "message": "Join {{Activity.short_id}}"}}
 
 
 class WorkerKilled(BaseException):

@@ -22,6 +22,7 @@ refused. Latest figures: docs/reliability.md.
 import argparse
 import os
 import random
+import re
 import shutil
 import signal
 import sys
@@ -55,6 +56,7 @@ ENGINE = {
 }
 FAULTS = {"latency_ms": 150, "error_rate": 0.3, "error_statuses": [500, 502, 503], "lost_answer_rate": 0.05}
 WORKERS, CONCURRENCY = 2, 2
+REFUSED = re.compile(r"PagerDuty [45]\d\d: ")
 
 
 def progress(message: str) -> None:
@@ -280,10 +282,9 @@ def outcome(stack: Stack, ids: list) -> dict:
         if run.status != "failed":
             continue
         step = next(s for s in run.step_runs.all() if s.status == "failed")
-        last = max(step.exchanges.all(), key=lambda e: e.id, default=None)
-        refused = last is not None and last.status is not None and last.status >= 400
-        refused = refused and not step.error.startswith(("Outcome unknown", "Internal error"))
-        not_refused += not refused
+        # Refused: the step ended on PagerDuty's own error answer ("PagerDuty 503: …"), not on
+        # "Outcome unknown", a connection error or an internal error.
+        not_refused += not REFUSED.match(step.error)
         reasons[f"{step.key}: {step.error.split(' — ')[0][:80]}"] += 1
     with stack.state.lock:
         upstream = [i for i in stack.state.incidents.values() if i["incident_key"].startswith("ai-sre-")]

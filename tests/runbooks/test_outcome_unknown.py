@@ -5,7 +5,7 @@ HTTP is mocked with `responses` (every request also checked against PagerDuty's 
 a worker death is a BaseException raised where the process would have died, which nothing in the
 engine catches, as SIGKILL would leave it."""
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -16,6 +16,7 @@ from django.utils import timezone
 from apps.runbooks import services, tasks
 from apps.runbooks.executors import Action
 from apps.runbooks.executors.base import _REGISTRY, ActionSpec, PlannedRequest, register
+from apps.runbooks.executors.pagerduty import _not_before
 from apps.runbooks.models import PagerDutyIncidentLink, RunbookRun, StepRun
 from tests.conftest import PD_URL
 from tests.factories import IncidentFactory
@@ -377,3 +378,11 @@ def test_resolve_whose_answers_failed_after_it_landed_is_seen_resolved(
     assert step.status == "succeeded", step.error
     assert step.outputs == {"incident_id": "Q1ABCDEF", "status": "resolved", "already_resolved": False}
     assert [e.method for e in step.exchanges.order_by("id")] == ["PUT"] * 5 + ["GET"]
+
+
+@pytest.mark.parametrize(
+    ("stamp", "ours"),
+    [("2026-01-01T10:00:00Z", True), ("2026-01-01T10:00:00", True), ("2026-01-01T09:00:00+00:00", False), ("?", True)],
+)
+def test_requested_at_is_read_in_any_form_pagerduty_writes_it(stamp, ours):
+    assert _not_before(stamp, datetime(2026, 1, 1, 9, 58, tzinfo=UTC)) is ours

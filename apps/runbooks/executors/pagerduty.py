@@ -2,7 +2,7 @@
 decides what to send, and how to read PagerDuty's answer without ever paging twice."""
 
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.utils import timezone
 
@@ -354,10 +354,11 @@ CLOCK_MARGIN = timedelta(minutes=2)
 
 def _not_before(stamp, since: datetime) -> bool:
     try:
-        return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")) >= since
+        made = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
     except ValueError:
         # An unreadable time is taken as recent: adopting a request wrongly is better than paging twice.
         return True
+    return (made if made.tzinfo else made.replace(tzinfo=UTC)) >= since
 
 
 register(

@@ -61,6 +61,12 @@ class RetryPolicy:
     # A server-announced wait longer than this is not honoured in-process; the call fails instead.
     max_announced_wait: float = 120.0
 
+    @property
+    def lookup_attempts(self) -> int:
+        """Attempts for a read that decides whether a write happened: safe to repeat, and failing
+        it leaves the outcome unknown, so it gets twice the patience."""
+        return 2 * self.max_attempts
+
     @classmethod
     def from_settings(cls) -> "RetryPolicy":
         return cls(
@@ -177,6 +183,7 @@ class PagerDutyClient:
         from_email: str | None = None,
         retry_ambiguous: bool = True,
         verify: Callable[[], object] | None = None,
+        max_attempts: int | None = None,
     ):
         """One logical call, retried on 429/5xx/timeouts within the policy.
 
@@ -205,7 +212,7 @@ class PagerDutyClient:
                 return body
             ambiguous = write and _maybe_acted_on(error)
             unknown = unknown or ambiguous
-            wait = self._retry_wait(error, response, attempt)
+            wait = self._retry_wait(error, response, attempt, max_attempts or self.retry.max_attempts)
             if unknown and (wait is None or (ambiguous and not retry_ambiguous)):
                 # Giving up, or about to repeat what must not be repeated blindly: look first.
                 if verify is None:
@@ -275,8 +282,8 @@ class PagerDutyClient:
             # The limiter protects PagerDuty's budget; losing it must not stop a page from going out.
             logger.warning("PagerDuty rate limiter unavailable (%s); sending without it", exc)
 
-    def _retry_wait(self, error, response, attempt) -> float | None:
-        if not error.retryable or attempt >= self.retry.max_attempts:
+    def _retry_wait(self, error, response, attempt, max_attempts) -> float | None:
+        if not error.retryable or attempt >= max_attempts:
             return None
         announced = announced_wait(response.headers) if response is not None else None
         if announced is not None and announced > self.retry.max_announced_wait:
@@ -301,7 +308,7 @@ class PagerDutyClient:
     def list_all(self, path: str, key: str, params: dict | None = None) -> list:
         return [item for page in self.iter_pages(path, key, params) for item in page]
 
-    def find_open_incidents(self, *, incident_key: str, service_id: str | None = None) -> list:
+    def find_open_incidents(self, *, incident_key: str, service_id: str | None = None, max_attempts=None) -> list:
         if not incident_key:
             # An empty incident_key filter matches every incident on the account.
             raise ValueError("refusing to look up incidents by an empty incident_key")
@@ -312,7 +319,7 @@ class PagerDutyClient:
         }
         if service_id:
             params["service_ids[]"] = [service_id]
-        return self.request("GET", "/incidents", params=params).get("incidents") or []
+        return self.request("GET", "/incidents", params=params, max_attempts=max_attempts).get("incidents") or []
 
     def find_users(self, *, query: str) -> list:
         return self.request("GET", "/users", params={"query": query, "limit": MAX_PAGE_SIZE}).get("users") or []
@@ -320,8 +327,8 @@ class PagerDutyClient:
     def get_user(self, user_id: str) -> dict:
         return self.request("GET", f"/users/{user_id}")["user"]
 
-    def get_incident(self, incident_id: str) -> dict:
-        return self.request("GET", f"/incidents/{incident_id}")["incident"]
+    def get_incident(self, incident_id: str, *, max_attempts=None) -> dict:
+        return self.request("GET", f"/incidents/{incident_id}", max_attempts=max_attempts)["incident"]
 
     def test_connection(self) -> dict:
         return self.request("GET", "/abilities")

@@ -1064,6 +1064,12 @@ class _HTTPServer(ThreadingHTTPServer):
         self._connections_lock = threading.Lock()
         super().__init__(address, _Handler)
 
+    def handle_error(self, request, client_address) -> None:
+        # A client that vanished mid-request (a killed worker) is not the stand-in's error.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
     def track(self, conn: socket.socket, alive: bool) -> None:
         with self._connections_lock:
             if alive:

@@ -386,3 +386,24 @@ def test_resolve_whose_answers_failed_after_it_landed_is_seen_resolved(
 )
 def test_requested_at_is_read_in_any_form_pagerduty_writes_it(stamp, ours):
     assert _not_before(stamp, datetime(2026, 1, 1, 9, 58, tzinfo=UTC)) is ours
+
+
+def test_the_look_up_that_decides_gets_twice_the_patience(
+    pd, pd_connection, django_capture_on_commit_callbacks, fast_retries
+):
+    """PAGERDUTY_MAX_ATTEMPTS (5) failed look-ups would leave the outcome unknown; a read is safe to
+    repeat, so it may take up to twice as many before the step gives up."""
+    _two_steps(pd)
+    incident = IncidentFactory(owner="alice@example.com")
+    pd.add(responses.POST, RESPONDERS_URL, status=503, json={"error": {"message": "Service Unavailable"}})
+    for _ in range(7):
+        pd.add(responses.GET, f"{PD_URL}/incidents/Q1ABCDEF", status=502, json={"error": {"message": "Bad Gateway"}})
+    pd.add(responses.GET, f"{PD_URL}/incidents/Q1ABCDEF", json=incident_with_requests())
+    pd.add(responses.POST, RESPONDERS_URL, json={"responder_request": {"id": "PRR0004"}})
+
+    change_status(incident, "Investigating", django_capture_on_commit_callbacks)
+
+    step = StepRun.objects.get(key="escalate")
+    assert step.status == "succeeded", step.error
+    assert len(lookups(pd, "/incidents/Q1ABCDEF")) == 8
+    assert writes(pd).count(("POST", "/incidents/Q1ABCDEF/responder_requests")) == 2

@@ -144,7 +144,9 @@ class CreateIncident(Action):
 
         def look_up():
             # An attempt may have opened it although its answer was lost: PagerDuty knows by key.
-            incidents = ctx.client.find_open_incidents(incident_key=key, service_id=service_id)
+            incidents = ctx.client.find_open_incidents(
+                incident_key=key, service_id=service_id, max_attempts=ctx.client.retry.lookup_attempts
+            )
             if not incidents:
                 return None
             found.append(incidents[0])
@@ -169,7 +171,9 @@ class CreateIncident(Action):
 
     def reconcile(self, ctx: StepContext, planned: PlannedRequest) -> dict | None:
         key, service_id = self._key(planned)
-        found = ctx.client.find_open_incidents(incident_key=key, service_id=service_id)
+        found = ctx.client.find_open_incidents(
+            incident_key=key, service_id=service_id, max_attempts=ctx.client.retry.lookup_attempts
+        )
         if not found:
             return None
         link = _save_link(ctx, found[0], service_id=service_id, incident_key=key)
@@ -311,7 +315,7 @@ class AddResponder(Action):
         a margin for the two clocks). An identical request by someone else in that window would be
         taken for ours: the responders were asked either way, which is what the step is for.
         """
-        incident = ctx.client.get_incident(planned.path.split("/")[2])
+        incident = ctx.client.get_incident(planned.path.split("/")[2], max_attempts=ctx.client.retry.lookup_attempts)
         made = incident.get("responder_requests")
         if made is None:
             raise StepFailed(
@@ -421,7 +425,7 @@ class ResolveIncident(Action):
 
         def look_up():
             # Resolving is idempotent, but a resolve whose answers all failed may still have landed.
-            incident = ctx.client.get_incident(incident_id)
+            incident = ctx.client.get_incident(incident_id, max_attempts=ctx.client.retry.lookup_attempts)
             return {"incident": incident} if incident.get("status") == "resolved" else None
 
         try:

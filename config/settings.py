@@ -144,6 +144,8 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
         "store_processed": False,
+        # Fanout exchanges (remote control): kombu's default is ./control in the working directory.
+        "control_folder": str(_broker_dir / "control"),
     }
 else:
     # A message whose worker died is redelivered after this many seconds (Redis has no

@@ -271,6 +271,14 @@ def run_drill(stack: Stack, name: str, runs: int, seed: int) -> dict:
     }
 
 
+def _reason(error: str) -> str:
+    """A failed step's error, short: PagerDuty's own words, or why the outcome stayed unknown."""
+    if error.startswith("Outcome unknown"):
+        looked = re.search(r"looking it up failed: ([^)]*)", error)
+        return "Outcome unknown" + (f" (look-up failed: {looked.group(1)})" if looked else "")
+    return error.split(" — ")[0][:120]
+
+
 def outcome(stack: Stack, ids: list) -> dict:
     from apps.runbooks.models import FINISHED, PagerDutyIncidentLink, RunbookRun
 
@@ -285,7 +293,7 @@ def outcome(stack: Stack, ids: list) -> dict:
         # Refused: the step ended on PagerDuty's own error answer ("PagerDuty 503: …"), not on
         # "Outcome unknown", a connection error or an internal error.
         not_refused += not REFUSED.match(step.error)
-        reasons[f"{step.key}: {step.error.split(' — ')[0][:80]}"] += 1
+        reasons[f"{step.key}: {_reason(step.error)}"] += 1
     with stack.state.lock:
         upstream = [i for i in stack.state.incidents.values() if i["incident_key"].startswith("ai-sre-")]
         requests_seen = list(stack.state.requests)

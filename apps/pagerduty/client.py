@@ -22,6 +22,7 @@ from apps.pagerduty.errors import (
     PagerDutyBadRequest,
     PagerDutyError,
     PagerDutyUnavailable,
+    PagerDutyUnexpectedAnswer,
     error_for_status,
 )
 from apps.pagerduty.ratelimit import RateLimiter
@@ -328,7 +329,7 @@ class PagerDutyClient:
         return self.request("GET", f"/users/{user_id}")["user"]
 
     def get_incident(self, incident_id: str, *, max_attempts=None) -> dict:
-        return self.request("GET", f"/incidents/{incident_id}", max_attempts=max_attempts)["incident"]
+        return _expect(self.request("GET", f"/incidents/{incident_id}", max_attempts=max_attempts), "incident")
 
     def test_connection(self) -> dict:
         return self.request("GET", "/abilities")
@@ -338,7 +339,16 @@ class PagerDutyClient:
     def create_incident(self, payload: dict, *, from_email: str | None = None, verify=None) -> dict:
         # Safe to retry: a create that did land comes back as the dedup 400. `verify` returns
         # {"incident": …} when the incident exists after all.
-        return self.request("POST", "/incidents", json=payload, from_email=from_email, verify=verify)["incident"]
+        answer = self.request("POST", "/incidents", json=payload, from_email=from_email, verify=verify)
+        try:
+            return _expect(answer, "incident")
+        except PagerDutyUnexpectedAnswer as exc:
+            # It was created (a success answer), but we were not told which incident: look.
+            found = verify() if verify is not None else None
+            if found is not None:
+                return _expect(found, "incident")
+            exc.outcome_unknown = verify is None
+            raise
 
     def create_responder_request(
         self, incident_id: str, payload: dict, *, from_email: str | None = None, verify=None
@@ -354,9 +364,16 @@ class PagerDutyClient:
         )
 
     def update_incident(self, incident_id: str, payload: dict, *, from_email: str | None = None, verify=None) -> dict:
-        return self.request("PUT", f"/incidents/{incident_id}", json=payload, from_email=from_email, verify=verify)[
-            "incident"
-        ]
+        answer = self.request("PUT", f"/incidents/{incident_id}", json=payload, from_email=from_email, verify=verify)
+        return _expect(answer, "incident")
+
+
+def _expect(answer, key: str) -> dict:
+    """`answer[key]`, the object a success answer carries, or a PagerDuty error saying it is missing."""
+    found = answer.get(key) if isinstance(answer, dict) else None
+    if not isinstance(found, dict) or not found.get("id"):
+        raise PagerDutyUnexpectedAnswer(f"a success answer without the {key}: {str(answer)[:200]!r}")
+    return found
 
 
 def _maybe_acted_on(error: PagerDutyError) -> bool:

@@ -66,6 +66,10 @@ class PagerDutyUnavailable(PagerDutyError):
         super().__init__(message, **kwargs)
 
 
+class PagerDutyUnexpectedAnswer(PagerDutyError):
+    """A success answer without what it should carry (e.g. a 201 with no incident in it)."""
+
+
 _BY_STATUS = {
     400: PagerDutyBadRequest,
     401: PagerDutyUnauthorized,

@@ -147,7 +147,7 @@ def test_run_orphaned_by_a_killed_worker_finishes_within_a_lease_and_an_interval
     incident_id = create_incident(api, "orphaned")
     api.patch(f"/api/v1/incidents/{incident_id}/", {"status": "Investigating"}, format="json")
     wait_for(lambda: len(state.incidents) == 1, message=f"incident created upstream\n{worker.output()}")
-    if "execute_run" in procfile.logs["other"].read_text(errors="replace"):
+    if "tasks.execute_run[" in procfile.logs["other"].read_text(errors="replace"):
         victims = procfile.celery_pids("other") + procfile.pool_pids("other")
     else:
         victims = [worker.process.pid, *worker.pool_children()]

@@ -407,3 +407,29 @@ def test_the_look_up_that_decides_gets_twice_the_patience(
     assert step.status == "succeeded", step.error
     assert len(lookups(pd, "/incidents/Q1ABCDEF")) == 8
     assert writes(pd).count(("POST", "/incidents/Q1ABCDEF/responder_requests")) == 2
+
+
+def test_create_answered_without_the_incident_is_looked_up(pd, pd_connection, django_capture_on_commit_callbacks):
+    """A 201 that does not say which incident: it exists, so the step finds it by key."""
+    make_runbook()
+    incident = IncidentFactory()
+    pd.add(responses.POST, f"{PD_URL}/incidents", status=201, json={})
+    pd.add(
+        responses.GET, f"{PD_URL}/incidents", json={"incidents": [pd_incident("QNOBODY", key=f"ai-sre-{incident.id}")]}
+    )
+    change_status(incident, "Investigating", django_capture_on_commit_callbacks)
+    step = StepRun.objects.get()
+    assert (step.status, step.outputs["incident_id"], step.outputs["deduplicated"]) == ("succeeded", "QNOBODY", True)
+    assert PagerDutyIncidentLink.objects.get(incident=incident).pagerduty_incident_id == "QNOBODY"
+
+
+def test_create_answered_without_the_incident_and_not_found_fails_clearly(
+    pd, pd_connection, django_capture_on_commit_callbacks
+):
+    make_runbook()
+    pd.add(responses.POST, f"{PD_URL}/incidents", status=201, json={"status": "ok"})
+    pd.add(responses.GET, f"{PD_URL}/incidents", json={"incidents": []})
+    change_status(IncidentFactory(), "Investigating", django_capture_on_commit_callbacks)
+    step = StepRun.objects.get()
+    assert step.status == "failed"
+    assert step.error == "PagerDuty: a success answer without the incident: \"{'status': 'ok'}\""

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 PORT ?= 8000
 SANDBOX_PORT ?= 8765
 
-.PHONY: run test lint format bench install demo-setup clean
+.PHONY: run test lint format bench drill install demo-setup clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,7 @@ install: $(STAMP)
 # Web + worker + beat on the embedded default (SQLite under var/, filesystem broker), plus the
 # local PagerDuty stand-in unless PAGERDUTY_API_KEY points the demo at a real account; keys may
 # then be sent only to the stand-in (PAGERDUTY_ALLOWED_HOSTS), else to PagerDuty's own hosts.
+# honcho stops everything when one process exits, so the worker and beat run under bin/respawn.
 run: $(STAMP)
 	$(BIN)/python manage.py migrate --no-input -v 0
 	$(BIN)/python manage.py collectstatic --no-input -v 0
@@ -32,7 +33,7 @@ run: $(STAMP)
 	fi; \
 	$(BIN)/python manage.py demo_setup; \
 	echo "Admin: http://localhost:$(PORT)/admin/  (user admin, password admin)"; \
-	PATH=$(CURDIR)/$(BIN):$$PATH PORT=$(PORT) $(BIN)/honcho start -f Procfile
+	PATH=$(CURDIR)/$(BIN):$$PATH PORT=$(PORT) RESPAWN=$(CURDIR)/bin/respawn $(BIN)/honcho start -f Procfile
 
 # Uses the local PostgreSQL and Redis when they answer (and DATABASE_URL / REDIS_URL are unset),
 # so integration tests run here as in CI; elsewhere they skip and say why.
@@ -57,6 +58,10 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+# kill -9, fault and broker-restart drills on the real stack; figures in docs/reliability.md.
+drill: $(STAMP)
+	$(BIN)/python bench/drill.py $(DRILL_ARGS)
 
 clean:
 	rm -rf var/ .pytest_cache .ruff_cache

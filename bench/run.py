@@ -24,9 +24,7 @@ import math
 import os
 import platform
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -39,6 +37,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench._stack import Procfile, create_database, drop_database, three_step_runbook  # noqa: E402
+
 RUN_ID = uuid.uuid4().hex[:8]
 # An API key of its own: the client's shared budget lives in Redis under a hash of the key, so
 # this run neither borrows from nor spends the budget of anything else using the same Redis.
@@ -73,10 +74,7 @@ def prepare_environment(var_dir: Path) -> tuple[dict, str | None]:
     }
     database = f"bench_runbooks_{RUN_ID}"
     try:
-        with psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=3) as conn:
-            conn.execute(f'CREATE DATABASE "{database}"')
-        server = POSTGRES_URL.rsplit("/", 1)[0].replace("postgresql://", "postgres://", 1)
-        env["DATABASE_URL"] = f"{server}/{database}"
+        env["DATABASE_URL"] = create_database(POSTGRES_URL, database)
     except psycopg.Error as exc:
         print(
             f"warning: PostgreSQL unavailable at {POSTGRES_URL} ({exc}); using SQLite under {var_dir}, "
@@ -95,13 +93,6 @@ def prepare_environment(var_dir: Path) -> tuple[dict, str | None]:
         env["REDIS_URL"] = ""
         env["CELERY_BROKER_URL"] = "filesystem://"
     return env, database
-
-
-def drop_database(name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def forget_queue() -> None:
@@ -133,9 +124,8 @@ class Workers:
     """N `celery -A config worker --concurrency C` processes, as the Procfile starts them."""
 
     def __init__(self, env: dict, var_dir: Path, processes: int, concurrency: int):
-        self.env, self.var_dir = env, var_dir
+        self.procs = Procfile(env, var_dir)
         self.processes, self.concurrency = processes, concurrency
-        self.running: list[subprocess.Popen] = []
         self.starts = 0
 
     @property
@@ -145,39 +135,13 @@ class Workers:
     def start(self, **extra_env) -> None:
         self.stop()
         self.starts += 1
-        env = {**os.environ, **self.env, **{k: str(v) for k, v in extra_env.items()}}
-        logs = []
         for n in range(self.processes):
-            log = self.var_dir / f"worker-{self.starts}-{n}.log"
-            logs.append(log)
-            self.running.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO"]
-                    + ["--concurrency", str(self.concurrency), "-Q", QUEUE, "-n", f"bench{n}-{RUN_ID}@%h"],
-                    cwd=ROOT,
-                    env=env,
-                    stdout=log.open("w"),
-                    stderr=subprocess.STDOUT,
-                )
+            self.procs.worker(
+                f"bench{n}-{RUN_ID}-{self.starts}", queue=QUEUE, concurrency=self.concurrency, **extra_env
             )
-        deadline = time.monotonic() + 90
-        for process, log in zip(self.running, logs, strict=True):
-            while " ready." not in log.read_text(errors="replace"):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"a celery worker did not start; see {log}")
-                time.sleep(0.2)
 
     def stop(self) -> None:
-        for process in self.running:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.running:
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        self.running = []
+        self.procs.stop()
 
 
 # --- measurements --------------------------------------------------------------------------------
@@ -412,35 +376,11 @@ def setup_data(server) -> None:
     connection = connection_upsert(name="default", api_key=TOKEN, from_email="sre@example.com", api_url=server.url)
     connection.service_mappings.create(service="", pagerduty_service_id="PSVC001")
     call_command("load_runbooks", str(ROOT / "runbooks"), stdout=io.StringIO())
-    sender = {"from": "{{Activity.owner}}"}
-    runbook_upsert_from_spec(
-        spec={
-            "slug": "bench-storm",
-            "name": "Bench: page, add a responder, resolve",
-            "trigger": {"on": "status_changed", "to": ["Identified"]},
-            "steps": [
-                {"key": "page", "action": "pagerduty.create_incident", "with": sender},
-                {
-                    "key": "escalate",
-                    "action": "pagerduty.add_responder",
-                    "with": {
-                        **sender,
-                        "incident_id": "{{steps.page.incident_id}}",
-                        # Ids rather than emails: no user lookups, so the minimum is 3 requests a run.
-                        "responder_id": "PRESPND",
-                        "responder_type": "user",
-                        "requester_id": "PSREADM",
-                    },
-                },
-                {
-                    "key": "close",
-                    "action": "pagerduty.resolve_incident",
-                    "with": {**sender, "incident_id": "{{steps.page.incident_id}}"},
-                },
-            ],
-        },
-        comment="bench",
+    # Ids rather than emails: no user look-ups, so the minimum is 3 requests a run.
+    spec = three_step_runbook(
+        slug="bench-storm", name="Bench: page, add a responder, resolve", to_status="Identified", requester_id="PSREADM"
     )
+    runbook_upsert_from_spec(spec=spec, comment="bench")
 
 
 def run(args, env: dict, workers: Workers) -> None:
@@ -560,7 +500,7 @@ def main() -> None:
 
         connections.close_all()
         if database:
-            drop_database(database)
+            drop_database(POSTGRES_URL, database)
         if env["REDIS_URL"]:
             forget_queue()
         if ok:

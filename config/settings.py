@@ -177,6 +177,9 @@ else:
     # A message whose worker died is redelivered after this many seconds (Redis has no
     # broker-side acks); keep it longer than the longest step, including its retries.
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=900)}
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    # kombu's Redis transport with a fix for a worker that died when Redis restarted (config/broker.py).
+    CELERY_BROKER_TRANSPORT = "config.broker:Transport"
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_DEFAULT_QUEUE = env("CELERY_QUEUE", default="celery")
@@ -188,10 +191,18 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# The recovery sweep re-queues work whose message was lost (broker down when a change was saved,
+# Redis restarted without persistence, a worker killed): every RUN_RECOVERY_INTERVAL seconds,
+# events and pending runs older than RUN_RECOVERY_PENDING_AFTER_SECONDS (younger ones may still
+# be on their way through the queue), and runs whose lease expired. Re-queuing is always safe.
+RUN_RECOVERY_INTERVAL = env.int("RUN_RECOVERY_INTERVAL", default=15)
+RUN_RECOVERY_PENDING_AFTER_SECONDS = env.int("RUN_RECOVERY_PENDING_AFTER_SECONDS", default=30)
 CELERY_BEAT_SCHEDULE = {
     "recover-stalled-runs": {
         "task": "apps.runbooks.tasks.recover_stalled_runs",
-        "schedule": timedelta(seconds=env.int("RUN_RECOVERY_INTERVAL", default=60)),
+        "schedule": timedelta(seconds=RUN_RECOVERY_INTERVAL),
+        # A sweep not started within an interval is superseded by the next one.
+        "options": {"expires": RUN_RECOVERY_INTERVAL},
     },
     # On-call syncs whose worker died or whose message was lost are taken up again.
     "oncall-sync-recovery": {

@@ -24,6 +24,7 @@ from apps.pagerduty.errors import (
     PagerDutyError,
     PagerDutyRequestInvalid,
     PagerDutyUnavailable,
+    PagerDutyUnexpectedAnswer,
     error_for_status,
 )
 from apps.pagerduty.hints import hint_for, key_looks_like_routing_key
@@ -64,6 +65,12 @@ class RetryPolicy:
     backoff_cap: float = 30.0
     # A server-announced wait longer than this is not honoured in-process; the call fails instead.
     max_announced_wait: float = 120.0
+
+    @property
+    def lookup_attempts(self) -> int:
+        """Attempts for a read that decides whether a write happened: safe to repeat, and failing
+        it leaves the outcome unknown, so it gets twice the patience."""
+        return 2 * self.max_attempts
 
     @classmethod
     def from_settings(cls) -> "RetryPolicy":
@@ -207,11 +214,21 @@ class PagerDutyClient:
         json=None,
         from_email: str | None = None,
         retry_ambiguous: bool = True,
+        verify: Callable[[], object] | None = None,
+        max_attempts: int | None = None,
     ):
         """One logical call, retried on 429/5xx/timeouts within the policy.
 
-        `retry_ambiguous=False` is for calls that page people and have no dedup key (responder
-        requests): when we cannot know whether PagerDuty acted, we stop rather than page twice.
+        An attempt at a write is *ambiguous* when PagerDuty may have acted on it although we got no
+        usable answer: the connection dropped after the request was sent, a read timeout, a 5xx.
+        `retry_ambiguous=False` is for writes that page people and have no dedup key (responder
+        requests): such an attempt is not repeated blindly.
+
+        `verify` looks the write up at PagerDuty. It returns what PagerDuty holds (returned here as
+        if it were the answer) or None when the write did not happen. It is called after an
+        ambiguous attempt before repeating a write that must not be repeated blindly, and before
+        giving up on any write that had an ambiguous attempt, so a call never ends in "we do not
+        know". When nothing could settle it, the error raised has `outcome_unknown` set.
         """
         method = method.upper()
         write = method in ("POST", "PUT", "DELETE")
@@ -220,63 +237,28 @@ class PagerDutyClient:
         self._check_destination(url)
         shown_url = url + (f"?{urlencode(params, doseq=True)}" if params else "")
         attempt = 0
+        unknown = False  # an attempt may have been acted on, and no look-up has said otherwise since
         while True:
             attempt += 1
-            exchange = Exchange(
-                method=method,
-                url=redact_text(shown_url),
-                request_headers=redact_headers(headers),
-                request_body=redact_data(json),
-                attempt=attempt,
-            )
-            self._wait_for_budget()
-            started = time.monotonic()
-            error: PagerDutyError | None = None
-            response = None
-            try:
-                self.requests_made += 1
-                response = self.session.request(
-                    method,
-                    url,
-                    params=params,
-                    json=json,
-                    headers=headers,
-                    timeout=self.timeout,
-                    allow_redirects=False,
-                )
-            except requests.ConnectTimeout as exc:
-                error = PagerDutyUnavailable(f"connect timeout: {exc}", maybe_processed=False)
-            except requests.ConnectionError as exc:
-                # A reset after the request was written may still have been processed.
-                error = PagerDutyUnavailable(f"connection error: {exc}", maybe_processed=write)
-            except requests.Timeout as exc:
-                error = PagerDutyUnavailable(f"read timeout after {self.timeout}s: {exc}", maybe_processed=True)
-            except (requests.RequestException, ValueError) as exc:
-                # InvalidURL, InvalidHeader, urllib3's LocationParseError, a port out of range…: the request
-                # never left, and sending it again cannot help.
-                error = PagerDutyRequestInvalid(
-                    redact_text(f"the request could not be sent ({type(exc).__name__}: {exc}); check api_url"),
-                    status=None,
-                )
-            exchange.duration_ms = int((time.monotonic() - started) * 1000)
-            body = None
-            if response is not None:
-                body = _parse_body(response)
-                exchange.status = response.status_code
-                exchange.response_headers = {
-                    k: response.headers[k] for k in _KEPT_RESPONSE_HEADERS if k in response.headers
-                }
-                exchange.response_body = redact_data(body)
-                if response.status_code >= 300:
-                    error = _error_from_response(response, body, exchange, api_url=self.api_url, api_key=self._api_key)
-            else:
-                exchange.error = redact_text(error.message)
-                error.exchange = exchange
-            if self.on_exchange:
-                self.on_exchange(exchange)
+            body, error, response = self._attempt(method, url, shown_url, params, json, headers, write, attempt)
             if error is None:
                 return body
-            wait = self._retry_wait(error, response, attempt, retry_ambiguous)
+            ambiguous = write and _maybe_acted_on(error)
+            unknown = unknown or ambiguous
+            wait = self._retry_wait(error, response, attempt, max_attempts or self.retry.max_attempts)
+            if unknown and (wait is None or (ambiguous and not retry_ambiguous)):
+                # Giving up, or about to repeat what must not be repeated blindly: look first.
+                if verify is None:
+                    error.outcome_unknown = True
+                    raise error
+                try:
+                    found = verify()
+                except PagerDutyError as exc:
+                    error.outcome_unknown = True
+                    raise error from exc
+                if found is not None:
+                    return found
+                unknown = False
             if wait is None:
                 raise error
             self.retries += 1
@@ -292,6 +274,56 @@ class PagerDutyClient:
                 f"Refusing to send the PagerDuty API key: api_url {redact_text(self.api_url)!r} {problem}."
             )
 
+    def _attempt(self, method, url, shown_url, params, json, headers, write, attempt):
+        """Send once and report the exchange; returns (body, error, response)."""
+        exchange = Exchange(
+            method=method,
+            url=redact_text(shown_url),
+            request_headers=redact_headers(headers),
+            request_body=redact_data(json),
+            attempt=attempt,
+        )
+        self._wait_for_budget()
+        started = time.monotonic()
+        error: PagerDutyError | None = None
+        response = None
+        try:
+            self.requests_made += 1
+            response = self.session.request(
+                method, url, params=params, json=json, headers=headers, timeout=self.timeout, allow_redirects=False
+            )
+        except requests.ConnectTimeout as exc:
+            error = PagerDutyUnavailable(f"connect timeout: {exc}", maybe_processed=False)
+        except requests.ConnectionError as exc:
+            # A reset after the request was written may still have been processed.
+            error = PagerDutyUnavailable(f"connection error: {exc}", maybe_processed=write)
+        except requests.Timeout as exc:
+            error = PagerDutyUnavailable(f"read timeout after {self.timeout}s: {exc}", maybe_processed=True)
+        except (requests.RequestException, ValueError) as exc:
+            # InvalidURL, InvalidHeader, urllib3's LocationParseError, a port out of range…: the request
+            # never left, and sending it again cannot help.
+            error = PagerDutyRequestInvalid(
+                redact_text(f"the request could not be sent ({type(exc).__name__}: {exc}); check api_url"),
+                status=None,
+            )
+        exchange.duration_ms = int((time.monotonic() - started) * 1000)
+        body = None
+        if response is not None:
+            body = _parse_body(response)
+            exchange.status = response.status_code
+            exchange.response_headers = {
+                k: response.headers[k] for k in _KEPT_RESPONSE_HEADERS if k in response.headers
+            }
+            exchange.response_body = redact_data(body)
+            if response.status_code >= 300:
+                error = _error_from_response(response, body, exchange, api_url=self.api_url, api_key=self._api_key)
+        else:
+            exchange.error = redact_text(error.message)
+            error.exchange = exchange
+        if self.on_exchange:
+            self.on_exchange(exchange)
+        return body, error, response
+
     def _wait_for_budget(self) -> None:
         if self.throttle is None:
             return
@@ -301,12 +333,8 @@ class PagerDutyClient:
             # The limiter protects PagerDuty's budget; losing it must not stop a page from going out.
             logger.warning("PagerDuty rate limiter unavailable (%s); sending without it", exc)
 
-    def _retry_wait(self, error, response, attempt, retry_ambiguous) -> float | None:
-        if not error.retryable or attempt >= self.retry.max_attempts:
-            return None
-        if isinstance(error, PagerDutyUnavailable) and error.maybe_processed and not retry_ambiguous:
-            return None
-        if not retry_ambiguous and error.status and error.status >= 500:
+    def _retry_wait(self, error, response, attempt, max_attempts) -> float | None:
+        if not error.retryable or attempt >= max_attempts:
             return None
         announced = announced_wait(response.headers) if response is not None else None
         if announced is not None and announced > self.retry.max_announced_wait:
@@ -331,7 +359,7 @@ class PagerDutyClient:
     def list_all(self, path: str, key: str, params: dict | None = None) -> list:
         return [item for page in self.iter_pages(path, key, params) for item in page]
 
-    def find_open_incidents(self, *, incident_key: str, service_id: str | None = None) -> list:
+    def find_open_incidents(self, *, incident_key: str, service_id: str | None = None, max_attempts=None) -> list:
         if not incident_key:
             # An empty incident_key filter matches every incident on the account.
             raise ValueError("refusing to look up incidents by an empty incident_key")
@@ -342,7 +370,7 @@ class PagerDutyClient:
         }
         if service_id:
             params["service_ids[]"] = [service_id]
-        return self.request("GET", "/incidents", params=params).get("incidents") or []
+        return self.request("GET", "/incidents", params=params, max_attempts=max_attempts).get("incidents") or []
 
     def find_users(self, *, query: str) -> list:
         return self.request("GET", "/users", params={"query": query, "limit": MAX_PAGE_SIZE}).get("users") or []
@@ -350,8 +378,8 @@ class PagerDutyClient:
     def get_user(self, user_id: str) -> dict:
         return self.request("GET", f"/users/{user_id}")["user"]
 
-    def get_incident(self, incident_id: str) -> dict:
-        return self.request("GET", f"/incidents/{incident_id}")["incident"]
+    def get_incident(self, incident_id: str, *, max_attempts=None) -> dict:
+        return _expect(self.request("GET", f"/incidents/{incident_id}", max_attempts=max_attempts), "incident")
 
     def test_connection(self) -> dict:
         return self.request("GET", "/abilities")
@@ -397,21 +425,51 @@ class PagerDutyClient:
 
     # --- writes --------------------------------------------------------------------------------
 
-    def create_incident(self, payload: dict, *, from_email: str | None = None) -> dict:
-        # Safe to retry: a create that did land comes back as the dedup 400, which callers adopt.
-        return self.request("POST", "/incidents", json=payload, from_email=from_email)["incident"]
+    def create_incident(self, payload: dict, *, from_email: str | None = None, verify=None) -> dict:
+        # Safe to retry: a create that did land comes back as the dedup 400. `verify` returns
+        # {"incident": …} when the incident exists after all.
+        answer = self.request("POST", "/incidents", json=payload, from_email=from_email, verify=verify)
+        try:
+            return _expect(answer, "incident")
+        except PagerDutyUnexpectedAnswer as exc:
+            # It was created (a success answer), but we were not told which incident: look.
+            found = verify() if verify is not None else None
+            if found is not None:
+                return _expect(found, "incident")
+            exc.outcome_unknown = verify is None
+            raise
 
-    def create_responder_request(self, incident_id: str, payload: dict, *, from_email: str | None = None) -> dict:
+    def create_responder_request(
+        self, incident_id: str, payload: dict, *, from_email: str | None = None, verify=None
+    ) -> dict:
+        # No dedup key: an ambiguous attempt is only repeated once `verify` says it did not land.
         return self.request(
             "POST",
             f"/incidents/{incident_id}/responder_requests",
             json=payload,
             from_email=from_email,
             retry_ambiguous=False,
+            verify=verify,
         )
 
-    def update_incident(self, incident_id: str, payload: dict, *, from_email: str | None = None) -> dict:
-        return self.request("PUT", f"/incidents/{incident_id}", json=payload, from_email=from_email)["incident"]
+    def update_incident(self, incident_id: str, payload: dict, *, from_email: str | None = None, verify=None) -> dict:
+        answer = self.request("PUT", f"/incidents/{incident_id}", json=payload, from_email=from_email, verify=verify)
+        return _expect(answer, "incident")
+
+
+def _expect(answer, key: str) -> dict:
+    """`answer[key]`, the object a success answer carries, or a PagerDuty error saying it is missing."""
+    found = answer.get(key) if isinstance(answer, dict) else None
+    if not isinstance(found, dict) or not found.get("id"):
+        raise PagerDutyUnexpectedAnswer(f"a success answer without the {key}: {str(answer)[:200]!r}")
+    return found
+
+
+def _maybe_acted_on(error: PagerDutyError) -> bool:
+    """Whether PagerDuty may have carried out a write that failed with this error."""
+    if isinstance(error, PagerDutyUnavailable):
+        return error.maybe_processed
+    return error.status is not None and error.status >= 500
 
 
 class OffsetCapReached(PagerDutyError):

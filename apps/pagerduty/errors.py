@@ -4,6 +4,9 @@
 class PagerDutyError(Exception):
     status: int | None = None
     retryable = False
+    # Set by the client on the error a write finally fails with: some attempt of it may have been
+    # acted on by PagerDuty (answer lost, read timeout, 5xx) and nothing confirmed either way.
+    outcome_unknown = False
 
     def __init__(self, message: str, *, status=None, code=None, errors=None, exchange=None, hint: str = ""):
         self.message = message
@@ -76,6 +79,10 @@ class PagerDutyDestinationRefused(PagerDutyError):
 
 class PagerDutyRequestInvalid(PagerDutyError):
     """`requests` could not even send the request (bad URL, port, header value…): retrying cannot help."""
+
+
+class PagerDutyUnexpectedAnswer(PagerDutyError):
+    """A success answer without what it should carry (e.g. a 201 with no incident in it)."""
 
 
 _BY_STATUS = {

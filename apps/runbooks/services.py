@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from apps.audit.services import audit_record
 from apps.core.errors import Conflict, DomainError
+from apps.core.queueing import enqueue
 from apps.core.redaction import redact_data, redact_headers
 from apps.incidents.models import IncidentEvent
 from apps.incidents.services import incident_trigger_runbook
@@ -27,13 +28,14 @@ from apps.pagerduty.errors import PagerDutyError
 from apps.pagerduty.selectors import connection_get
 from apps.pagerduty.services import connection_client
 from apps.runbooks import tasks, templating
-from apps.runbooks.executors import StepContext, StepFailed, StepSkipped, get_action
+from apps.runbooks.executors import StepContext, StepFailed, StepSkipped, get_action, outcome_unknown_message
 from apps.runbooks.models import FINISHED, OnFailure, Runbook, RunbookRun, RunStatus, StepRun, StepRunExchange
 from apps.runbooks.resolvers import LiveResolver
 from apps.runbooks.selectors import runbooks_matching_event, template_context_for_run
 from apps.runbooks.versions import runbook_version_ensure
 
 logger = logging.getLogger(__name__)
+RUN_SWEEP = "the recovery sweep queues the pending run once the broker is back (RUN_RECOVERY_PENDING_AFTER_SECONDS)"
 
 
 # --- starting runs -------------------------------------------------------------------------------
@@ -52,7 +54,7 @@ def runs_create_for_event(*, event_id: int) -> list[RunbookRun]:
         except IntegrityError:
             continue  # this (runbook, event) already has its run
         created.append(run)
-        transaction.on_commit(lambda run_id=run.pk: tasks.execute_run.delay(run_id))
+        transaction.on_commit(lambda run_id=run.pk: enqueue(tasks.execute_run, run_id, recovery=RUN_SWEEP))
     IncidentEvent.objects.filter(pk=event.pk, dispatched_at__isnull=True).update(dispatched_at=timezone.now())
     return created
 
@@ -207,13 +209,8 @@ def _store_exchange(step_run: StepRun):
 
 
 def _execute_step(*, run: RunbookRun, step_run: StepRun, cache: dict, token: str) -> None:
+    # Found `running`: a previous execution died during this step's write (it may have happened).
     recovering = step_run.status == RunStatus.RUNNING
-    step_run.status = RunStatus.RUNNING
-    step_run.error = ""
-    step_run.started_at = step_run.started_at or timezone.now()
-    step_run.finished_at = None
-    # Written before any request: if the worker dies from here on, the next execution knows.
-    step_run.save(update_fields=["status", "error", "started_at", "finished_at"])
     try:
         outputs = _perform_step(run=run, step_run=step_run, cache=cache, recovering=recovering, token=token)
     except StepSkipped as exc:
@@ -228,6 +225,17 @@ def _execute_step(*, run: RunbookRun, step_run: StepRun, cache: dict, token: str
     else:
         step_run.outputs = outputs
         _end_step(step_run, RunStatus.SUCCEEDED)
+
+
+def _mark_running(step_run: StepRun) -> None:
+    """Written, and committed, just before the step's write: from here on a dead worker leaves the
+    step `running`, and the next execution reconciles with PagerDuty instead of sending blindly.
+    Look-ups before this point are repeated freely."""
+    step_run.status = RunStatus.RUNNING
+    step_run.error = ""
+    step_run.started_at = step_run.started_at or timezone.now()
+    step_run.finished_at = None
+    step_run.save(update_fields=["status", "error", "started_at", "finished_at"])
 
 
 def _end_step(step_run: StepRun, status: str, *, error: str = "") -> None:
@@ -262,7 +270,8 @@ def _perform_step(*, run: RunbookRun, step_run: StepRun, cache: dict, recovering
         step_run=step_run,
         previous_exchanges=list(step_run.exchanges.all()) if recovering else [],
     )
-    planned = spec.implementation.plan(ctx)
+    action = spec.implementation
+    planned = action.plan(ctx)
     step_run.request = {
         "method": planned.method,
         "url": connection.api_url.rstrip("/") + planned.path,
@@ -270,7 +279,15 @@ def _perform_step(*, run: RunbookRun, step_run: StepRun, cache: dict, recovering
         "body": redact_data(planned.body),
     }
     step_run.save(update_fields=["request"])
-    return spec.implementation.execute(ctx, planned)
+    _mark_running(step_run)
+    if recovering:
+        try:
+            adopted = action.reconcile(ctx, planned)
+        except PagerDutyError as exc:
+            raise StepFailed(outcome_unknown_message(planned, f"looking it up failed: {exc}")) from exc
+        if adopted is not None:
+            return adopted
+    return action.execute(ctx, planned)
 
 
 # --- re-running and recovery ---------------------------------------------------------------------
@@ -297,12 +314,19 @@ def run_rerun_from_failed(*, run_id) -> RunbookRun:
         changes={"status": [previous, run.status]},
         details={"from_step": first_failed.key, "incident_short_id": run.incident.short_id},
     )
-    transaction.on_commit(lambda: tasks.execute_run.delay(run.pk))
+    transaction.on_commit(lambda: enqueue(tasks.execute_run, run.pk, recovery=RUN_SWEEP))
     return run
 
 
-def runs_recover_stalled(*, pending_after_seconds: int = 60, max_age_hours: int = 24) -> dict:
-    """Re-enqueue work whose message was lost: undispatched events, unclaimed runs, expired leases."""
+def runs_recover_stalled(*, pending_after_seconds: int | None = None, max_age_hours: int = 24) -> dict:
+    """Re-enqueue work whose message was lost: undispatched events, unclaimed runs, expired leases.
+
+    Events and pending runs younger than `pending_after_seconds` (RUN_RECOVERY_PENDING_AFTER_SECONDS)
+    are left alone: their message may still be in the queue. Re-enqueuing one that is not lost
+    only costs a message, since runs are unique per event and leased.
+    """
+    if pending_after_seconds is None:
+        pending_after_seconds = settings.RUN_RECOVERY_PENDING_AFTER_SECONDS
     now = timezone.now()
     horizon = now - timedelta(hours=max_age_hours)
     stale = now - timedelta(seconds=pending_after_seconds)

@@ -25,5 +25,5 @@ def execute_run(self, run_id: int) -> str | None:
 
 
 @shared_task
-def recover_stalled_runs() -> dict:
-    return services.runs_recover_stalled()
+def recover_stalled_runs(pending_after_seconds: int | None = None) -> dict:
+    return services.runs_recover_stalled(pending_after_seconds=pending_after_seconds)

@@ -2,7 +2,7 @@
 
 One request goes: admin? → injected latency → scripted response (unless `after`) → random fault →
 Events API, or REST: auth (401) → rate limit (429) → headers (406/415) → OpenAPI contract (400)
-→ handler → scripted `after` replacement → recorded in `state.requests` → sent.
+→ handler → scripted `after` replacement, or a random lost answer → recorded in `state.requests` → sent.
 """
 
 from __future__ import annotations
@@ -1115,6 +1115,12 @@ class _Handler(BaseHTTPRequestHandler):
                     # "after": PagerDuty did the work, but the client gets this answer (or none).
                     fault = "script-after"
                     response = scripted_response(entry)
+                elif response.status < 400:
+                    with state.lock:
+                        lost = state.faults.roll_lost_answer()
+                    if lost:  # carried out, and the answer never arrives
+                        fault = "lost_answer"
+                        response = Response(0, None, drop=True)
         except Exception:  # a bug in the sandbox must still answer like a server, and be visible
             traceback.print_exc()
             response = Response(500, default_error_body(500))
@@ -1171,6 +1177,12 @@ class _HTTPServer(ThreadingHTTPServer):
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         super().__init__(address, _Handler)
+
+    def handle_error(self, request, client_address) -> None:
+        # A client that vanished mid-request (a killed worker) is not the stand-in's error.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
     def track(self, conn: socket.socket, alive: bool) -> None:
         with self._connections_lock:

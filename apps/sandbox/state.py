@@ -182,18 +182,24 @@ def normalize_script_entry(entry: Any) -> dict:
 
 @dataclass
 class Faults:
-    """Injected failures: random errors, added latency and a FIFO script of canned responses."""
+    """Injected failures: random errors, random lost answers, added latency and a FIFO script of
+    canned responses. `error_rate` fails a request before it is carried out; `lost_answer_rate`
+    carries it out, then drops the connection without answering (the client cannot know)."""
 
     error_rate: float = 0.0
     error_statuses: list[int] = field(default_factory=lambda: [500, 503])
     latency_ms: float = 0
     script: list[dict] = field(default_factory=list)
     seed: int = 0
+    lost_answer_rate: float = 0.0
 
     def __post_init__(self):
         if not 0.0 <= float(self.error_rate) <= 1.0:
             raise ValueError("error_rate must be between 0 and 1")
         self.error_rate = float(self.error_rate)
+        if not 0.0 <= float(self.lost_answer_rate) <= 1.0:
+            raise ValueError("lost_answer_rate must be between 0 and 1")
+        self.lost_answer_rate = float(self.lost_answer_rate)
         self.error_statuses = [int(s) for s in self.error_statuses] or [500]
         if any(not 400 <= s <= 599 for s in self.error_statuses):
             raise ValueError("error_statuses must be HTTP error statuses (4xx/5xx)")
@@ -206,7 +212,7 @@ class Faults:
     def from_dict(cls, data: Any) -> Faults:
         if not isinstance(data, dict):
             raise ValueError("faults must be a JSON object")
-        allowed = {"error_rate", "error_statuses", "latency_ms", "script", "seed"}
+        allowed = {"error_rate", "error_statuses", "latency_ms", "script", "seed", "lost_answer_rate"}
         unknown = set(data) - allowed
         if unknown:
             raise ValueError(f"unknown fault keys {sorted(unknown)}; allowed: {sorted(allowed)}")
@@ -222,6 +228,7 @@ class Faults:
             "latency_ms": self.latency_ms,
             "script": [dict(e) for e in self.script],
             "seed": self.seed,
+            "lost_answer_rate": self.lost_answer_rate,
         }
 
     def add_script(self, entries: Iterable[Any]) -> None:
@@ -249,6 +256,10 @@ class Faults:
         if self._rng.random() < self.error_rate:
             return self._rng.choice(self.error_statuses)
         return None
+
+    def roll_lost_answer(self) -> bool:
+        """Whether the answer to a request just carried out is lost. Deterministic from `seed`."""
+        return self.lost_answer_rate > 0 and self._rng.random() < self.lost_answer_rate
 
 
 class SandboxState:

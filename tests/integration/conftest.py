@@ -5,6 +5,7 @@ missing service fails instead, so a green CI always means these ran.
 """
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,6 +25,7 @@ from rest_framework.test import APIClient
 from apps.pagerduty.services import connection_upsert
 from apps.runbooks.models import RunbookRun
 from apps.sandbox import SandboxServer, SandboxState, seed_account
+from bench._stack import Procfile, RedisServer, child_pids
 from config.celery import app as celery_app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,19 +58,12 @@ def real_services():
         _unavailable(f"integration tests need Redis: set REDIS_URL=redis://… (broker is {broker!r})")
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-
-
 class WorkerProcess:
     def __init__(self, process: subprocess.Popen, log: Path, queue: str):
         self.process, self.log, self.queue = process, log, queue
 
     def pool_children(self) -> list[int]:
-        return _children(self.process.pid)
+        return child_pids(self.process.pid)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -77,26 +72,30 @@ class WorkerProcess:
         return sum(1 for line in self.output().splitlines() if f"tasks.{name}[" in line and " succeeded in " in line)
 
 
-@pytest.fixture
-def celery_worker_process(real_services, transactional_db, tmp_path):
-    """A real `celery worker` on a private queue, reading the test database."""
-    queue = QUEUE
+def stack_env(tmp_path: Path, *, broker_url: str | None = None, **extra) -> dict:
+    """The environment of a worker or beat process of these tests: the test database, the session's
+    queue, short leases and backoffs."""
     db = connection.settings_dict
-    database_url = (
-        f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-    )
-    env = {
+    return {
         **os.environ,
-        "DATABASE_URL": database_url,
-        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
-        "CELERY_QUEUE": queue,
+        "DATABASE_URL": f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+        "CELERY_BROKER_URL": broker_url or settings.CELERY_BROKER_URL,
+        "CELERY_QUEUE": QUEUE,
         "RUNBOOK_RUN_LEASE_SECONDS": "3",
         "ONCALL_SYNC_LEASE_SECONDS": "3",
         "PAGERDUTY_BACKOFF_BASE_SECONDS": "0.2",
         "PAGERDUTY_BACKOFF_CAP_SECONDS": "1",
         "VAR_DIR": str(tmp_path / "var"),
         "PYTHONUNBUFFERED": "1",
+        **{key: str(value) for key, value in extra.items()},
     }
+
+
+@pytest.fixture
+def celery_worker_process(real_services, transactional_db, tmp_path):
+    """A real `celery worker` on a private queue, reading the test database."""
+    queue = QUEUE
+    env = stack_env(tmp_path)
     log = tmp_path / "worker.log"
     process = subprocess.Popen(
         [
@@ -176,6 +175,23 @@ def wired(celery_worker_process, sandbox):
     return api, state, celery_worker_process
 
 
+def create_incident(api, title, severity=1) -> str:
+    """A SEV`severity` production incident owned by the stand-in's sre@example.com, through the API."""
+    response = api.post(
+        "/api/v1/incidents/",
+        {"title": title, "severity": severity, "environment": "production", "owner": "sre@example.com"},
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    return response.json()["id"]
+
+
+def upstream_for(state, incident_id) -> list[dict]:
+    """The stand-in's incidents opened for one of ours (by the default incident key)."""
+    with state.lock:
+        return [i for i in state.incidents.values() if i["incident_key"] == f"ai-sre-{incident_id}"]
+
+
 def runs_finished(incident_id, count):
     runs = list(RunbookRun.objects.filter(incident_id=incident_id))
     return len(runs) >= count and all(r.status in ("succeeded", "failed", "skipped") for r in runs) and runs
@@ -183,20 +199,7 @@ def runs_finished(incident_id, count):
 
 def _start_worker(tmp_path: Path, name: str, *, concurrency: int, extra_env: dict) -> WorkerProcess:
     """One more `celery worker` process on the session's queue, environment as celery_worker_process."""
-    db = connection.settings_dict
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
-        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
-        "CELERY_QUEUE": QUEUE,
-        "RUNBOOK_RUN_LEASE_SECONDS": "3",
-        "ONCALL_SYNC_LEASE_SECONDS": "3",
-        "PAGERDUTY_BACKOFF_BASE_SECONDS": "0.2",
-        "PAGERDUTY_BACKOFF_CAP_SECONDS": "1",
-        "VAR_DIR": str(tmp_path / "var"),
-        "PYTHONUNBUFFERED": "1",
-        **{key: str(value) for key, value in extra_env.items()},
-    }
+    env = stack_env(tmp_path, **extra_env)
     log = tmp_path / f"{name}.log"
     process = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "prefork"]
@@ -245,3 +248,37 @@ def all_runs_finished(incident_ids) -> bool:
     return {str(i) for i, _ in runs} == {str(i) for i in incident_ids} and all(
         status in ("succeeded", "failed", "skipped", "cancelled") for _, status in runs
     )
+
+
+def _publish_to(url: str) -> None:
+    """Point this process's Celery app at another broker. The pools are kombu's, shared per broker
+    URL: forget them rather than close them, so coming back to a URL finds its pool open."""
+    celery_app.conf.broker_url = url
+    celery_app._pool = None
+    celery_app.amqp._producer_pool = None
+
+
+@pytest.fixture
+def private_broker(real_services, tmp_path):
+    """A `redis-server` of this test's own on a free port, which the test may restart or stop:
+    this process publishes to it (API requests, tasks) for the duration of the test."""
+    if shutil.which("redis-server") is None:
+        _unavailable("broker restart tests need redis-server on PATH (apt-get install redis-server)")
+    server = RedisServer(log=tmp_path / "redis.log").start()
+    previous, previous_queue = celery_app.conf.broker_url, celery_app.conf.task_default_queue
+    _publish_to(server.url)
+    celery_app.conf.task_default_queue = QUEUE
+    yield server
+    _publish_to(previous)
+    celery_app.conf.task_default_queue = previous_queue
+    server.stop()
+
+
+@pytest.fixture
+def procfile(real_services, transactional_db, tmp_path):
+    """Processes started with the Procfile's own commands (a worker with remote control, gossip and
+    mingle on; beat), each in a session of its own, environment as celery_worker_process; pass
+    CELERY_BROKER_URL=… to `procfile.worker(…)` for another broker."""
+    started = Procfile(stack_env(tmp_path), tmp_path)
+    yield started
+    started.stop()

@@ -192,3 +192,91 @@ def test_exchanges_and_logs_never_hold_the_key(client, caplog):
     handler_filter.filter(record)
     assert KEY not in record.getMessage() and "***redacted***" in record.getMessage()
     assert KEY not in repr(client)
+
+
+# --- writes whose outcome is unknown ---------------------------------------------------------------
+
+
+@responses.activate
+def test_ambiguous_responder_request_without_a_look_up_says_outcome_unknown(client, waits):
+    responses.post(f"{URL}/incidents/Q1/responder_requests", status=502, body="Bad Gateway")
+    with pytest.raises(PagerDutyServerError) as err:
+        client.create_responder_request("Q1", {})
+    assert err.value.outcome_unknown is True
+    assert len(responses.calls) == 1 and waits == []
+
+
+@responses.activate
+def test_ambiguous_responder_request_is_repeated_only_after_the_look_up_says_it_did_not_land(client, waits):
+    responses.post(f"{URL}/incidents/Q1/responder_requests", body=requests.ReadTimeout("slow"))
+    responses.post(f"{URL}/incidents/Q1/responder_requests", json={"responder_request": {"id": "R1"}})
+    looked = []
+    answer = client.create_responder_request("Q1", {}, verify=lambda: looked.append(1))
+    assert answer == {"responder_request": {"id": "R1"}}
+    assert looked == [1] and len(waits) == 1
+    assert [c.request.method for c in responses.calls] == ["POST", "POST"]
+
+
+@responses.activate
+def test_ambiguous_responder_request_found_by_the_look_up_is_not_repeated(client, waits):
+    responses.post(f"{URL}/incidents/Q1/responder_requests", body=requests.ConnectionError("reset"))
+    found = {"responder_request": {"message": "join"}}
+    assert client.create_responder_request("Q1", {}, verify=lambda: found) is found
+    assert len(responses.calls) == 1 and waits == []
+
+
+@responses.activate
+def test_write_giving_up_after_an_ambiguous_attempt_looks_first(client, waits):
+    """max_attempts=4: dropped after sending, 429, 500, 400. The last answer says nothing about the first."""
+    responses.post(f"{URL}/incidents", body=requests.ConnectionError("reset after sending"))
+    responses.post(f"{URL}/incidents", status=429)
+    responses.post(f"{URL}/incidents", status=500)
+    responses.post(f"{URL}/incidents", status=400, json={"error": {"message": "Invalid Input Provided"}})
+    looked = []
+
+    def verify():
+        looked.append(len(responses.calls))
+        return {"incident": {"id": "QFOUND"}}
+
+    assert client.create_incident({"incident": {}}, verify=verify) == {"id": "QFOUND"}
+    assert looked == [4]  # once, when giving up: a create may be repeated (its dedup key protects it)
+
+
+@responses.activate
+def test_write_giving_up_without_ambiguity_does_not_look(client, waits):
+    for _ in range(4):
+        responses.post(f"{URL}/incidents", status=429)
+    with pytest.raises(PagerDutyRateLimited) as err:
+        client.create_incident({"incident": {}}, verify=lambda: pytest.fail("a 429 is never acted on"))
+    assert err.value.outcome_unknown is False
+
+
+@responses.activate
+def test_look_up_that_finds_nothing_makes_the_outcome_known(client, waits):
+    for _ in range(4):
+        responses.post(f"{URL}/incidents", status=503)
+    with pytest.raises(PagerDutyServerError) as err:
+        client.create_incident({"incident": {}}, verify=lambda: None)
+    assert err.value.outcome_unknown is False
+
+
+@responses.activate
+def test_look_up_that_fails_leaves_the_outcome_unknown(client, waits):
+    responses.post(f"{URL}/incidents/Q1/responder_requests", body=requests.ReadTimeout("slow"))
+
+    def verify():
+        raise PagerDutyUnauthorized("Authentication failed")
+
+    with pytest.raises(PagerDutyUnavailable) as err:
+        client.create_responder_request("Q1", {}, verify=verify)
+    assert err.value.outcome_unknown is True
+    assert isinstance(err.value.__cause__, PagerDutyUnauthorized)
+
+
+@responses.activate
+def test_reads_are_never_ambiguous(client, waits):
+    for _ in range(4):
+        responses.get(f"{URL}/users/PX", status=500)
+    with pytest.raises(PagerDutyServerError) as err:
+        client.get_user("PX")
+    assert err.value.outcome_unknown is False

@@ -131,3 +131,27 @@ def test_admin_endpoints(api, sandbox, sandbox_state):
     assert sandbox_state.faults.error_rate == 0
     # Admin calls are not recorded as PagerDuty traffic.
     assert sandbox_state.requests == []
+
+
+def test_lost_answer_rate_carries_out_the_request_then_drops_the_connection(sandbox_state):
+    sandbox_state.set_faults(Faults(lost_answer_rate=0.5, seed=11))
+    keys = [f"lost-{n}" for n in range(16)]
+    dropped = []
+    with SandboxServer(sandbox_state).start() as server:
+        api = Api(server.url)
+        for key in keys:
+            try:
+                assert api.create_incident(key=key).status_code == 201
+            except requests.ConnectionError:
+                dropped.append(key)
+    assert 0 < len(dropped) < len(keys)
+    # Every one was opened, answered or not.
+    assert sorted(i["incident_key"] for i in sandbox_state.incidents.values()) == sorted(keys)
+    faults = [r["fault"] for r in sandbox_state.requests]
+    assert faults.count("lost_answer") == len(dropped)
+    assert all(r["status"] == 0 for r in sandbox_state.requests if r["fault"] == "lost_answer")
+
+
+def test_lost_answer_rate_is_validated():
+    with pytest.raises(ValueError, match="lost_answer_rate"):
+        Faults.from_dict({"lost_answer_rate": 2})

@@ -1,5 +1,6 @@
 from apps.runbooks.executors import pagerduty  # noqa: F401  (registers the PagerDuty actions)
 from apps.runbooks.executors.base import (
+    Action,
     ActionSpec,
     FieldSpec,
     PlannedRequest,
@@ -8,9 +9,11 @@ from apps.runbooks.executors.base import (
     StepSkipped,
     all_actions,
     get_action,
+    outcome_unknown_message,
 )
 
 __all__ = [
+    "Action",
     "ActionSpec",
     "FieldSpec",
     "PlannedRequest",
@@ -19,4 +22,5 @@ __all__ = [
     "StepSkipped",
     "all_actions",
     "get_action",
+    "outcome_unknown_message",
 ]

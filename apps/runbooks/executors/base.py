@@ -1,8 +1,10 @@
 """What an action is: its fields (with help and defaults), its outputs, and how it runs.
 
-An action is split in two so the dry run and the live run share one code path:
-`plan()` turns rendered fields into the exact request (pure apart from lookups made through the
-resolver), `execute()` sends it and interprets the answer.
+An action is split so the dry run and the live run share one code path, and so a write whose
+outcome is unknown is settled by asking PagerDuty rather than by guessing:
+`plan()` turns rendered fields into the exact request (pure apart from read-only look-ups made
+through the resolver), `execute()` sends it and interprets the answer, `reconcile()` finds out
+whether an interrupted earlier execution already made the write.
 """
 
 from __future__ import annotations
@@ -101,6 +103,41 @@ class StepContext:
     step_run: Any = None
     # HTTP exchanges already recorded for this step (from a crashed earlier execution).
     previous_exchanges: list = field(default_factory=list)
+
+
+class Action:
+    """The three things the engine asks of an action. Subclass it for every new action.
+
+    The engine calls `plan()` first (its look-ups are safe to repeat: the step is not yet marked
+    running), marks the step `running` durably, then calls `execute()`. A step found `running`
+    was interrupted during its write (the worker died): before sending again the engine calls
+    `reconcile()`.
+    """
+
+    def plan(self, ctx: StepContext) -> PlannedRequest:
+        raise NotImplementedError
+
+    def execute(self, ctx: StepContext, planned: PlannedRequest) -> dict:
+        raise NotImplementedError
+
+    def reconcile(self, ctx: StepContext, planned: PlannedRequest) -> dict | None:
+        """Did an interrupted earlier execution of this step already make its write?
+
+        Return the step's outputs when PagerDuty holds the write (the step adopts it and sends
+        nothing), None when it does not (the step sends it), or raise StepFailed when it cannot
+        tell. An idempotent write (setting a status) returns None. The default refuses to guess,
+        so an action that forgets to say can never page twice.
+        """
+        raise StepFailed(outcome_unknown_message(planned))
+
+
+def outcome_unknown_message(planned: PlannedRequest, detail: str = "") -> str:
+    text = (
+        f"Outcome unknown: {planned.method} {planned.path} may have reached PagerDuty (an earlier attempt was "
+        "interrupted or its answer lost) and this action cannot look it up. Not re-sent, to avoid paging twice; "
+        "check the PagerDuty incident, then re-run from this step if it did not happen"
+    )
+    return f"{text} ({detail})" if detail else text
 
 
 _REGISTRY: dict[str, ActionSpec] = {}

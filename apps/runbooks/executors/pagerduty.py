@@ -2,17 +2,22 @@
 decides what to send, and how to read PagerDuty's answer without ever paging twice."""
 
 import re
+from datetime import UTC, datetime, timedelta
+
+from django.utils import timezone
 
 from apps.pagerduty import payloads
 from apps.pagerduty.client import is_dedup_conflict
 from apps.pagerduty.errors import PagerDutyBadRequest, PagerDutyError
 from apps.runbooks.executors.base import (
+    Action,
     ActionSpec,
     FieldSpec,
     PlannedRequest,
     StepContext,
     StepFailed,
     StepSkipped,
+    outcome_unknown_message,
     register,
 )
 from apps.runbooks.models import PagerDutyIncidentLink
@@ -60,6 +65,11 @@ def _incident_id(ctx: StepContext) -> str:
     return (ctx.rendered.get("incident_id") or "").strip() or ctx.resolver.linked_incident_id()
 
 
+def _outcome_unknown(planned: PlannedRequest, exc: PagerDutyError) -> StepFailed:
+    cause = f"looking it up failed: {exc.__cause__}" if exc.__cause__ else ""
+    return StepFailed(f"{outcome_unknown_message(planned, cause)}; last answer: {exc}")
+
+
 def _link_outputs(link: PagerDutyIncidentLink, *, deduplicated: bool) -> dict:
     return {
         "incident_id": link.pagerduty_incident_id,
@@ -92,7 +102,7 @@ def _save_link(ctx: StepContext, pd_incident: dict, *, service_id: str, incident
 # --- pagerduty.create_incident -----------------------------------------------------------------
 
 
-class CreateIncident:
+class CreateIncident(Action):
     def plan(self, ctx: StepContext) -> PlannedRequest:
         title = _required(ctx, "title")
         responder_id = (ctx.rendered.get("responder_id") or "").strip()
@@ -116,8 +126,7 @@ class CreateIncident:
         return PlannedRequest("POST", "/incidents", body, _from_email(ctx))
 
     def execute(self, ctx: StepContext, planned: PlannedRequest) -> dict:
-        incident = planned.body["incident"]
-        key, service_id = incident["incident_key"], incident["service"]["id"]
+        key, service_id = self._key(planned)
         link = (
             PagerDutyIncidentLink.objects.filter(
                 incident=ctx.incident,
@@ -131,17 +140,26 @@ class CreateIncident:
         )
         if link is not None:
             return _link_outputs(link, deduplicated=True)
-        if ctx.recovering:
-            # An earlier execution may have created it and died before recording the answer.
-            adopted = self._adopt(ctx, key, service_id)
-            if adopted is not None:
-                return adopted
+        found = []
+
+        def look_up():
+            # An attempt may have opened it although its answer was lost: PagerDuty knows by key.
+            incidents = ctx.client.find_open_incidents(
+                incident_key=key, service_id=service_id, max_attempts=ctx.client.retry.lookup_attempts
+            )
+            if not incidents:
+                return None
+            found.append(incidents[0])
+            return {"incident": incidents[0]}
+
         try:
-            created = ctx.client.create_incident(planned.body, from_email=planned.from_email)
+            created = ctx.client.create_incident(planned.body, from_email=planned.from_email, verify=look_up)
         except PagerDutyError as exc:
+            if exc.outcome_unknown:
+                raise _outcome_unknown(planned, exc) from exc
             if not is_dedup_conflict(exc):
                 raise
-            adopted = self._adopt(ctx, key, service_id)
+            adopted = self.reconcile(ctx, planned)
             if adopted is None:
                 raise StepFailed(
                     f"PagerDuty refused a duplicate of incident_key {key!r} but lists no open incident with that "
@@ -149,14 +167,22 @@ class CreateIncident:
                 ) from exc
             return adopted
         link = _save_link(ctx, created, service_id=service_id, incident_key=key)
-        return _link_outputs(link, deduplicated=False)
+        return _link_outputs(link, deduplicated=bool(found))
 
-    def _adopt(self, ctx: StepContext, key: str, service_id: str) -> dict | None:
-        found = ctx.client.find_open_incidents(incident_key=key, service_id=service_id)
+    def reconcile(self, ctx: StepContext, planned: PlannedRequest) -> dict | None:
+        key, service_id = self._key(planned)
+        found = ctx.client.find_open_incidents(
+            incident_key=key, service_id=service_id, max_attempts=ctx.client.retry.lookup_attempts
+        )
         if not found:
             return None
         link = _save_link(ctx, found[0], service_id=service_id, incident_key=key)
         return _link_outputs(link, deduplicated=True)
+
+    @staticmethod
+    def _key(planned: PlannedRequest) -> tuple[str, str]:
+        incident = planned.body["incident"]
+        return incident["incident_key"], incident["service"]["id"]
 
 
 register(
@@ -228,7 +254,7 @@ register(
 _SPLIT = re.compile(r"[,\s]+")
 
 
-class AddResponder:
+class AddResponder(Action):
     def plan(self, ctx: StepContext) -> PlannedRequest:
         incident_id = _incident_id(ctx)
         if not incident_id:
@@ -253,31 +279,90 @@ class AddResponder:
         return PlannedRequest("POST", f"/incidents/{incident_id}/responder_requests", body, sender)
 
     def execute(self, ctx: StepContext, planned: PlannedRequest) -> dict:
-        if ctx.recovering:
-            answered = [
-                e for e in ctx.previous_exchanges if e.method == "POST" and e.url.endswith("/responder_requests")
-            ]
-            if answered and answered[-1].status and 200 <= answered[-1].status < 300:
-                return self._outputs(planned, answered[-1].response_body or {})
-            # A responder request has no dedup key: re-sending could page the responder twice.
-            raise StepFailed(
-                "Outcome unknown: an earlier attempt at this step was interrupted (worker stopped) and may "
-                "have reached PagerDuty. Not re-sent, to avoid paging twice; check the PagerDuty incident, "
-                "then re-run from this step if the responder was not added"
-            )
-        answer = ctx.client.create_responder_request(
-            planned.path.split("/")[2], planned.body, from_email=planned.from_email
-        )
-        return self._outputs(planned, answer or {})
+        adopted = []
 
-    def _outputs(self, planned: PlannedRequest, answer: dict) -> dict:
+        def look_up():
+            request = self._find_sent(ctx, planned)
+            if request is None:
+                return None
+            adopted.append(request)
+            return {"responder_request": request}
+
+        try:
+            answer = ctx.client.create_responder_request(
+                planned.path.split("/")[2], planned.body, from_email=planned.from_email, verify=look_up
+            )
+        except PagerDutyError as exc:
+            if exc.outcome_unknown:
+                raise _outcome_unknown(planned, exc) from exc
+            raise
+        return self._outputs(planned, answer or {}, deduplicated=bool(adopted))
+
+    def reconcile(self, ctx: StepContext, planned: PlannedRequest) -> dict | None:
+        answered = [e for e in ctx.previous_exchanges if e.method == "POST" and e.url.endswith("/responder_requests")]
+        if answered and answered[-1].status and 200 <= answered[-1].status < 300:
+            return self._outputs(planned, answered[-1].response_body or {}, deduplicated=True)
+        request = self._find_sent(ctx, planned)
+        if request is None:
+            return None
+        return self._outputs(planned, {"responder_request": request}, deduplicated=True)
+
+    def _find_sent(self, ctx: StepContext, planned: PlannedRequest) -> dict | None:
+        """The responder request this step sent, as PagerDuty lists it on the incident, or None.
+
+        PagerDuty keeps every responder request on the incident (`responder_requests`): ours is the
+        one with our requester, message and targets, made no earlier than this step started (less
+        a margin for the two clocks). An identical request by someone else in that window would be
+        taken for ours: the responders were asked either way, which is what the step is for.
+        """
+        incident = ctx.client.get_incident(planned.path.split("/")[2], max_attempts=ctx.client.retry.lookup_attempts)
+        made = incident.get("responder_requests")
+        if made is None:
+            raise StepFailed(
+                outcome_unknown_message(
+                    planned, "PagerDuty lists no responder_requests on the incident, so whether it was sent is unknown"
+                )
+            )
+        since = (ctx.step_run.started_at if ctx.step_run else None) or timezone.now()
+        since -= CLOCK_MARGIN
+        wanted = {t["responder_request_target"]["id"] for t in planned.body["responder_request_targets"]}
+        for request in reversed(made):
+            targets = {
+                (t.get("responder_request_target") or t).get("id")
+                for t in request.get("responder_request_targets") or []
+                if isinstance(t, dict)
+            }
+            if (
+                (request.get("requester") or {}).get("id") == planned.body["requester_id"]
+                and request.get("message") == planned.body["message"]
+                and wanted <= targets
+                and _not_before(request.get("requested_at"), since)
+            ):
+                return request
+        return None
+
+    def _outputs(self, planned: PlannedRequest, answer: dict, *, deduplicated: bool = False) -> dict:
         request = answer.get("responder_request") or {}
         return {
             "incident_id": planned.path.split("/")[2],
             "requester_id": planned.body["requester_id"],
             "responder_ids": [t["responder_request_target"]["id"] for t in planned.body["responder_request_targets"]],
             "responder_request_id": request.get("id", ""),
+            "deduplicated": deduplicated,
         }
+
+
+# PagerDuty stamps requests with its own clock: allow for a difference with ours.
+CLOCK_MARGIN = timedelta(minutes=2)
+
+
+def _not_before(stamp, since: datetime) -> bool:
+    try:
+        made = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+    except ValueError:
+        # An unreadable time is taken as recent: adopting a request wrongly is better than paging twice.
+        return True
+    return (made if made.tzinfo else made.replace(tzinfo=UTC)) >= since
 
 
 register(
@@ -316,6 +401,7 @@ register(
             "requester_id": "PagerDuty user id of the requester",
             "responder_ids": "Ids of the responders requested",
             "responder_request_id": "Id of the responder request, when PagerDuty returns one",
+            "deduplicated": "true when an earlier attempt's request was found on the incident and not sent again",
         },
         implementation=AddResponder(),
     )
@@ -325,7 +411,7 @@ register(
 # --- pagerduty.resolve_incident ----------------------------------------------------------------
 
 
-class ResolveIncident:
+class ResolveIncident(Action):
     def plan(self, ctx: StepContext) -> PlannedRequest:
         incident_id = _incident_id(ctx)
         if not incident_id:
@@ -336,8 +422,16 @@ class ResolveIncident:
     def execute(self, ctx: StepContext, planned: PlannedRequest) -> dict:
         incident_id = planned.path.split("/")[2]
         already = False
+
+        def look_up():
+            # Resolving is idempotent, but a resolve whose answers all failed may still have landed.
+            incident = ctx.client.get_incident(incident_id, max_attempts=ctx.client.retry.lookup_attempts)
+            return {"incident": incident} if incident.get("status") == "resolved" else None
+
         try:
-            resolved = ctx.client.update_incident(incident_id, planned.body, from_email=planned.from_email)
+            resolved = ctx.client.update_incident(
+                incident_id, planned.body, from_email=planned.from_email, verify=look_up
+            )
             status = resolved.get("status", "resolved")
         except PagerDutyBadRequest as exc:
             # Resolving twice (a retry, a re-run) is the outcome we wanted, not a failure.
@@ -348,6 +442,9 @@ class ResolveIncident:
             status=status
         )
         return {"incident_id": incident_id, "status": status, "already_resolved": already}
+
+    def reconcile(self, ctx: StepContext, planned: PlannedRequest) -> dict | None:
+        return None  # resolving again is harmless: PagerDuty answers "already resolved"
 
 
 register(

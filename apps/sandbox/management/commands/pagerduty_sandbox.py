@@ -44,6 +44,12 @@ class Command(BaseCommand):
         parser.add_argument("--error-rate", type=float, default=0.0, help="fraction (0..1) of requests that fail")
         parser.add_argument("--error-statuses", default="500,503", help="statuses random failures use")
         parser.add_argument("--latency-ms", type=float, default=0, help="added to every request")
+        parser.add_argument(
+            "--lost-answer-rate",
+            type=float,
+            default=0.0,
+            help="fraction (0..1) of requests carried out whose answer is then lost (connection dropped)",
+        )
         parser.add_argument("--fault-seed", type=int, default=0, help="seed of the random-failure generator")
         parser.add_argument("--no-contract", action="store_true", help="skip the OpenAPI request check")
         parser.add_argument("--quiet", action="store_true", help="do not log each request")
@@ -57,6 +63,7 @@ class Command(BaseCommand):
                 error_statuses=_statuses(options["error_statuses"]),
                 latency_ms=options["latency_ms"],
                 seed=options["fault_seed"],
+                lost_answer_rate=options["lost_answer_rate"],
             )
         except ValueError as exc:
             raise CommandError(str(exc)) from exc

@@ -32,6 +32,12 @@ class ActionPermissions(permissions.BasePermission):
         user = request.user
         if not (user and user.is_authenticated):
             return False
+        method = request.method.lower()
+        no_such_action = getattr(view, "action_map", None) is not None and getattr(view, "action", None) is None
+        if no_such_action or method not in getattr(view, "http_method_names", (method,)):
+            # The viewset has no action for this method: DRF answers 405 (true, and documented) to
+            # anyone with a role; someone with no role still meets 403 everywhere.
+            return user_has_role(user)
         declared = getattr(view, "action_permissions", None) or {}
         action = getattr(view, "action", None) or request.method.lower()
         required = declared.get(action)

@@ -72,7 +72,9 @@ class ApiAutoSchema(AutoSchema):
             statuses[413] = f"The request body is larger than {MAX_REQUEST_BODY_BYTES:,} bytes."
             statuses[415] = "The request body is not application/json."
         statuses[500] = "An internal error; `correlation_id` identifies it in the service's log."
-        return statuses
+        # A view that can answer more (e.g. 404 for a name given in the query) says so itself.
+        statuses.update(getattr(self.view, "extra_error_statuses", None) or {})
+        return dict(sorted(statuses.items()))
 
     def get_operation(self, path, path_regex, path_prefix, method, registry):
         operation = super().get_operation(path, path_regex, path_prefix, method, registry)

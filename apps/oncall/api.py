@@ -7,16 +7,17 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
-from rest_framework import serializers, status, viewsets
-from rest_framework.exceptions import ValidationError
+from rest_framework import serializers, viewsets
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.core.api_fields import StrictModelSerializer
+from apps.core.errors import DomainError
 from apps.core.query_params import query_boolean, query_datetime
 from apps.oncall import selectors
-from apps.oncall.live import oncall_live_fetch
+from apps.oncall.live import MAX_IDS, PD_ID_PATTERN, oncall_live_fetch, oncall_snapshot_only
 from apps.oncall.models import OncallEscalationPolicy, OncallSchedule, OncallUser
 from apps.pagerduty.errors import PagerDutyError
 from apps.pagerduty.models import PagerDutyConnection
@@ -219,9 +220,9 @@ class CanViewOncall(BasePermission):
 
 
 def _time_param(params, name: str) -> datetime | None:
-    raw = params.get(name)
-    if not raw:
+    if name not in params:
         return None
+    raw = params.get(name)
     try:
         value = parse_datetime(raw)
     except ValueError:
@@ -239,26 +240,39 @@ def live_connection(name: str | None) -> PagerDutyConnection:
     return only[0] if len(only) == 1 else connection_get(name="default")
 
 
+_IDS = {"type": "array", "maxItems": MAX_IDS, "items": {"type": "string", "pattern": PD_ID_PATTERN}}
+
+
 class OncallNowView(APIView):
     """Who is on call, live from PagerDuty (GET /oncalls), with overrides, next shifts, contact methods and gaps."""
 
     permission_classes = [IsAuthenticated, CanViewOncall]
+    extra_error_statuses = {404: "No PagerDuty connection has the name given in `connection`."}
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("connection", str, description="PagerDuty connection name (default: the only one)"),
-            OpenApiParameter("since", str, description="ISO 8601 with a zone; default now"),
-            OpenApiParameter("until", str, description="ISO 8601 with a zone; default since; at most 90 days"),
-            OpenApiParameter("schedule_ids", str, many=True, description="PagerDuty schedule ids (comma-separated)"),
             OpenApiParameter(
-                "escalation_policy_ids", str, many=True, description="PagerDuty escalation policy ids (comma-separated)"
+                "connection", str, description="PagerDuty connection name (default: the only one); unknown: 404"
+            ),
+            OpenApiParameter("since", OpenApiTypes.DATETIME, description="ISO 8601 with a zone; default now"),
+            OpenApiParameter(
+                "until", OpenApiTypes.DATETIME, description="ISO 8601 with a zone; default since; at most 90 days"
+            ),
+            OpenApiParameter("schedule_ids", _IDS, description="PagerDuty schedule ids (also comma-separated)"),
+            OpenApiParameter(
+                "escalation_policy_ids", _IDS, description="PagerDuty escalation policy ids (also comma-separated)"
             ),
         ],
         responses={200: dict},
+        description="Live from PagerDuty. When PagerDuty fails or refuses, the answer is still 200: "
+        "`source` is `snapshot` (the imported answer from the last sync) and `notes` says why.",
     )
     def get(self, request):
         params = request.query_params
-        connection = live_connection(params.get("connection"))
+        try:
+            connection = live_connection(params.get("connection"))
+        except DomainError as exc:
+            raise NotFound(str(exc)) from None
         since, until = _time_param(params, "since"), _time_param(params, "until")
         schedule_ids = [*params.getlist("schedule_ids"), *params.getlist("schedule_ids[]")]
         policy_ids = [*params.getlist("escalation_policy_ids"), *params.getlist("escalation_policy_ids[]")]
@@ -271,6 +285,11 @@ class OncallNowView(APIView):
                 escalation_policy_ids=policy_ids,
             )
         except PagerDutyError as exc:
-            # Our request was valid (checked above): PagerDuty refusing or failing is a bad gateway, not a 500.
-            return Response({"message": f"PagerDuty did not answer: {exc}"}, status=status.HTTP_502_BAD_GATEWAY)
+            # Our request was valid (checked above); PagerDuty refusing or failing leaves the imported
+            # answer, marked `source: snapshot` with the reason, rather than an error.
+            return Response(
+                oncall_snapshot_only(
+                    connection=connection, since=since, until=until, schedule_ids=schedule_ids, reason=str(exc)
+                )
+            )
         return Response(live.as_dict())

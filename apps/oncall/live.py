@@ -51,7 +51,8 @@ MAX_OVERRIDE_SCHEDULES = 50
 MAX_NEXT_SHIFT_CALLS = 6
 NEXT_SHIFT_ROUNDS = 2
 SNAPSHOT_LIMIT = 100
-_PD_ID = re.compile(r"^P[A-Z0-9]{5,}$")
+PD_ID_PATTERN = r"^P[A-Z0-9]{5,}$"
+_PD_ID = re.compile(r"P[A-Z0-9]{5,}")
 _SCHEDULE_TARGETS = (EscalationTarget.Type.SCHEDULE, EscalationTarget.Type.SCHEDULE_V3)
 
 
@@ -213,26 +214,32 @@ class LiveOnCall:
 # --- input ---------------------------------------------------------------------------------------
 
 
-def live_window_clean(*, since: datetime | None, until: datetime | None, now: datetime) -> tuple[datetime, datetime]:
-    """Both default to now; aware times only; until ≥ since; at most 90 days long and 90 days ahead."""
+def live_window_clean(
+    *, since: datetime | None, until: datetime | None, now: datetime, notes: list[str] | None = None
+) -> tuple[datetime, datetime]:
+    """Both default to now (until: to since); aware times only. PagerDuty computes on-call for at most
+    90 days, at most 90 days ahead: a window beyond that is narrowed, and `notes` says how — the
+    answer carries the window it covers, so nothing is cut silently."""
+    notes = notes if notes is not None else []
     for name, value in (("since", since), ("until", until)):
         if value is not None and timezone.is_naive(value):
             raise DomainError("Give a time with a zone, e.g. 2026-11-23T09:00:00Z.", field=name)
     since = (since or now).astimezone(UTC).replace(microsecond=0)
-    until = (until or max(now, since)).astimezone(UTC).replace(microsecond=0)
+    until = (until or since).astimezone(UTC).replace(microsecond=0)
+    horizon = (now + MAX_WINDOW).astimezone(UTC).replace(microsecond=0)
     if until < since:
-        raise DomainError("until must not be before since.", field="until")
+        notes.append(f"until ({_iso(until)}) was before since: answering for the moment {_iso(since)}.")
+        until = since
     if until - since > MAX_WINDOW:
-        raise DomainError(
-            f"The window is {(until - since).days} days long; PagerDuty computes on-call for at most 90 days. "
-            "Ask for a shorter window.",
-            field="until",
+        notes.append(
+            f"The window asked for is {(until - since).days} days long; PagerDuty computes on-call for at most "
+            f"90 days, so this answer stops at {_iso(since + MAX_WINDOW)}."
         )
-    if until > now + MAX_WINDOW:
-        raise DomainError(
-            f"PagerDuty computes on-call at most 90 days ahead: until must be before {_iso(now + MAX_WINDOW)}.",
-            field="until",
-        )
+        until = since + MAX_WINDOW
+    if until > horizon:
+        notes.append(f"PagerDuty computes on-call at most 90 days ahead: this answer stops at {_iso(horizon)}.")
+        until = horizon
+        since = min(since, horizon)
     return since, until
 
 
@@ -240,10 +247,10 @@ def live_ids_clean(values, *, field_name: str) -> list[str]:
     ids: list[str] = []
     for value in values or ():
         for part in str(value).split(","):
-            part = part.strip()
+            part = part.strip(" ")
             if part and part not in ids:
                 ids.append(part)
-    bad = [i for i in ids if not _PD_ID.match(i)]
+    bad = [i for i in ids if not _PD_ID.fullmatch(i)]
     if bad:
         raise DomainError(f"Not PagerDuty ids: {', '.join(bad[:5])} (they look like PABC123).", field=field_name)
     if len(ids) > MAX_IDS:
@@ -411,13 +418,15 @@ def oncall_live_fetch(
     now: datetime | None = None,
 ) -> LiveOnCall:
     now = now or timezone.now()
-    since, until = live_window_clean(since=since, until=until, now=now)
+    window_notes: list[str] = []
+    since, until = live_window_clean(since=since, until=until, now=now, notes=window_notes)
     schedule_ids = live_ids_clean(schedule_ids, field_name="schedule_ids")
     policy_ids = live_ids_clean(escalation_policy_ids, field_name="escalation_policy_ids")
     client = client or connection_client(connection=connection)
     started = client.requests_made
     reader = _LiveReader(connection, client, now)
     notes = reader.notes
+    notes.extend(window_notes)
 
     entries, complete = client.list_oncalls(
         since=_iso(since),
@@ -521,6 +530,37 @@ def oncall_live_fetch(
         requests=client.requests_made - started,
         notes=notes,
     )
+
+
+def oncall_snapshot_only(
+    *, connection: PagerDutyConnection, since: datetime | None, until: datetime | None, schedule_ids=(), reason: str
+) -> dict:
+    """What we can still say when PagerDuty does not answer: the imported answer, marked as such.
+
+    Who is on call is asked for in an incident; an SRE is better served by the last sync (with its
+    age and the reason PagerDuty failed) than by an error page."""
+    now = timezone.now()
+    notes = [f"PagerDuty did not answer ({reason}); showing the imported snapshot from the last sync only."]
+    since, until = live_window_clean(since=since, until=until, now=now, notes=notes)
+    ids = live_ids_clean(schedule_ids, field_name="schedule_ids") or list(
+        OncallSchedule.objects.filter(connection=connection, deleted_upstream_at__isnull=True)
+        .order_by("name")
+        .values_list("pagerduty_id", flat=True)[:SNAPSHOT_LIMIT]
+    )
+    return {
+        "source": "snapshot",
+        "connection": connection.name,
+        "since": _iso(since),
+        "until": _iso(until),
+        "fetched_at": None,
+        "oncalls": [],
+        "people": [],
+        "gaps": [],
+        "overrides": {},
+        "snapshot": _snapshot(connection, [], since, list(ids)[:SNAPSHOT_LIMIT]),
+        "requests": 0,
+        "notes": notes,
+    }
 
 
 def _gaps(connection, shifts, since, until, schedule_ids, policy_ids, notes) -> list[Gap]:

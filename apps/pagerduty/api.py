@@ -1,28 +1,98 @@
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from apps.core.api_fields import StrictCharField, StrictModelSerializer
+from apps.core.api_fields import StrictCharField, StrictModelSerializer, StrictURLField
 from apps.core.errors import Conflict
 from apps.core.limits import PAGERDUTY_API_KEY_MAX
 from apps.pagerduty import services
 from apps.pagerduty.models import PagerDutyConnection
-from apps.pagerduty.validators import validate_api_key
+from apps.pagerduty.validators import (
+    DESTINATION_FIELDS,
+    allowed_url_pattern,
+    api_key_problem,
+    validate_pagerduty_url,
+)
+
+# Spaces and line breaks around a pasted key are trimmed; the key itself is printable ASCII (a
+# header value). The schema says exactly that, so a client knows what will be accepted.
+_KEY_EDGE = "[ \\t\\r\\n]*"
+_TRIMMED = " \t\r\n"
+
+
+class ApiKeyField(StrictCharField):
+    """Write-only. Blank (or only spaces) on update keeps the stored key; a new connection needs one."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("write_only", True)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        # On what was sent, before trimming: the documented maxLength is of the request's text.
+        if len(value) > PAGERDUTY_API_KEY_MAX:
+            raise serializers.ValidationError(f"Ensure this field has no more than {PAGERDUTY_API_KEY_MAX} characters.")
+        value = value.strip(_TRIMMED)
+        if not value and not self.allow_blank:
+            raise serializers.ValidationError("A new connection needs an API key.")
+        if value:
+            problem = api_key_problem(value)
+            if problem:
+                raise serializers.ValidationError(f"This API key {problem}.")
+        return value
+
+
+class ApiKeyFieldSchema(OpenApiSerializerFieldExtension):
+    target_class = ApiKeyField
+
+    def map_serializer_field(self, auto_schema, direction):
+        key = f"[!-~]+{_KEY_EDGE}"
+        pattern = f"^{_KEY_EDGE}(?:{key})?$" if self.target.allow_blank else f"^{_KEY_EDGE}{key}$"
+        return {"type": "string", "writeOnly": True, "maxLength": PAGERDUTY_API_KEY_MAX, "pattern": pattern}
+
+
+class PagerDutyURLField(StrictURLField):
+    """A PagerDuty base URL a stored key may be sent to (PAGERDUTY_ALLOWED_HOSTS, https but for loopback)."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("max_length", 200)
+        super().__init__(**kwargs)
+        self.validators.append(validate_pagerduty_url)
+
+
+class PagerDutyURLFieldSchema(OpenApiSerializerFieldExtension):
+    target_class = PagerDutyURLField
+
+    def map_serializer_field(self, auto_schema, direction):
+        schema = {"type": "string", "maxLength": self.target.max_length}
+        if direction == "request":
+            schema["pattern"] = allowed_url_pattern()
+        return schema
+
+
+# A changed api_url or events_url needs the key in the same request (PagerDutyConnection.clean):
+# a stored key never follows a URL it was not entered for. Sending either field counts as a change.
+_URL_NEEDS_KEY = {
+    "allOf": [
+        {
+            "anyOf": [
+                {"not": {"required": [name]}},
+                {"required": ["api_key"], "properties": {"api_key": {"type": "string", "pattern": "[!-~]"}}},
+            ]
+        }
+        for name in DESTINATION_FIELDS
+    ]
+}
 
 
 class PagerDutyConnectionSerializer(StrictModelSerializer):
-    # Write-only: accepted on create/update, never returned. Blank on update keeps the stored key.
-    # Changing api_url or events_url needs it in the same request (PagerDutyConnection.clean): a
-    # stored key never follows a changed URL.
-    api_key = StrictCharField(
-        write_only=True,
-        required=False,
-        allow_blank=True,
-        max_length=PAGERDUTY_API_KEY_MAX,
-        validators=[validate_api_key],
-    )
+    api_key = ApiKeyField(required=False, allow_blank=True)
+    api_url = PagerDutyURLField(required=False, help_text="EU accounts: https://api.eu.pagerduty.com")
+    events_url = PagerDutyURLField(required=False, help_text="EU accounts: https://events.eu.pagerduty.com")
     has_api_key = serializers.BooleanField(read_only=True)
+    openapi_extra = _URL_NEEDS_KEY
 
     class Meta:
         model = PagerDutyConnection
@@ -42,7 +112,6 @@ class PagerDutyConnectionSerializer(StrictModelSerializer):
             "updated_at",
         ]
         read_only_fields = ["last_tested_at", "last_test_ok", "last_test_message", "created_at", "updated_at"]
-        extra_kwargs = {"api_url": {"required": False}, "events_url": {"required": False}}
 
     def validate(self, attrs):
         if self.instance is None and not attrs.get("api_key"):
@@ -67,9 +136,7 @@ class PagerDutyConnectionSerializer(StrictModelSerializer):
 
 
 class PagerDutyConnectionCreateSerializer(PagerDutyConnectionSerializer):
-    api_key = StrictCharField(
-        write_only=True, min_length=1, max_length=PAGERDUTY_API_KEY_MAX, help_text="REST API key; write-only"
-    )
+    api_key = ApiKeyField(help_text="REST API key; write-only")
 
 
 class ConnectionTestResultSerializer(serializers.Serializer):

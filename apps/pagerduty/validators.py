@@ -9,6 +9,7 @@ own and receive `Authorization: Token token=<the stored key>` on the next test o
 """
 
 import ipaddress
+import re
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -67,6 +68,34 @@ def url_problem(url) -> str | None:
             "whoever deploys this service can add it"
         )
     return None
+
+
+# The tail of a URL after its host: an optional port 1–65535, a path and a query of RFC 3986
+# characters, no fragment (apps.core.api_fields.HTTP_URL, minus port 0, which url_problem refuses).
+_PORT = r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+_PCHAR = r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})"
+_TAIL = rf"(?::{_PORT})?(?:/{_PCHAR}*)?(?:\?(?:{_PCHAR}|\?)*)?\Z"
+_ANY_HOST = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
+_LOOPBACK = r"(?:[Ll][Oo][Cc][Aa][Ll][Hh][Oo][Ss][Tt]|127\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3})"
+
+
+def _any_case(text: str) -> str:
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else re.escape(c) for c in text)
+
+
+def allowed_url_pattern() -> str:
+    """The URLs url_problem accepts, as a regular expression for the API schema (built from the
+    settings when the schema is generated, so what a client reads is what the server enforces)."""
+    https, either = "[Hh][Tt][Tt][Pp][Ss]://", "[Hh][Tt][Tt][Pp][Ss]?://"
+    hosts = allowed_hosts()
+    if ANY_HOST in hosts:
+        alternatives = [https + _ANY_HOST, either + _LOOPBACK]
+    else:
+        alternatives = []
+        for host in hosts:
+            written = rf"\[{re.escape(host)}\]" if ":" in host else _any_case(host)
+            alternatives.append((either if is_loopback(host) else https) + written)
+    return "^(?:" + "|".join(alternatives or ["(?!)"]) + ")" + _TAIL
 
 
 def validate_pagerduty_url(value) -> None:

@@ -76,7 +76,7 @@ def wired_to_private_broker(private_broker, procfile, sandbox, django_user_model
     connection.service_mappings.create(service="", pagerduty_service_id="PSVC001")
     call_command("load_runbooks", str(RUNBOOKS))
     api = APIClient()
-    api.force_authenticate(django_user_model.objects.create_user("broker-drill"))
+    api.force_authenticate(django_user_model.objects.create_superuser("broker-drill"))
     procfile.worker("worker", queue=QUEUE, concurrency=2, CELERY_BROKER_URL=private_broker.url)
     return api, state, procfile, private_broker
 

@@ -61,7 +61,7 @@ def web(real_services, transactional_db, tmp_path):
                 process.kill()
                 pytest.fail(f"gunicorn did not start: {(tmp_path / 'gunicorn.log').read_text()[-2000:]}")
             time.sleep(0.2)
-    user = get_user_model().objects.create_user("web", password="pw-web-123456")
+    user = get_user_model().objects.create_superuser("web", password="pw-web-123456")
     yield port, Token.objects.create(user=user).key
     process.terminate()
     process.wait(timeout=10)

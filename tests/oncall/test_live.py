@@ -201,11 +201,30 @@ def test_beside_the_imported_snapshot(live_connection, frozen):
 
 
 @pytest.mark.parametrize(
+    ("kwargs", "window", "words"),
+    [
+        ({"since": NOW, "until": NOW + timedelta(days=91)}, (NOW, NOW + timedelta(days=90)), "at most 90 days"),
+        (
+            {"since": NOW + timedelta(days=60), "until": NOW + timedelta(days=95)},
+            (NOW + timedelta(days=60), NOW + timedelta(days=90)),
+            "90 days ahead",
+        ),
+        ({"since": NOW, "until": NOW - timedelta(hours=1)}, (NOW, NOW), "before since"),
+    ],
+)
+def test_a_window_pagerduty_cannot_compute_is_narrowed_and_the_answer_says_so(
+    live_connection, frozen, kwargs, window, words
+):
+    live = fetch(live_connection, **kwargs)
+    assert (live.since, live.until) == window
+    assert any(words in note for note in live.notes)
+    asked = next(r for r in frozen.state.requests if r["path"] == "/oncalls")
+    assert asked["query"]["since"] == [iso(window[0])] and asked["query"]["until"] == [iso(window[1])]
+
+
+@pytest.mark.parametrize(
     ("kwargs", "field", "words"),
     [
-        ({"since": NOW, "until": NOW + timedelta(days=91)}, "until", "at most 90 days"),
-        ({"since": NOW + timedelta(days=60), "until": NOW + timedelta(days=95)}, "until", "90 days ahead"),
-        ({"since": NOW, "until": NOW - timedelta(hours=1)}, "until", "before since"),
         ({"since": NOW.replace(tzinfo=None)}, "since", "zone"),
         ({"schedule_ids": ["nope"]}, "schedule_ids", "Not PagerDuty ids"),
         ({"escalation_policy_ids": [f"PEP{i:04d}" for i in range(51)]}, "escalation_policy_ids", "At most 50"),
@@ -268,22 +287,30 @@ def test_api_now_flags_a_gap(api_connection, stand_in, fast_retries):
     assert gaps == {("schedule", CHECKOUT_SCHEDULE_ID), ("escalation_level", 1)}
 
 
-def test_api_now_refuses_a_long_window_with_a_clear_400(api_connection, fast_retries):
-    since = datetime.now(UTC)
+def test_api_now_narrows_a_long_window_and_refuses_what_is_not_a_time(api_connection, stand_in, fast_retries):
+    since = datetime.now(UTC).replace(microsecond=0)
     response = viewer().get("/api/v1/oncall/now/", {"since": iso(since), "until": iso(since + timedelta(days=100))})
-    assert response.status_code == 400
-    assert "90 days" in response.json()["message"] and "until" in response.json()["errors"]
+    assert response.status_code == 200
+    body = response.json()
+    assert body["until"] == iso(since + timedelta(days=90)) and any("90 days" in n for n in body["notes"])
     response = viewer().get("/api/v1/oncall/now/", {"since": "tomorrow"})
     assert response.status_code == 400 and "ISO 8601" in response.json()["message"]
     response = viewer().get("/api/v1/oncall/now/", {"connection": "nope"})
-    assert response.status_code == 400 and "No PagerDuty connection" in response.json()["message"]
+    assert response.status_code == 404 and "No PagerDuty connection" in response.json()["message"]
 
 
-def test_api_now_when_pagerduty_fails_is_a_502_not_a_500(api_connection, stand_in, fast_retries, settings):
+def test_api_now_when_pagerduty_fails_answers_the_imported_snapshot_and_why(
+    api_connection, stand_in, fast_retries, settings
+):
     settings.PAGERDUTY_MAX_ATTEMPTS = 2
     stand_in.state.add_script({"method": "GET", "path": "/oncalls", "status": 503, "times": 2})
     response = viewer().get("/api/v1/oncall/now/")
-    assert response.status_code == 502 and "503" in response.json()["message"]
+    assert response.status_code == 200
+    body = response.json()
+    assert body["source"] == "snapshot" and body["oncalls"] == [] and body["fetched_at"] is None
+    assert "PagerDuty did not answer" in body["notes"][0] and "503" in body["notes"][0]
+    snapshot = {row["schedule"]["id"]: row for row in body["snapshot"]}
+    assert snapshot[CHECKOUT_SCHEDULE_ID]["imported"] is True
 
 
 def test_api_now_needs_the_permission_to_read_oncall_data(api_connection, stand_in):

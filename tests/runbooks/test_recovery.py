@@ -75,7 +75,7 @@ def test_status_change_with_the_broker_down_answers_200_and_the_sweep_dispatches
 ):
     make_runbook()
     incident = IncidentFactory()
-    user = get_user_model().objects.create_user("ops")
+    user = get_user_model().objects.create_superuser("ops")
     api = APIClient()
     api.force_authenticate(user)
 

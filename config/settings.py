@@ -231,6 +231,8 @@ ONCALL_SYNC_LEASE_SECONDS = env.int("ONCALL_SYNC_LEASE_SECONDS", default=120)
 
 # --- PagerDuty client -----------------------------------------------------------------------
 PAGERDUTY_TIMEOUT_SECONDS = env.float("PAGERDUTY_TIMEOUT_SECONDS", default=10.0)
+# For reads made while someone waits on a page or an API answer (live on-call).
+PAGERDUTY_INTERACTIVE_TIMEOUT_SECONDS = env.float("PAGERDUTY_INTERACTIVE_TIMEOUT_SECONDS", default=4.0)
 PAGERDUTY_MAX_ATTEMPTS = env.int("PAGERDUTY_MAX_ATTEMPTS", default=5)
 PAGERDUTY_BACKOFF_BASE_SECONDS = env.float("PAGERDUTY_BACKOFF_BASE_SECONDS", default=1.0)
 PAGERDUTY_BACKOFF_CAP_SECONDS = env.float("PAGERDUTY_BACKOFF_CAP_SECONDS", default=30.0)

@@ -24,6 +24,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from django.conf import settings
 from django.utils import timezone
 
 from apps.core.errors import DomainError
@@ -36,7 +37,7 @@ from apps.oncall.models import (
     OncallUser,
     ScheduleEntry,
 )
-from apps.pagerduty.client import PagerDutyClient
+from apps.pagerduty.client import PagerDutyClient, RetryPolicy
 from apps.pagerduty.errors import PagerDutyNotFound
 from apps.pagerduty.models import PagerDutyConnection
 from apps.pagerduty.services import connection_client
@@ -45,6 +46,9 @@ from apps.pagerduty.services import connection_client
 MAX_WINDOW = timedelta(days=90)
 MAX_IDS = 50
 MAX_ONCALL_PAGES = 20
+# Live on-call is read while a person (or an API caller) waits: a slow or unreachable PagerDuty
+# falls back to the snapshot within seconds instead of holding a web worker through five retries.
+LIVE_READ_RETRY = RetryPolicy(max_attempts=2, backoff_base=0.5, backoff_cap=1.0, max_announced_wait=2.0)
 # One overrides request per schedule: beyond this many schedules in one answer, narrow the question.
 MAX_OVERRIDE_SCHEDULES = 50
 # Next shifts: one request per distinct hand-off time, for at most this many times and rounds.
@@ -422,7 +426,9 @@ def oncall_live_fetch(
     since, until = live_window_clean(since=since, until=until, now=now, notes=window_notes)
     schedule_ids = live_ids_clean(schedule_ids, field_name="schedule_ids")
     policy_ids = live_ids_clean(escalation_policy_ids, field_name="escalation_policy_ids")
-    client = client or connection_client(connection=connection)
+    client = client or connection_client(
+        connection=connection, retry=LIVE_READ_RETRY, timeout=settings.PAGERDUTY_INTERACTIVE_TIMEOUT_SECONDS
+    )
     started = client.requests_made
     reader = _LiveReader(connection, client, now)
     notes = reader.notes

@@ -313,6 +313,20 @@ def test_api_now_when_pagerduty_fails_answers_the_imported_snapshot_and_why(
     assert snapshot[CHECKOUT_SCHEDULE_ID]["imported"] is True
 
 
+def test_api_now_waits_seconds_not_minutes_when_pagerduty_hangs(api_connection, stand_in, settings):
+    # A page someone waits on: two short attempts, not the five 10-second tries a worker's step gets.
+    settings.PAGERDUTY_INTERACTIVE_TIMEOUT_SECONDS = 0.3
+    assert settings.PAGERDUTY_MAX_ATTEMPTS == 5
+    stand_in.state.reset_requests()
+    stand_in.state.add_script({"method": "GET", "path": "/oncalls", "status": 503, "delay_ms": 1500, "times": 5})
+    response = viewer().get("/api/v1/oncall/now/")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["source"] == "snapshot" and "PagerDuty did not answer" in body["notes"][0]
+    assert "timeout" in body["notes"][0]
+    assert [r["path"] for r in stand_in.state.requests].count("/oncalls") == 2
+
+
 def test_api_now_needs_the_permission_to_read_oncall_data(api_connection, stand_in):
     stand_in.state.reset_requests()
     assert APIClient().get("/api/v1/oncall/now/").status_code in (401, 403)

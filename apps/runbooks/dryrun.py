@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from django.conf import settings
 from django.db import OperationalError
 
 from apps.core.errors import DomainError
@@ -164,7 +165,12 @@ class _Run:
         if name not in self.clients:
             connection = connection_get(name=name)
             reads: list = []
-            client = connection_client(connection=connection, on_exchange=reads.append, retry=DRY_RUN_READ_RETRY)
+            client = connection_client(
+                connection=connection,
+                on_exchange=reads.append,
+                retry=DRY_RUN_READ_RETRY,
+                timeout=settings.PAGERDUTY_INTERACTIVE_TIMEOUT_SECONDS,
+            )
             self.clients[name] = (connection, client, reads)
         return self.clients[name]
 

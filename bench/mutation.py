@@ -27,7 +27,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MUTANTS = ROOT / "mutants"
-REFERENCE = ROOT.parent / "shared" / "pagerduty" / "reference"
+# Where apps.sandbox.contract looks when the variables are unset: shared/ beside the checkout (or,
+# for a git worktree, beside one of its parents).
+REFERENCE = next(
+    (d / "shared" / "pagerduty" / "reference" for d in ROOT.parents if (d / "shared" / "pagerduty").is_dir()),
+    ROOT.parent / "shared" / "pagerduty" / "reference",
+)
 SPECS = {
     "PAGERDUTY_OPENAPI_SPEC": REFERENCE / "REST" / "openapiv3.json",
     "PAGERDUTY_EVENTS_OPENAPI_SPEC": REFERENCE / "events-v2" / "openapiv3.json",

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 PORT ?= 8000
 SANDBOX_PORT ?= 8765
 
-.PHONY: run test lint format bench drill install demo-setup clean
+.PHONY: run test lint format bench drill mutation install demo-setup clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -63,5 +63,10 @@ bench: $(STAMP)
 drill: $(STAMP)
 	$(BIN)/python bench/drill.py $(DRILL_ARGS)
 
+# mutmut over the fast unit tests, module by module; scores and equivalent survivors in docs/testing.md.
+# Not part of `make test`: it takes long. MUTATION_ARGS="--module matcher --keep --show" narrows it.
+mutation: $(STAMP)
+	$(BIN)/python bench/mutation.py $(MUTATION_ARGS)
+
 clean:
-	rm -rf var/ .pytest_cache .ruff_cache
+	rm -rf var/ mutants/ .pytest_cache .ruff_cache

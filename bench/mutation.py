@@ -1,0 +1,157 @@
+"""Mutation testing of the modules that decide who gets paged and what leaks: mutmut 3.8.1 over the
+fast unit tests, one module at a time, then a table of scores. Prints figures; see docs/testing.md.
+
+    make mutation                                            # = .venv/bin/python bench/mutation.py
+    .venv/bin/python bench/mutation.py --module matcher      # one module (a suffix of its dotted name)
+    .venv/bin/python bench/mutation.py --keep --module client --show   # reuse mutants/ after editing tests only
+
+The modules and the tests are configured in pyproject.toml ([tool.mutmut]); mutmut copies the project
+to mutants/ and runs there with SQLite and eager Celery, so no PostgreSQL, Redis or worker is needed.
+The official PagerDuty spec check of the `pd` fixture stays on: mutmut's copy cannot find the spec
+beside the repository, so its path is passed in the environment.
+
+Score = (killed + timed out) / (mutants − skipped). A mutant "with no tests" counts against the score.
+Exits 1 when a module scores under --fail-under (90 by default).
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import tomllib
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MUTANTS = ROOT / "mutants"
+# Where apps.sandbox.contract looks when the variables are unset: shared/ beside the checkout (or,
+# for a git worktree, beside one of its parents).
+REFERENCE = next(
+    (d / "shared" / "pagerduty" / "reference" for d in ROOT.parents if (d / "shared" / "pagerduty").is_dir()),
+    ROOT.parent / "shared" / "pagerduty" / "reference",
+)
+SPECS = {
+    "PAGERDUTY_OPENAPI_SPEC": REFERENCE / "REST" / "openapiv3.json",
+    "PAGERDUTY_EVENTS_OPENAPI_SPEC": REFERENCE / "events-v2" / "openapiv3.json",
+}
+# Unit tests must not reach the developer's PostgreSQL or Redis from mutants/.
+SERVER_VARIABLES = ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "PAGERDUTY_RATE_LIMIT_REDIS_URL")
+
+
+def configured_modules() -> list[str]:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]
+    return list(config["only_mutate"])
+
+
+def dotted(path: str) -> str:
+    return path.removesuffix(".py").replace("/", ".")
+
+
+def environment() -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in SERVER_VARIABLES}
+    for name, default in SPECS.items():
+        spec = Path(env.get(name) or default).resolve()
+        if spec.is_file():
+            env[name] = str(spec)
+        else:
+            print(f"warning: {spec} not found: requests are not checked against PagerDuty's spec", file=sys.stderr)
+    return env
+
+
+def status_counts(path: str) -> tuple[Counter, list[tuple[str, str]]]:
+    """Statuses of the module's mutants as mutmut recorded them, and the survivors (name, status)."""
+    from mutmut.stats import status_by_exit_code
+
+    meta = json.loads((MUTANTS / f"{path}.meta").read_text())
+    counts: Counter = Counter()
+    survivors = []
+    for name, exit_code in meta["exit_code_by_key"].items():
+        status = status_by_exit_code[exit_code]
+        counts[status] += 1
+        if status not in ("killed", "timeout", "skipped", "caught by type check"):
+            survivors.append((name, status))
+    return counts, sorted(survivors, key=lambda s: (s[0].rpartition("__mutmut_")[0], int(s[0].rpartition("_")[2])))
+
+
+def score(counts: Counter) -> float:
+    tested = sum(counts.values()) - counts["skipped"]
+    return 100.0 * (counts["killed"] + counts["timeout"] + counts["caught by type check"]) / tested if tested else 0.0
+
+
+def mutant_diff(mutmut: Path, name: str, env: dict) -> list[str]:
+    shown = subprocess.run([str(mutmut), "show", name], cwd=ROOT, env=env, capture_output=True, text=True)
+    return [line for line in shown.stdout.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--module", action="append", default=[], help="only modules whose dotted name ends so")
+    parser.add_argument("--max-children", type=int, default=1, help="mutants tested at once (CPU cores)")
+    parser.add_argument("--keep", action="store_true", help="reuse mutants/ (fine when only tests changed)")
+    parser.add_argument("--show", action="store_true", help="print each survivor's diff")
+    parser.add_argument("--fail-under", type=float, default=90.0)
+    args = parser.parse_args()
+
+    mutmut = Path(sys.executable).parent / "mutmut"
+    if not mutmut.exists():
+        print("mutmut is not installed: .venv/bin/pip install 'mutmut==3.8.1'", file=sys.stderr)
+        return 2
+    modules = [m for m in configured_modules() if not args.module or any(dotted(m).endswith(s) for s in args.module)]
+    if not modules:
+        print(f"no configured module matches {args.module}", file=sys.stderr)
+        return 2
+    env = environment()
+    if not args.keep and MUTANTS.exists():
+        # mutmut never refreshes an unmutated source file it copied before: start clean.
+        shutil.rmtree(MUTANTS)
+
+    rows = []
+    for path in modules:
+        started = time.monotonic()
+        log = MUTANTS / f"mutmut-{dotted(path)}.log"
+        MUTANTS.mkdir(exist_ok=True)
+        print(f"{path}: running (log: {log.relative_to(ROOT)})", flush=True)
+        with log.open("w") as out:
+            done = subprocess.run(
+                [str(mutmut), "run", "--max-children", str(args.max_children), f"{dotted(path)}.*"],
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        minutes = (time.monotonic() - started) / 60
+        if done.returncode != 0:
+            print(f"{path}: mutmut failed (exit {done.returncode}); see {log}", file=sys.stderr)
+            return 2
+        counts, survivors = status_counts(path)
+        rows.append((path, counts, survivors, minutes))
+        print(f"{path}: {score(counts):.0f} % in {minutes:.1f} min", flush=True)
+        for name, status in survivors:
+            print(f"  {status}: {name}")
+            if args.show:
+                for line in mutant_diff(mutmut, name, env):
+                    print(f"      {line.strip()}")
+
+    print()
+    print("| module | mutants | killed | timeout | survived | no tests | score | minutes |")
+    print("|---|---|---|---|---|---|---|---|")
+    failing = []
+    for path, counts, _, minutes in rows:
+        total = sum(counts.values()) - counts["skipped"]
+        print(
+            f"| {path} | {total} | {counts['killed']} | {counts['timeout']} | {counts['survived']} "
+            f"| {counts['no tests']} | {score(counts):.0f} % | {minutes:.1f} |"
+        )
+        if score(counts) < args.fail_under:
+            failing.append(path)
+    if failing:
+        print(f"\nunder {args.fail_under:.0f} %: {', '.join(failing)}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""What a runbook author can save and what a step renders: every tag form is checked, a missing
+value is an error with a name (never an empty string), empty values render empty, and the caps
+hold exactly at their limits."""
+
+import pytest
+
+from apps.core.limits import RENDERED_FIELD_MAX_CHARS, TEMPLATE_MAX_CHARS, TEMPLATE_MAX_SECTION_DEPTH, TEMPLATE_MAX_TAGS
+from apps.runbooks import templating
+from apps.runbooks.templating import TemplateError
+from apps.runbooks.validation import StepDraft, validate_steps
+
+ALLOWED = [*templating.activity_names(), *templating.pagerduty_names(), "steps.page.incident_id"]
+
+
+def problems_saving(title: str) -> list[str]:
+    """What the runbook validator (YAML, admin, API) says about a create-incident step with this title."""
+    step = StepDraft(key="page", action="pagerduty.create_incident", inputs={"title": title, "service_id": "P1"})
+    return [f"{p.field}: {p.message}" for p in validate_steps(runbook="rb", steps=[step])]
+
+
+# --- saving --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "title",
+    [
+        "Hi {{Incident.nope}}",
+        "{{Incident.nope}} hi",
+        "{{{Incident.nope}}}",
+        "{{&Incident.nope}}",
+        "{{#Incident.nope}}x{{/Incident.nope}}",
+        "{{^Incident.nope}}x{{/Incident.nope}}",
+        "{{#Activity.owner}}{{.}}{{/Activity.owner}} then {{Incident.nope}}",
+        "{{! a comment }} {{Incident.nope}}",
+    ],
+)
+def test_an_unknown_variable_in_any_tag_form_or_position_is_refused_on_save(title):
+    assert problems_saving(title) == ["title: Unknown variable {{Incident.nope}}"]
+
+
+def test_the_refusal_suggests_the_closest_name_only_when_there_is_one():
+    assert problems_saving("{{Activity.titel}}") == [
+        "title: Unknown variable {{Activity.titel}}; did you mean {{Activity.title}}?"
+    ]
+    assert problems_saving("{{Incident.zqxjwv}}") == ["title: Unknown variable {{Incident.zqxjwv}}"]
+
+
+def test_known_variables_in_every_tag_form_save():
+    title = (
+        "{{Activity.title}} {{{Activity.summary}}} {{&Activity.owner}} {{pagerduty.incident_id}}"
+        "{{#Activity.resolved_at}}resolved {{.}}{{/Activity.resolved_at}}"
+        "{{^Activity.resolved_at}}open{{/Activity.resolved_at}}{{! note }}"
+    )
+    assert problems_saving(title) == []
+
+
+def test_the_current_item_is_only_meaningful_inside_a_section():
+    templating.validate("{{#Activity.owner}}{{.}}{{/Activity.owner}}", allowed=ALLOWED)
+    templating.validate(
+        "{{#Activity.owner}}{{#Activity.title}}{{.}}{{/Activity.title}}{{.}}{{/Activity.owner}}", allowed=ALLOWED
+    )
+    for template in (
+        "{{.}}",
+        "{{#Activity.owner}}x{{/Activity.owner}}{{.}}",
+        "{{^Activity.owner}}{{/Activity.owner}}{{.}}",
+    ):
+        with pytest.raises(TemplateError, match=r"Unknown variable \{\{\.\}\}"):
+            templating.validate(template, allowed=ALLOWED)
+
+
+def test_a_section_may_open_on_a_group_of_variables_but_a_group_is_not_a_value():
+    templating.validate("{{#steps}}x{{/steps}}{{#steps.page}}paged{{/steps.page}}", allowed=ALLOWED)
+    templating.validate("{{^steps.page}}not paged{{/steps.page}}", allowed=ALLOWED)
+    for template in ("{{steps.page}}", "{{{steps}}}", "{{#steps.pag}}x{{/steps.pag}}"):
+        with pytest.raises(TemplateError, match="Unknown variable"):
+            templating.validate(template, allowed=ALLOWED)
+
+
+# --- rendering -----------------------------------------------------------------------------------
+
+
+def test_empty_values_render_empty_never_none_or_false():
+    context = {
+        "Activity": {"resolved_at": None, "flag": False, "on": True, "severity": 0, "owner": [{"id": None}, {"id": 1}]},
+        "steps": {"page": {"incident_id": None}},
+    }
+    rendered = templating.render(
+        "[{{Activity.resolved_at}}][{{Activity.flag}}][{{Activity.on}}][{{Activity.severity}}]"
+        "[{{steps.page.incident_id}}][{{#Activity.owner}}<{{id}}>{{/Activity.owner}}]",
+        context,
+    )
+    assert rendered == "[][][true][0][][<><1>]"
+    assert templating.render("{{^Activity.resolved_at}}open{{/Activity.resolved_at}}", context) == "open"
+
+
+def test_a_field_that_is_not_a_template_is_rendered_as_its_value():
+    assert templating.render(None, {}) == ""
+    assert templating.render(5, {}) == "5"
+    assert templating.render("plain", {}) == "plain"
+
+
+def test_inside_a_section_a_name_may_be_relative_to_the_section_value():
+    context = {"steps": {"page": {"incident_id": "Q1", "items": [{"id": "a"}, {"id": "b"}]}}}
+    assert templating.render("{{#steps.page}}{{incident_id}}{{/steps.page}}", context) == "Q1"
+    assert templating.render("{{#steps.page.items}}{{id}};{{/steps.page.items}}", context) == "a;b;"
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{#steps.page}}x{{/steps.page}}{{incident_id}}",  # after the section closed
+        "{{^steps.page}}x{{/steps.page}}{{incident_id}}",
+        "{{#steps.page}}{{#nope}}x{{/nope}}{{/steps.page}}",  # a section's own name must exist
+        "{{{steps.page.nope}}}",
+        "{{&steps.page.nope}}",
+    ],
+)
+def test_a_missing_value_is_an_error_with_its_name(template):
+    with pytest.raises(TemplateError, match="Unknown variable"):
+        templating.render(template, {"steps": {"page": {"incident_id": "Q1"}}})
+
+
+def test_a_missing_value_under_a_step_that_ran_names_the_value_not_the_step():
+    with pytest.raises(TemplateError) as err:
+        templating.render("{{steps.page.incident_ix}}", {"steps": {"page": {"incident_id": "Q1"}}})
+    assert str(err.value) == "Unknown variable {{steps.page.incident_ix}}; did you mean {{steps.page.incident_id}}?"
+    with pytest.raises(TemplateError) as err:
+        templating.render("{{steps.later.incident_id}}", {"Activity": {}})
+    assert (
+        str(err.value) == "{{steps.later.incident_id}} has no value: step 'later' has not produced outputs in this run"
+    )
+
+
+def test_partials_are_refused_when_rendering():
+    with pytest.raises(TemplateError, match="Partials"):
+        templating.render("{{#steps}}{{> x}}{{/steps}}", {"steps": {}})
+
+
+def test_render_fields_renders_every_field_and_names_the_failing_one():
+    context = {"Activity": {"title": "T", "owner": "o"}}
+    assert templating.render_fields({"a": "{{Activity.title}}", "b": "{{Activity.owner}}"}, context) == {
+        "a": "T",
+        "b": "o",
+    }
+    with pytest.raises(TemplateError) as err:
+        templating.render_fields({"a": "{{Activity.title}}", "b": "{{Incident.nope}}"}, context)
+    assert err.value.field == "b"
+    assert str(err.value) == "b: Unknown variable {{Incident.nope}}"
+
+
+def test_variable_names_offered_to_authors():
+    assert templating.activity_names()[:2] == ["Activity.id", "Activity.short_id"]
+    assert len(templating.activity_names()) == len(templating.ACTIVITY_FIELDS)
+    assert templating.pagerduty_names() == ["pagerduty.incident_id"]
+
+
+# --- the caps, exactly at their limits -----------------------------------------------------------
+
+
+def test_a_template_of_exactly_the_maximum_length_is_accepted():
+    at_limit = "x" * TEMPLATE_MAX_CHARS
+    templating.validate(at_limit, allowed=[])
+    assert templating.render(at_limit, {}) == at_limit
+    with pytest.raises(TemplateError, match=f"is {TEMPLATE_MAX_CHARS + 1:,} characters long; the limit is"):
+        templating.validate(at_limit + "x", allowed=[])
+
+
+def test_exactly_the_maximum_number_of_tags_is_accepted():
+    templating.validate("{{Activity.title}}" * TEMPLATE_MAX_TAGS, allowed=ALLOWED)
+    with pytest.raises(TemplateError, match=f"more than {TEMPLATE_MAX_TAGS} tags"):
+        templating.validate("{{Activity.title}}" * (TEMPLATE_MAX_TAGS + 1), allowed=ALLOWED)
+
+
+def test_sections_one_after_another_are_not_nested():
+    # Depth goes back down at each end tag, inverted sections included.
+    side_by_side = "{{#Activity.title}}x{{/Activity.title}}{{^Activity.owner}}y{{/Activity.owner}}" * (
+        TEMPLATE_MAX_SECTION_DEPTH + 1
+    )
+    templating.validate(side_by_side, allowed=ALLOWED)
+    assert templating.render(side_by_side, {"Activity": {"title": "T", "owner": ""}}) == "xy" * (
+        TEMPLATE_MAX_SECTION_DEPTH + 1
+    )
+    too_deep = "{{^Activity.owner}}" * (TEMPLATE_MAX_SECTION_DEPTH + 1) + "{{/Activity.owner}}" * (
+        TEMPLATE_MAX_SECTION_DEPTH + 1
+    )
+    with pytest.raises(TemplateError, match=r"nested more than 8 deep \(at \{\{#Activity.owner\}\}\)"):
+        templating.validate(too_deep, allowed=ALLOWED)
+
+
+def test_a_rendered_value_of_exactly_the_maximum_size_is_accepted():
+    at_limit = {"Activity": {"title": "x" * RENDERED_FIELD_MAX_CHARS}}
+    assert len(templating.render("{{Activity.title}}", at_limit)) == RENDERED_FIELD_MAX_CHARS
+    with pytest.raises(TemplateError, match=f"is {RENDERED_FIELD_MAX_CHARS + 1:,} characters long"):
+        templating.render("{{Activity.title}}!", at_limit)
+
+
+def test_list_sections_may_repeat_exactly_the_budget():
+    ten_thousand = {"steps": {"a": {"ids": list(range(100))}}}
+    template = "{{#steps.a.ids}}{{#steps.a.ids}}.{{/steps.a.ids}}{{/steps.a.ids}}"
+    # 100 outer + 100 × 100 inner items = 10,100: one list of 10,000 is the most one render may walk.
+    with pytest.raises(TemplateError, match="repeat more than 10,000 times"):
+        templating.render(template, ten_thousand)
+    exactly = {"steps": {"a": {"ids": ["."] * 10_000}}}
+    assert templating.render("{{#steps.a.ids}}{{.}}{{/steps.a.ids}}", exactly) == "." * 10_000
+    with pytest.raises(TemplateError, match="repeat more than 10,000 times"):
+        templating.render("{{#steps.a.ids}}{{.}}{{/steps.a.ids}}", {"steps": {"a": {"ids": ["."] * 10_001}}})
+
+
+def test_a_syntax_error_is_reported_on_one_line():
+    with pytest.raises(TemplateError) as err:
+        templating.validate("{{#Activity.title}}x", allowed=ALLOWED)
+    assert str(err.value).startswith("Mustache syntax error: ")
+    assert "\n" not in str(err.value)

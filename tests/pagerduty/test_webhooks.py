@@ -417,3 +417,29 @@ def test_add_responder_to_an_incident_pagerduty_resolved_fails_without_sending(
     failed = RunbookRun.objects.get().step_runs.get()
     assert failed.status == "failed" and "is resolved" in failed.error
     assert writes(pd) == []
+
+
+# --- where people see it --------------------------------------------------------------------------
+
+
+def test_the_api_and_the_incident_page_show_pagerduty_state_and_events(
+    client, root_api, root_admin, linked, django_capture_on_commit_callbacks
+):
+    incident, _ = linked
+    deliver(client, django_capture_on_commit_callbacks, event(agent="Alice Ng"))
+
+    answer = root_api.get(f"/api/v1/incidents/{incident.short_id}/").json()
+    [pagerduty] = answer["pagerduty_incidents"]
+    assert pagerduty["pagerduty_incident_id"] == "Q1ABCDEF" and pagerduty["connection"] == "default"
+    assert (pagerduty["status"], pagerduty["urgency"], pagerduty["priority"]) == ("acknowledged", "high", "P1")
+    assert pagerduty["assignees"] == [{"id": "PUSER01", "summary": "Alice Ng"}]
+    assert pagerduty["last_event_type"] == "incident.acknowledged" and pagerduty["mirrored_at"]
+    acknowledged = answer["events"][-1]
+    assert (acknowledged["kind"], acknowledged["pagerduty_event_type"], acknowledged["actor"]) == (
+        "pagerduty_event",
+        "incident.acknowledged",
+        "Alice Ng",
+    )
+
+    page = root_admin.get(f"/admin/incidents/incident/{incident.pk}/change/").content.decode()
+    assert "incident.acknowledged" in page and "Alice Ng" in page and "as PagerDuty last said" in page

@@ -3,14 +3,13 @@ from rest_framework.routers import DefaultRouter
 
 from apps.audit.api import AuditEntryViewSet
 from apps.core.api import RoleAPIRootView
-from apps.incidents.api import IncidentViewSet
 from apps.oncall.api import OncallEscalationPolicyViewSet, OncallNowView, OncallScheduleViewSet, OncallUserViewSet
 from apps.pagerduty.api import PagerDutyConnectionViewSet
-from apps.runbooks.api import RunbookViewSet, RunViewSet
+from apps.runbooks.api import IncidentWithPagerDutyViewSet, RunbookViewSet, RunViewSet
 
 router = DefaultRouter()
 router.APIRootView = RoleAPIRootView
-router.register("incidents", IncidentViewSet, basename="incident")
+router.register("incidents", IncidentWithPagerDutyViewSet, basename="incident")
 router.register("runbooks", RunbookViewSet, basename="runbook")
 router.register("runs", RunViewSet, basename="run")
 router.register("pagerduty/connections", PagerDutyConnectionViewSet, basename="pagerduty-connection")

@@ -209,6 +209,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "apps.oncall.tasks.sync_recover",
         "schedule": timedelta(seconds=env.int("RUN_RECOVERY_INTERVAL", default=60)),
     },
+    # PagerDuty webhooks stored while the broker was away (or whose worker died) are processed.
+    "pagerduty-webhook-recovery": {
+        "task": "apps.pagerduty.tasks.recover_webhook_deliveries",
+        "schedule": timedelta(seconds=RUN_RECOVERY_INTERVAL),
+        "options": {"expires": RUN_RECOVERY_INTERVAL},
+    },
     # On-call re-sync from PagerDuty: off unless ONCALL_SYNC_INTERVAL_MINUTES is set.
     **(
         {
@@ -230,6 +236,9 @@ RUNBOOK_RUN_LEASE_SECONDS = env.int("RUNBOOK_RUN_LEASE_SECONDS", default=120)
 ONCALL_SYNC_LEASE_SECONDS = env.int("ONCALL_SYNC_LEASE_SECONDS", default=120)
 
 # --- PagerDuty client -----------------------------------------------------------------------
+# How long PagerDuty's state, as a webhook or a read last told it, is trusted before a step that
+# would reuse a linked incident asks again (GET /incidents/{id}).
+PAGERDUTY_MIRROR_FRESH_SECONDS = env.int("PAGERDUTY_MIRROR_FRESH_SECONDS", default=30)
 PAGERDUTY_TIMEOUT_SECONDS = env.float("PAGERDUTY_TIMEOUT_SECONDS", default=10.0)
 # For reads made while someone waits on a page or an API answer (live on-call).
 PAGERDUTY_INTERACTIVE_TIMEOUT_SECONDS = env.float("PAGERDUTY_INTERACTIVE_TIMEOUT_SECONDS", default=4.0)

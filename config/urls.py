@@ -2,10 +2,14 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from apps.pagerduty.views import pagerduty_webhook
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("config.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    # No login: the X-PagerDuty-Signature header authenticates (apps.pagerduty.webhooks).
+    path("webhooks/pagerduty/<str:connection_name>/", pagerduty_webhook, name="pagerduty-webhook"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
 ]
 

@@ -33,7 +33,7 @@ from apps.oncall.models import (
     OncallUser,
     SyncRun,
 )
-from apps.pagerduty.models import ServiceMapping, UrgencyMapping
+from apps.pagerduty.models import PagerDutyConnection, ServiceMapping, UrgencyMapping, WebhookDelivery
 from apps.runbooks.models import RunbookRun, StepRunExchange
 from apps.runbooks.services import run_create
 from apps.runbooks.versions import runbook_version_ensure
@@ -67,11 +67,19 @@ _ROW = re.compile(
 )
 
 
+_SIGNED_ROW = re.compile(r"^\|\s*`POST (?P<path>/\S*?)`\s*\|\s*signature\s*\|")
+
+
+def read_signed_doors() -> list[str]:
+    """Paths of the doors a request authenticates by its signature ("Doors without login")."""
+    return [m["path"] for line in MATRIX_DOC.read_text().splitlines() if (m := _SIGNED_ROW.match(line))]
+
+
 def read_matrix() -> dict[Door, dict[str, str]]:
     matrix: dict[Door, dict[str, str]] = {}
     for number, line in enumerate(MATRIX_DOC.read_text().splitlines(), start=1):
         match = _ROW.match(line)
-        if not match:
+        if not match or _SIGNED_ROW.match(line):
             continue
         cells = [cell.strip() for cell in match["cells"].split("|")]
         # Columns after the roles (notes) are for people.
@@ -274,7 +282,9 @@ def test_the_matrix_names_every_door_and_only_real_ones(django_user_model):
     routes = url_routes()
     superuser = django_user_model.objects.create_superuser("root", "root@example.com", "pw-0123456789")
     missing = sorted(map(str, required_doors(routes, superuser) - set(matrix)))
-    unlisted_routes = sorted(path for path in routes if path not in {door.path for door in matrix})
+    listed = {door.path for door in matrix} | set(read_signed_doors())
+    unlisted_routes = sorted(path for path in routes if path not in listed)
+    assert set(read_signed_doors()) <= set(routes), "docs/permissions.md lists signed doors that do not exist"
     unknown = sorted(str(door) for door in matrix if door.path not in routes)
     assert not missing, "doors missing from docs/permissions.md:\n" + "\n".join(missing)
     assert not unlisted_routes, "URLs missing from docs/permissions.md:\n" + "\n".join(unlisted_routes)
@@ -318,3 +328,30 @@ def test_anonymous_is_sent_to_log_in_everywhere(world, abilities):
         if got != "login" and door.path not in ("/admin/login/", "/admin/logout/"):
             let_in.append(f"{door}: HTTP {status}")
     assert not let_in, "anonymous requests that were not refused:\n" + "\n".join(let_in)
+
+
+@pytest.mark.parametrize("column", [*COLUMNS, "anonymous"])
+def test_signed_doors_refuse_everyone_without_a_valid_signature(column, world, role_user, django_user_model):
+    """No role opens a signed door: without a signature it is 400, with a wrong one 403, and
+    nothing is stored or put on a timeline."""
+    user = None
+    if column == SUPERUSER:
+        user = django_user_model.objects.create_superuser("root", "root@example.com", "pw-0123456789")
+    elif column == NO_GROUP:
+        user = django_user_model.objects.create_user("nobody", "nobody@example.com", "pw-0123456789", is_staff=True)
+    elif column != "anonymous":
+        user = role_user(column)
+    visitor = Visitor(user)
+    connection = world[PagerDutyConnection]
+    connection.webhook_secret = "whsec-0123456789"
+    connection.save()
+    before = IncidentEvent.objects.count()
+    for path in read_signed_doors():
+        url = path.format(connection_name=connection.name)
+        unsigned = visitor.browser.post(url, "{}", content_type="application/json")
+        forged = visitor.browser.post(
+            url, "{}", content_type="application/json", HTTP_X_PAGERDUTY_SIGNATURE="v1=" + "0" * 64
+        )
+        assert (unsigned.status_code, forged.status_code) == (400, 403), path
+    assert not WebhookDelivery.objects.exists()
+    assert IncidentEvent.objects.count() == before

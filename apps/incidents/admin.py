@@ -10,8 +10,28 @@ class IncidentEventInline(admin.TabularInline):
     model = IncidentEvent
     extra = 0
     can_delete = False
-    fields = ["created_at", "kind", "from_status", "to_status", "from_severity", "to_severity", "actor"]
+    fields = [
+        "created_at",
+        "kind",
+        "from_status",
+        "to_status",
+        "from_severity",
+        "to_severity",
+        "actor",
+        "pagerduty_event_type",
+        "pagerduty_said",
+    ]
     readonly_fields = fields
+
+    @admin.display(description="PagerDuty said")
+    def pagerduty_said(self, obj):
+        details = obj.details or {}
+        said = [details.get("status", ""), details.get("note", "")]
+        if details.get("echo_of_step"):
+            said.append(f"(echo of our step {details['echo_of_step'].get('step', '')})")
+        if details.get("superseded"):
+            said.append("(older than the state shown; not applied)")
+        return " ".join(part for part in said if part)
 
     def has_add_permission(self, request, obj=None):
         return False

@@ -93,7 +93,18 @@ class IncidentRefField(serializers.Field):
 class IncidentEventSerializer(StrictModelSerializer):
     class Meta:
         model = IncidentEvent
-        fields = ["id", "kind", "from_status", "to_status", "from_severity", "to_severity", "actor", "created_at"]
+        fields = [
+            "id",
+            "kind",
+            "from_status",
+            "to_status",
+            "from_severity",
+            "to_severity",
+            "actor",
+            "created_at",
+            "pagerduty_event_type",
+            "details",
+        ]
 
 
 class IncidentSerializer(StrictModelSerializer):

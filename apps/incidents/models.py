@@ -75,6 +75,7 @@ class IncidentEventKind(models.TextChoices):
     STATUS_CHANGED = "status_changed"
     SEVERITY_CHANGED = "severity_changed"
     MANUAL = "manual"
+    PAGERDUTY_EVENT = "pagerduty_event"
 
 
 class IncidentEvent(models.Model):
@@ -89,6 +90,9 @@ class IncidentEvent(models.Model):
     actor = models.CharField(max_length=255, blank=True)
     # For manual events: which runbook the person asked to run.
     runbook_slug = models.SlugField(max_length=100, blank=True)
+    # For PagerDuty events: its type (incident.acknowledged…) and what it said (agent, status, note…).
+    pagerduty_event_type = models.CharField(max_length=100, blank=True)
+    details = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     # Set once runbooks have been matched; an event left unset (broker down at commit) is re-dispatched.
     dispatched_at = models.DateTimeField(null=True, blank=True, db_index=True)
@@ -99,6 +103,8 @@ class IncidentEvent(models.Model):
     def __str__(self) -> str:
         if self.kind == IncidentEventKind.STATUS_CHANGED:
             return f"{self.from_status} → {self.to_status}"
+        if self.kind == IncidentEventKind.PAGERDUTY_EVENT:
+            return f"PagerDuty {self.pagerduty_event_type}"
         if self.kind == IncidentEventKind.SEVERITY_CHANGED:
             return f"SEV{self.from_severity} → SEV{self.to_severity}"
         return self.kind

@@ -139,3 +139,22 @@ def incident_trigger_runbook(*, incident_id, runbook_slug: str, actor: str = "")
         to_status=incident.status,
         to_severity=incident.severity,
     )
+
+
+def incident_record_pagerduty_event(
+    *, incident: Incident, event_type: str, actor: str, details: dict, fires: bool = True
+) -> IncidentEvent:
+    """Something happened to a linked PagerDuty incident: a timeline entry with its agent.
+
+    `fires=False` (an echo of our own change, an event older than what we already know) records it
+    as already dispatched, so no runbook ever starts from it."""
+    fields = {
+        "kind": IncidentEventKind.PAGERDUTY_EVENT,
+        "pagerduty_event_type": event_type[:100],
+        "details": details,
+        "to_status": incident.status,
+        "to_severity": incident.severity,
+    }
+    if fires:
+        return _record_event(incident=incident, actor=actor[:255], **fields)
+    return IncidentEvent.objects.create(incident=incident, actor=actor[:255], dispatched_at=timezone.now(), **fields)

@@ -3,6 +3,7 @@ from django.core.validators import RegexValidator
 from django.db import models
 
 from apps.core.encryption import EncryptedTextField, UnreadableSecret
+from apps.core.fields import StoredBodyField
 from apps.core.models import TimeStampedModel
 from apps.pagerduty.validators import (
     DESTINATION_FIELDS,
@@ -62,6 +63,22 @@ class PagerDutyConnection(TimeStampedModel):
     last_tested_at = models.DateTimeField(null=True, blank=True)
     last_test_ok = models.BooleanField(null=True, blank=True)
     last_test_message = models.TextField(blank=True)
+    # Webhooks in (apps.pagerduty.webhooks). Both secrets are write-only; the previous one is kept
+    # while a rotation is under way, since PagerDuty then signs with either.
+    webhook_secret = EncryptedTextField(
+        blank=True, help_text="Signing secret of the webhook subscription. Encrypted at rest, never shown."
+    )
+    webhook_secret_previous = EncryptedTextField(
+        blank=True, help_text="The secret being rotated out, still accepted until cleared."
+    )
+    webhook_subscription_id = models.CharField(
+        max_length=32, blank=True, help_text="PagerDuty's id of the webhook subscription this service made."
+    )
+    pagerduty_resolve_resolves_incident = models.BooleanField(
+        "PagerDuty resolve resolves our incident",
+        default=False,
+        help_text="When a linked PagerDuty incident is resolved in PagerDuty, set our incident to Resolved.",
+    )
 
     class Meta:
         ordering = ["name"]
@@ -110,6 +127,47 @@ class PagerDutyConnection(TimeStampedModel):
     @property
     def api_key_unreadable(self) -> bool:
         return isinstance(self.__dict__.get("api_key"), UnreadableSecret)
+
+    @property
+    def webhook_secrets(self) -> list[str]:
+        """The secrets a webhook signature may be made with: current first, then the one rotated out."""
+        found = [self.webhook_secret, self.webhook_secret_previous]
+        return [s for s in found if s and not isinstance(s, UnreadableSecret)]
+
+
+class WebhookDelivery(models.Model):
+    """One webhook PagerDuty delivered, stored before it is answered and processed on a worker.
+
+    Unique per (connection, X-Webhook-Id): PagerDuty sends the same id with every retry, so a
+    redelivery finds its row and changes nothing."""
+
+    connection = models.ForeignKey(PagerDutyConnection, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    webhook_id = models.CharField(max_length=100)
+    event_id = models.CharField(max_length=100, blank=True)
+    event_type = models.CharField(max_length=100, blank=True, db_index=True)
+    resource_type = models.CharField(max_length=50, blank=True)
+    occurred_at = models.DateTimeField(null=True, blank=True)
+    pagerduty_incident_id = models.CharField(max_length=32, blank=True, db_index=True)
+    payload = StoredBodyField(default=dict)
+    received_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    processed_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    outcome = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["-received_at"]
+        verbose_name = "PagerDuty webhook delivery"
+        verbose_name_plural = "PagerDuty webhook deliveries"
+        constraints = [
+            models.UniqueConstraint(fields=["connection", "webhook_id"], name="uniq_webhook_delivery"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_type or 'webhook'} {self.pagerduty_incident_id} ({self.webhook_id})"
+
+    @property
+    def event(self) -> dict:
+        event = (self.payload or {}).get("event") if isinstance(self.payload, dict) else None
+        return event if isinstance(event, dict) else {}
 
 
 class ServiceMapping(models.Model):

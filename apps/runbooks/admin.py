@@ -715,8 +715,26 @@ class PagerDutyLinkInline(admin.TabularInline):
     model = PagerDutyIncidentLink
     extra = 0
     can_delete = False
-    fields = ["pagerduty_incident_id", "incident_number", "pagerduty_link", "incident_key", "service_id", "status"]
+    fields = [
+        "pagerduty_incident_id",
+        "incident_number",
+        "pagerduty_link",
+        "service_id",
+        "status",
+        "urgency",
+        "priority",
+        "assignee_names",
+        "escalation_level",
+        "last_event_type",
+        "last_event_at",
+        "mirrored_at",
+    ]
     readonly_fields = fields
+    verbose_name_plural = "PagerDuty incidents (as PagerDuty last said)"
+
+    @admin.display(description="Assignees")
+    def assignee_names(self, obj):
+        return ", ".join(a.get("summary") or a.get("id", "") for a in obj.assignees or []) or "—"
 
     def has_add_permission(self, request, obj=None):
         return False

@@ -8,12 +8,21 @@ from rest_framework.settings import api_settings
 
 from apps.core.api_fields import StrictBooleanField, StrictModelSerializer
 from apps.core.errors import DomainError
-from apps.incidents.api import IncidentRefField
+from apps.incidents.api import IncidentRefField, IncidentSerializer, IncidentViewSet
+from apps.incidents.models import Incident
 from apps.incidents.selectors import INCIDENT_REF_DESCRIPTION, INCIDENT_REF_PATTERN, parse_incident_ref
 from apps.runbooks import services
 from apps.runbooks.dryrun import runbook_dry_run
 from apps.runbooks.loader import conditions_spec, trigger_spec
-from apps.runbooks.models import Runbook, RunbookRun, RunbookVersion, Step, StepRun, StepRunExchange
+from apps.runbooks.models import (
+    PagerDutyIncidentLink,
+    Runbook,
+    RunbookRun,
+    RunbookVersion,
+    Step,
+    StepRun,
+    StepRunExchange,
+)
 from apps.runbooks.versions import runbook_version_latest
 
 
@@ -311,3 +320,58 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
         run is not finished or no step failed."""
         run = services.run_rerun_from_failed(run_id=self.get_object().pk)
         return Response(self.get_serializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+
+# --- incidents with their PagerDuty side ---------------------------------------------------------
+# The incidents app cannot know about links (dependencies point one way): runbooks extends its API
+# the way it extends its admin page.
+
+
+class PagerDutyAssigneeSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    summary = serializers.CharField()
+
+
+class PagerDutyIncidentLinkSerializer(StrictModelSerializer):
+    connection = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    assignees = PagerDutyAssigneeSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = PagerDutyIncidentLink
+        fields = [
+            "pagerduty_incident_id",
+            "connection",
+            "incident_number",
+            "html_url",
+            "incident_key",
+            "service_id",
+            "status",
+            "urgency",
+            "priority",
+            "assignees",
+            "escalation_level",
+            "last_event_type",
+            "last_event_at",
+            "mirrored_at",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class IncidentWithPagerDutySerializer(IncidentSerializer):
+    pagerduty_incidents = PagerDutyIncidentLinkSerializer(
+        source="pagerduty_links",
+        many=True,
+        read_only=True,
+        help_text="The PagerDuty incidents linked to this one, with PagerDuty's state as its webhooks or a read "
+        "last told it (mirrored_at; null when only our own requests set it).",
+    )
+
+    class Meta(IncidentSerializer.Meta):
+        fields = [*IncidentSerializer.Meta.fields, "pagerduty_incidents"]
+
+
+class IncidentWithPagerDutyViewSet(IncidentViewSet):
+    __doc__ = IncidentViewSet.__doc__
+    serializer_class = IncidentWithPagerDutySerializer
+    queryset = Incident.objects.prefetch_related("events", "pagerduty_links__connection")

@@ -236,6 +236,20 @@ class PagerDutyIncidentLink(TimeStampedModel):
     service_id = models.CharField(max_length=32, blank=True)
     status = models.CharField(max_length=20, default="triggered")
     created_by = models.ForeignKey(StepRun, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    # PagerDuty's side, mirrored from its webhooks (apps.runbooks.mirror) or read with GET /incidents/{id}.
+    urgency = models.CharField(max_length=10, blank=True)
+    priority = models.CharField(max_length=100, blank=True)
+    assignees = models.JSONField(default=list, blank=True, help_text="[{id, summary}] as PagerDuty last said")
+    escalation_level = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_event_type = models.CharField(max_length=100, blank=True)
+    # When the newest event applied happened in PagerDuty: an older one arriving later changes nothing.
+    last_event_at = models.DateTimeField(null=True, blank=True)
+    # When PagerDuty last told us its state (a webhook or a read); null: only our own writes set it.
+    mirrored_at = models.DateTimeField(null=True, blank=True)
+    # Our last change, so its echo (the webhook PagerDuty sends back) is recognised and fires nothing.
+    sent_status = models.CharField(max_length=20, blank=True)
+    sent_by = models.ForeignKey(StepRun, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    sent_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

@@ -318,7 +318,9 @@ def test_rerun_of_finished_run_reuses_linked_incident(pd, pd_connection, django_
     assert run.status == "succeeded"
     assert writes(pd).count(("POST", "/incidents")) == 1  # the page step was not repeated
 
-    # A brand-new run for the same incident (another event) reuses the linked incident.
+    # A brand-new run for the same incident (another event) reuses the linked incident, once
+    # PagerDuty says it is still open.
+    pd.add(responses.GET, f"{PD_URL}/incidents/Q1ABCDEF", json={"incident": pd_incident()})
     make_runbook("second", steps=[PAGE_STEP], trigger={"on": "status_changed", "to": ["Identified"]})
     change_status(run.incident, "Identified", django_capture_on_commit_callbacks)
     second = RunbookRun.objects.get(runbook__slug="second").step_runs.get()

@@ -9,6 +9,7 @@ from django.utils import timezone
 from apps.pagerduty import payloads
 from apps.pagerduty.client import is_dedup_conflict
 from apps.pagerduty.errors import PagerDutyBadRequest, PagerDutyError
+from apps.runbooks import mirror
 from apps.runbooks.executors.base import (
     Action,
     ActionSpec,
@@ -96,6 +97,7 @@ def _save_link(ctx: StepContext, pd_incident: dict, *, service_id: str, incident
             "created_by": ctx.step_run,
         },
     )
+    mirror.link_created(link=link, step_run=ctx.step_run)
     return link
 
 
@@ -138,7 +140,13 @@ class CreateIncident(Action):
             .order_by("-created_at")
             .first()
         )
-        if link is not None:
+        # Only PagerDuty knows whether it is still open (a responder may have resolved it there):
+        # a resolved one is not reused, a new incident pages. Unknown (PagerDuty unreachable): the
+        # create below is deduplicated by PagerDuty on the key if it is still open.
+        if link is not None and mirror.link_current_status(link=link, client=ctx.client) in (
+            "triggered",
+            "acknowledged",
+        ):
             return _link_outputs(link, deduplicated=True)
         found = []
 
@@ -279,6 +287,14 @@ class AddResponder(Action):
         return PlannedRequest("POST", f"/incidents/{incident_id}/responder_requests", body, sender)
 
     def execute(self, ctx: StepContext, planned: PlannedRequest) -> dict:
+        incident_id = planned.path.split("/")[2]
+        known = PagerDutyIncidentLink.objects.filter(pagerduty_incident_id=incident_id, mirrored_at__isnull=False)
+        if known.filter(status="resolved").exists():
+            raise StepFailed(
+                f"PagerDuty incident {incident_id} is resolved (PagerDuty said so): responders asked to join it would "
+                "not be paged. Create a new PagerDuty incident first (pagerduty.create_incident)",
+                field="incident_id",
+            )
         adopted = []
 
         def look_up():
@@ -421,6 +437,12 @@ class ResolveIncident(Action):
 
     def execute(self, ctx: StepContext, planned: PlannedRequest) -> dict:
         incident_id = planned.path.split("/")[2]
+        link = PagerDutyIncidentLink.objects.filter(incident=ctx.incident, pagerduty_incident_id=incident_id).first()
+        if link is not None and link.mirrored_at is not None and link.status == "resolved":
+            # Resolved in PagerDuty (its webhook or a read said so): nothing to send, and no echo to wait for.
+            return {"incident_id": incident_id, "status": "resolved", "already_resolved": True}
+        if link is not None:
+            mirror.link_mark_sent(link=link, status="resolved", step_run=ctx.step_run)
         already = False
 
         def look_up():

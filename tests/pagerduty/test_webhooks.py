@@ -1,0 +1,445 @@
+"""Webhooks in: the receiver's refusals in DESIGN.md's order, storage and dedup, the mirror on the
+incident link, the timeline, ordering by occurred_at, the resolve option, and echoes of our own
+changes firing nothing."""
+
+import json
+import uuid
+from datetime import timedelta
+
+import pytest
+import responses
+from django.utils import timezone
+
+from apps.incidents.models import IncidentEvent, IncidentEventKind
+from apps.incidents.services import incident_update
+from apps.pagerduty.models import WebhookDelivery
+from apps.pagerduty.webhooks import WEBHOOK_BODY_MAX, signature_for, webhook_process, webhooks_recover
+from apps.runbooks.models import PagerDutyIncidentLink, RunbookRun
+from tests.conftest import PD_URL
+from tests.factories import IncidentFactory
+from tests.runbooks.helpers import PAGE_STEP, add_create_ok, make_runbook, pd_incident, writes
+
+pytestmark = pytest.mark.django_db
+
+SECRET = "whsec-current-0123456789abcdef"
+OLD_SECRET = "whsec-previous-fedcba9876543210"
+URL = "/webhooks/pagerduty/default/"
+RESOLVE_STEP = {
+    "key": "resolve",
+    "action": "pagerduty.resolve_incident",
+    "connection": "default",
+    "with": {"from": "sre@example.com", "resolution": "Resolved in {{Activity.short_id}}"},
+}
+
+
+@pytest.fixture
+def connection(pd_connection):
+    pd_connection.webhook_secret = SECRET
+    pd_connection.save()
+    return pd_connection
+
+
+@pytest.fixture
+def linked(connection):
+    incident = IncidentFactory(status="Investigating")
+    link = PagerDutyIncidentLink.objects.create(
+        incident=incident,
+        connection=connection,
+        pagerduty_incident_id="Q1ABCDEF",
+        incident_key="k",
+        service_id="P1234AB",
+    )
+    return incident, link
+
+
+def event(
+    event_type="incident.acknowledged", *, status=None, at=None, incident_id="Q1ABCDEF", agent="Alice Ng", **data
+):
+    at = at or timezone.now()
+    incident = {
+        "id": incident_id,
+        "type": "incident",
+        "number": 7,
+        "status": status
+        or {"incident.resolved": "resolved", "incident.triggered": "triggered"}.get(event_type, "acknowledged"),
+        "title": "Checkout errors",
+        "urgency": "high",
+        "priority": {"id": "PPRIO01", "type": "priority_reference", "summary": "P1"},
+        "assignees": [{"id": "PUSER01", "type": "user_reference", "summary": "Alice Ng"}],
+        "html_url": f"https://acme.pagerduty.com/incidents/{incident_id}",
+        **data,
+    }
+    return {
+        "event": {
+            "id": uuid.uuid4().hex,
+            "event_type": event_type,
+            "resource_type": "incident",
+            "occurred_at": at.isoformat().replace("+00:00", "Z"),
+            "agent": {"id": "PUSER01", "type": "user_reference", "summary": agent},
+            "client": None,
+            "data": incident,
+        }
+    }
+
+
+def post(client, payload, *, secrets=(SECRET,), webhook_id=None, url=URL, header=None, raw=None):
+    body = raw if raw is not None else json.dumps(payload).encode()
+    headers = {"HTTP_X_WEBHOOK_ID": webhook_id or uuid.uuid4().hex}
+    if header is None:
+        header = ",".join(f"v1={signature_for(body, s)}" for s in secrets)
+    if header is not False:
+        headers["HTTP_X_PAGERDUTY_SIGNATURE"] = header
+    return client.post(url, body, content_type="application/json", **headers)
+
+
+def deliver(client, capture, payload, **kwargs):
+    with capture(execute=True):
+        response = post(client, payload, **kwargs)
+    return response
+
+
+def pagerduty_events(incident):
+    return list(IncidentEvent.objects.filter(incident=incident, kind=IncidentEventKind.PAGERDUTY_EVENT))
+
+
+# --- the receiver ------------------------------------------------------------------------------
+
+
+def test_signed_webhook_is_stored_processed_and_mirrored(client, linked, django_capture_on_commit_callbacks):
+    incident, link = linked
+    response = deliver(client, django_capture_on_commit_callbacks, event(agent="Alice Ng"))
+
+    assert response.status_code == 202
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.event_type == "incident.acknowledged" and delivery.processed_at is not None
+    link.refresh_from_db()
+    assert (link.status, link.urgency, link.priority) == ("acknowledged", "high", "P1")
+    assert link.assignees == [{"id": "PUSER01", "summary": "Alice Ng"}]
+    assert link.last_event_type == "incident.acknowledged" and link.mirrored_at is not None
+    [entry] = pagerduty_events(incident)
+    assert entry.actor == "Alice Ng"
+    assert entry.pagerduty_event_type == "incident.acknowledged"
+    assert entry.details["agent_id"] == "PUSER01" and entry.details["status"] == "acknowledged"
+
+
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("unknown connection", 404),
+        ("too large", 413),
+        ("no header", 400),
+        ("no v1 entry", 400),
+        ("wrong signature", 403),
+        ("signed with another secret", 403),
+        ("unknown connection, too large, unsigned", 404),
+        ("too large and unsigned", 413),
+    ],
+)
+def test_refusals_in_the_documented_order_change_nothing(
+    client, linked, case, expected, django_capture_on_commit_callbacks
+):
+    payload = event()
+    kwargs = {}
+    if "unknown connection" in case:
+        kwargs["url"] = "/webhooks/pagerduty/nope/"
+    if "too large" in case:
+        kwargs["raw"] = json.dumps({**payload, "pad": "x" * WEBHOOK_BODY_MAX}).encode()
+    if case == "no header" or "unsigned" in case:
+        kwargs["header"] = False
+    if case == "no v1 entry":
+        kwargs["header"] = "v0=abc, v2=def"
+    if case == "wrong signature":
+        kwargs["header"] = "v1=" + "0" * 64
+    if case == "signed with another secret":
+        kwargs["secrets"] = ("someone-elses-secret",)
+    response = deliver(client, django_capture_on_commit_callbacks, payload, **kwargs)
+
+    assert response.status_code == expected
+    assert response.json()["message"]
+    assert not WebhookDelivery.objects.exists()
+    assert not pagerduty_events(linked[0])
+    linked[1].refresh_from_db()
+    assert linked[1].status == "triggered"
+
+
+def test_a_connection_without_a_secret_refuses_every_webhook(client, pd_connection, django_capture_on_commit_callbacks):
+    response = deliver(client, django_capture_on_commit_callbacks, event(), secrets=("",))
+    assert response.status_code == 403
+    assert not WebhookDelivery.objects.exists()
+
+
+def test_during_a_rotation_either_secret_and_any_v1_entry_is_accepted(
+    client, linked, django_capture_on_commit_callbacks
+):
+    connection = linked[1].connection
+    connection.webhook_secret, connection.webhook_secret_previous = "whsec-new-0000000000", SECRET
+    connection.save()
+
+    old_only = deliver(client, django_capture_on_commit_callbacks, event(), secrets=(SECRET,))
+    body = json.dumps(event()).encode()
+    mixed = deliver(
+        client,
+        django_capture_on_commit_callbacks,
+        None,
+        raw=body,
+        header=f"v1={'f' * 64}, v0=ignored, v1={signature_for(body, 'whsec-new-0000000000')}",
+    )
+    assert (old_only.status_code, mixed.status_code) == (202, 202)
+    assert WebhookDelivery.objects.count() == 2
+
+
+def test_a_redelivery_answers_202_and_changes_nothing(client, linked, django_capture_on_commit_callbacks):
+    payload = event()
+    first = deliver(client, django_capture_on_commit_callbacks, payload, webhook_id="wh-1")
+    again = deliver(client, django_capture_on_commit_callbacks, payload, webhook_id="wh-1")
+
+    assert (first.status_code, again.status_code) == (202, 202)
+    assert "nothing changed" in again.json()["message"]
+    assert WebhookDelivery.objects.count() == 1
+    assert len(pagerduty_events(linked[0])) == 1
+
+
+def test_a_redelivered_task_message_processes_once(client, linked, django_capture_on_commit_callbacks):
+    deliver(client, django_capture_on_commit_callbacks, event())
+    delivery = WebhookDelivery.objects.get()
+    assert webhook_process(delivery_id=delivery.pk) is None  # already processed: a no-op
+    assert webhook_process(delivery_id=delivery.pk + 1000) is None  # gone: a no-op
+    assert len(pagerduty_events(linked[0])) == 1
+
+
+def test_an_older_event_arriving_late_does_not_roll_the_mirror_back(client, linked, django_capture_on_commit_callbacks):
+    incident, link = linked
+    now = timezone.now()
+    deliver(client, django_capture_on_commit_callbacks, event("incident.resolved", at=now))
+    deliver(client, django_capture_on_commit_callbacks, event("incident.acknowledged", at=now - timedelta(minutes=1)))
+
+    link.refresh_from_db()
+    assert link.status == "resolved"
+    assert link.last_event_type == "incident.resolved"
+    late = pagerduty_events(incident)[-1]
+    assert late.pagerduty_event_type == "incident.acknowledged" and late.details["superseded"] is True
+    assert late.dispatched_at is not None  # recorded, fires nothing
+
+
+def test_unknown_event_types_are_stored_and_ignored(client, linked, django_capture_on_commit_callbacks):
+    payload = event()
+    payload["event"]["event_type"] = "incident.conference_bridge.updated"
+    response = deliver(client, django_capture_on_commit_callbacks, payload)
+
+    assert response.status_code == 202
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.outcome.startswith("ignored") and delivery.processed_at is not None
+    assert not pagerduty_events(linked[0])
+
+
+def test_the_sweep_processes_what_the_broker_never_got(client, linked, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False):  # the message is lost
+        post(client, event())
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.processed_at is None
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(received_at=timezone.now() - timedelta(minutes=5))
+
+    assert webhooks_recover() == 1
+    delivery.refresh_from_db()
+    assert delivery.processed_at is not None
+    assert len(pagerduty_events(linked[0])) == 1
+
+
+def test_notes_and_responder_replies_reach_the_timeline(client, linked, django_capture_on_commit_callbacks):
+    note = event("incident.annotated")
+    note["event"]["resource_type"] = "incident_note"
+    note["event"]["data"] = {
+        "type": "incident_note",
+        "id": "PNOTE01",
+        "content": "Rolled back deploy 42",
+        "incident": {"id": "Q1ABCDEF", "type": "incident_reference"},
+    }
+    deliver(client, django_capture_on_commit_callbacks, note)
+
+    [entry] = pagerduty_events(linked[0])
+    assert entry.details["note"] == "Rolled back deploy 42" and entry.actor == "Alice Ng"
+    linked[1].refresh_from_db()
+    assert linked[1].status == "triggered"  # a note changes no status
+
+
+# --- the resolve option and echoes ----------------------------------------------------------------
+
+
+def test_pagerduty_resolve_resolves_our_incident_only_with_the_option(
+    client, linked, django_capture_on_commit_callbacks
+):
+    incident, link = linked
+    deliver(client, django_capture_on_commit_callbacks, event("incident.resolved"))
+    incident.refresh_from_db()
+    assert incident.status == "Investigating"  # off by default
+
+    link.connection.pagerduty_resolve_resolves_incident = True
+    link.connection.save()
+    deliver(client, django_capture_on_commit_callbacks, event("incident.reopened", status="triggered"))
+    deliver(client, django_capture_on_commit_callbacks, event("incident.resolved", agent="Bob Ray"))
+    incident.refresh_from_db()
+    assert incident.status == "Resolved"
+    change = incident.events.get(kind="status_changed", to_status="Resolved")
+    assert change.actor == "PagerDuty: Bob Ray"
+
+
+def test_pagerduty_resolve_with_the_option_runs_closure_runbooks_that_send_nothing(
+    client, pd, linked, django_capture_on_commit_callbacks
+):
+    incident, link = linked
+    link.connection.pagerduty_resolve_resolves_incident = True
+    link.connection.save()
+    make_runbook("resolve-on-closure", steps=[RESOLVE_STEP], trigger={"on": "status_changed", "to": ["Resolved"]})
+
+    deliver(client, django_capture_on_commit_callbacks, event("incident.resolved"))
+
+    incident.refresh_from_db()
+    assert incident.status == "Resolved"
+    run = RunbookRun.objects.get()
+    assert run.status == "succeeded"
+    assert run.step_runs.get().outputs["already_resolved"] is True
+    assert len(pd.calls) == 0  # PagerDuty said it is resolved: nothing to send
+
+
+def test_our_resolve_echoed_by_pagerduty_fires_nothing_more(client, pd, linked, django_capture_on_commit_callbacks):
+    """The loop: our incident Resolved → our step resolves in PagerDuty → PagerDuty's webhook
+    comes back → recorded as the echo of that step, and nothing more is sent or started."""
+    incident, link = linked
+    link.connection.pagerduty_resolve_resolves_incident = True
+    link.connection.save()
+    make_runbook("resolve-on-closure", steps=[RESOLVE_STEP], trigger={"on": "status_changed", "to": ["Resolved"]})
+    pd.add(responses.PUT, f"{PD_URL}/incidents/Q1ABCDEF", json={"incident": pd_incident(status="resolved")})
+
+    with django_capture_on_commit_callbacks(execute=True):
+        incident_update(incident_id=incident.pk, status="Resolved", actor="alice")
+    assert writes(pd) == [("PUT", "/incidents/Q1ABCDEF")]
+    step = RunbookRun.objects.get().step_runs.get()
+
+    deliver(client, django_capture_on_commit_callbacks, event("incident.resolved", agent="SRE Bot"))
+
+    assert writes(pd) == [("PUT", "/incidents/Q1ABCDEF")]
+    assert RunbookRun.objects.count() == 1
+    [echo] = pagerduty_events(incident)
+    assert echo.details["echo_of_step"] == {"run": step.run_id, "step": "resolve"}
+    assert echo.dispatched_at is not None
+    assert incident.events.filter(kind="status_changed").count() == 1
+    link.refresh_from_db()
+    assert link.status == "resolved" and link.sent_status == ""
+
+
+def test_an_event_that_came_before_the_link_is_applied_once_the_step_links_it(
+    client, pd, connection, django_capture_on_commit_callbacks
+):
+    """PagerDuty's incident.triggered can arrive before the answer to our create request."""
+    incident = IncidentFactory()
+    make_runbook(steps=[PAGE_STEP])
+    deliver(client, django_capture_on_commit_callbacks, event("incident.triggered"))
+    assert WebhookDelivery.objects.get().outcome == "no incident of ours is linked to this PagerDuty incident"
+
+    add_create_ok(pd)
+    with django_capture_on_commit_callbacks(execute=True):
+        incident_update(incident_id=incident.pk, status="Investigating", actor="alice")
+
+    delivery = WebhookDelivery.objects.get()
+    assert "echo of our step" in delivery.outcome
+    [entry] = pagerduty_events(incident)
+    assert entry.details["echo_of_step"]["step"] == "page"
+
+
+# --- never trust a stale link -----------------------------------------------------------------------
+
+
+def test_resolved_in_pagerduty_the_next_sev1_change_pages_a_new_incident(
+    client, pd, connection, django_capture_on_commit_callbacks
+):
+    make_runbook(steps=[PAGE_STEP], trigger={"on": "status_changed", "to": ["Investigating", "Identified"]})
+    incident = IncidentFactory(severity=1)
+    add_create_ok(pd, incident_id="Q1ABCDEF", key=f"ai-sre-{incident.id}")
+    with django_capture_on_commit_callbacks(execute=True):
+        incident_update(incident_id=incident.pk, status="Investigating", actor="alice")
+    assert writes(pd) == [("POST", "/incidents")]
+
+    deliver(client, django_capture_on_commit_callbacks, event("incident.resolved", agent="Alice Ng"))
+
+    pd.replace(responses.POST, f"{PD_URL}/incidents", json={"incident": pd_incident("Q2NEWONE", number=8)}, status=201)
+    with django_capture_on_commit_callbacks(execute=True):
+        incident_update(incident_id=incident.pk, status="Identified", actor="alice")
+
+    assert writes(pd) == [("POST", "/incidents"), ("POST", "/incidents")]
+    second = RunbookRun.objects.order_by("created_at").last().step_runs.get()
+    assert second.outputs["incident_id"] == "Q2NEWONE" and second.outputs["deduplicated"] is False
+    assert set(PagerDutyIncidentLink.objects.values_list("pagerduty_incident_id", "status")) == {
+        ("Q1ABCDEF", "resolved"),
+        ("Q2NEWONE", "triggered"),
+    }
+
+
+def test_without_a_webhook_pagerduty_is_asked_before_a_link_is_reused(
+    pd, connection, django_capture_on_commit_callbacks
+):
+    make_runbook(steps=[PAGE_STEP], trigger={"on": "status_changed", "to": ["Investigating", "Identified"]})
+    incident = IncidentFactory(severity=1)
+    add_create_ok(pd)
+    with django_capture_on_commit_callbacks(execute=True):
+        incident_update(incident_id=incident.pk, status="Investigating", actor="alice")
+    pd.add(responses.GET, f"{PD_URL}/incidents/Q1ABCDEF", json={"incident": pd_incident(status="resolved")})
+    pd.replace(responses.POST, f"{PD_URL}/incidents", json={"incident": pd_incident("Q2NEWONE")}, status=201)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        incident_update(incident_id=incident.pk, status="Identified", actor="alice")
+
+    assert [c.request.method for c in pd.calls] == ["POST", "GET", "POST"]
+    assert PagerDutyIncidentLink.objects.get(pagerduty_incident_id="Q1ABCDEF").status == "resolved"
+
+
+def test_add_responder_to_an_incident_pagerduty_resolved_fails_without_sending(
+    client, pd, linked, django_capture_on_commit_callbacks
+):
+    incident, _ = linked
+    deliver(client, django_capture_on_commit_callbacks, event("incident.resolved"))
+    step = {
+        "key": "escalate",
+        "action": "pagerduty.add_responder",
+        "connection": "default",
+        "with": {
+            "from": "sre@example.com",
+            "responder_id": "PEP5678",
+            "responder_type": "escalation_policy",
+            "requester_id": "PREQ001",
+            "message": "join",
+        },
+    }
+    make_runbook(steps=[step], trigger={"on": "status_changed", "to": ["Identified"]})
+
+    with django_capture_on_commit_callbacks(execute=True):
+        incident_update(incident_id=incident.pk, status="Identified", actor="alice")
+
+    failed = RunbookRun.objects.get().step_runs.get()
+    assert failed.status == "failed" and "is resolved" in failed.error
+    assert writes(pd) == []
+
+
+# --- where people see it --------------------------------------------------------------------------
+
+
+def test_the_api_and_the_incident_page_show_pagerduty_state_and_events(
+    client, root_api, root_admin, linked, django_capture_on_commit_callbacks
+):
+    incident, _ = linked
+    deliver(client, django_capture_on_commit_callbacks, event(agent="Alice Ng"))
+
+    answer = root_api.get(f"/api/v1/incidents/{incident.short_id}/").json()
+    [pagerduty] = answer["pagerduty_incidents"]
+    assert pagerduty["pagerduty_incident_id"] == "Q1ABCDEF" and pagerduty["connection"] == "default"
+    assert (pagerduty["status"], pagerduty["urgency"], pagerduty["priority"]) == ("acknowledged", "high", "P1")
+    assert pagerduty["assignees"] == [{"id": "PUSER01", "summary": "Alice Ng"}]
+    assert pagerduty["last_event_type"] == "incident.acknowledged" and pagerduty["mirrored_at"]
+    acknowledged = answer["events"][-1]
+    assert (acknowledged["kind"], acknowledged["pagerduty_event_type"], acknowledged["actor"]) == (
+        "pagerduty_event",
+        "incident.acknowledged",
+        "Alice Ng",
+    )
+
+    page = root_admin.get(f"/admin/incidents/incident/{incident.pk}/change/").content.decode()
+    assert "incident.acknowledged" in page and "Alice Ng" in page and "as PagerDuty last said" in page

@@ -189,3 +189,14 @@ def oncall_empty_levels(
             unknown[policy_id].add(level)
     covered = {pk: {e.escalation_level for e in entries} for pk, entries in by_policy.items()}
     return {pk: sorted(found - covered.get(pk, set()) - unknown[pk]) for pk, found in levels.items()}
+
+
+def oncall_schedules_named(*, connection: PagerDutyConnection, name: str) -> list[str]:
+    """PagerDuty ids of the imported schedules (still present upstream) whose name or local alias
+    is `name`, any case: one id, none, or several when the name is ambiguous."""
+    name = (name or "").strip()
+    if not name:
+        return []
+    live = OncallSchedule.objects.filter(connection=connection, deleted_upstream_at__isnull=True)
+    by_name = live.filter(name__iexact=name) | live.filter(local_alias__iexact=name)
+    return sorted(set(by_name.values_list("pagerduty_id", flat=True)))

@@ -200,3 +200,13 @@ def oncall_schedules_named(*, connection: PagerDutyConnection, name: str) -> lis
     live = OncallSchedule.objects.filter(connection=connection, deleted_upstream_at__isnull=True)
     by_name = live.filter(name__iexact=name) | live.filter(local_alias__iexact=name)
     return sorted(set(by_name.values_list("pagerduty_id", flat=True)))
+
+
+def oncall_overrides_upcoming(*, schedule: OncallSchedule, at: datetime | None = None):
+    """The schedule's imported overrides that have not ended (as of the last sync), soonest first."""
+    at = at or timezone.now()
+    return (
+        ScheduleEntry.objects.filter(schedule=schedule, kind=ScheduleEntry.Kind.OVERRIDE, end__gt=at)
+        .select_related("user")
+        .order_by("start", "pk")
+    )

@@ -66,11 +66,12 @@ def _render_oncall(entries) -> str:
         return "nobody"
     return format_html_join(
         "",
-        "<div>{}{} <span class='quiet'>{}</span></div>",
+        "<div>{}{}{} <span class='quiet'>{}</span></div>",
         (
             (
                 f"L{e.escalation_level}: " if e.escalation_level else "",
                 e.user or e.user_pagerduty_id,
+                " (override)" if e.override else "",
                 f"until {e.end:%Y-%m-%d %H:%M} UTC" if e.end else ("via " + str(e.schedule) if e.schedule else ""),
             )
             for e in entries

@@ -34,6 +34,8 @@ class OnCall:
     escalation_level: int | None = None
     start: datetime | None = None
     end: datetime | None = None
+    # The shift is an override's (an imported override entry covers it): shown as such in the admin.
+    override: bool = False
 
     def as_dict(self) -> dict:
         return {
@@ -88,6 +90,11 @@ def oncall_now_for_schedules(
     entries = ScheduleEntry.objects.filter(
         schedule_id__in=list(by_pk), kind=ScheduleEntry.Kind.FINAL, start__lte=at, end__gt=at
     ).select_related("user")
+    overridden = set(
+        ScheduleEntry.objects.filter(
+            schedule_id__in=list(by_pk), kind=ScheduleEntry.Kind.OVERRIDE, start__lte=at, end__gt=at
+        ).values_list("schedule_id", "user_pagerduty_id")
+    )
     for entry in entries.order_by("schedule_id", "start"):
         result[entry.schedule_id].append(
             OnCall(
@@ -96,6 +103,7 @@ def oncall_now_for_schedules(
                 schedule=by_pk[entry.schedule_id],
                 start=entry.start,
                 end=entry.end,
+                override=(entry.schedule_id, entry.user_pagerduty_id) in overridden,
             )
         )
     return result

@@ -111,3 +111,24 @@ def test_schedule_page_lists_imported_overrides(client, role_user, schedule):
     html = client.get(reverse("admin:oncall_oncallschedule_change", args=[schedule.pk])).content.decode()
     assert (now + timedelta(hours=1)).strftime("%Y-%m-%d %H:%M") in html
     assert (now - timedelta(days=2)).strftime("%Y-%m-%d %H:%M") not in html
+
+
+def test_imported_who_is_on_call_marks_an_override(client, role_user, schedule):
+    now = timezone.now()
+    alice = OncallUser.objects.get(pagerduty_id="PALICE1")
+    schedule.rendered_since, schedule.rendered_until = now - timedelta(days=1), now + timedelta(days=1)
+    schedule.save()
+    for kind in ("final", "override"):
+        ScheduleEntry.objects.create(
+            schedule=schedule,
+            kind=kind,
+            start=now - timedelta(hours=1),
+            end=now + timedelta(hours=3),
+            user=alice,
+            user_pagerduty_id="PALICE1",
+        )
+    login(client, role_user, "Viewers")
+    html = client.get(reverse("admin:oncall_now")).content.decode()
+    assert 'Alice <span class="oncall-override">override</span>' in html
+    change = client.get(reverse("admin:oncall_oncallschedule_change", args=[schedule.pk])).content.decode()
+    assert "Alice (override)" in change

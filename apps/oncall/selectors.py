@@ -48,6 +48,7 @@ class OnCall:
             "escalation_level": self.escalation_level,
             "start": self.start.isoformat() if self.start else None,
             "end": self.end.isoformat() if self.end else None,
+            "override": self.override,
         }
 
 
@@ -218,3 +219,10 @@ def oncall_overrides_upcoming(*, schedule: OncallSchedule, at: datetime | None =
         .select_related("user")
         .order_by("start", "pk")
     )
+
+
+def oncall_schedule_is_v3(*, connection: PagerDutyConnection, pagerduty_id: str) -> bool:
+    """Whether an imported schedule with this id is a v3 (shift-based) one."""
+    return OncallSchedule.objects.filter(
+        connection=connection, pagerduty_id=pagerduty_id, kind=OncallSchedule.Kind.V3
+    ).exists()

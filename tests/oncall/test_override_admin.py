@@ -132,3 +132,19 @@ def test_imported_who_is_on_call_marks_an_override(client, role_user, schedule):
     assert 'Alice <span class="oncall-override">override</span>' in html
     change = client.get(reverse("admin:oncall_oncallschedule_change", args=[schedule.pk])).content.decode()
     assert "Alice (override)" in change
+
+
+def test_api_on_call_now_says_which_shift_is_an_override(root_api, schedule):
+    now = timezone.now()
+    schedule.rendered_since, schedule.rendered_until = now - timedelta(days=1), now + timedelta(days=1)
+    schedule.save()
+    for kind in ("final", "override"):
+        ScheduleEntry.objects.create(
+            schedule=schedule,
+            kind=kind,
+            start=now - timedelta(hours=1),
+            end=now + timedelta(hours=3),
+            user_pagerduty_id="PALICE1",
+        )
+    detail = root_api.get(f"/api/v1/oncall/schedules/{schedule.pk}/").json()
+    assert [(e["user"]["id"], e["override"]) for e in detail["on_call_now"]] == [("PALICE1", True)]

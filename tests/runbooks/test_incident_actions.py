@@ -475,3 +475,14 @@ def test_create_override_unknown_schedule_name_fails(pd, pd_connection, django_c
         link=False,
     )
     assert "no imported schedule is named 'Nights'" in run.step_runs.get().error
+
+
+def test_create_override_on_a_v3_schedule_is_refused(pd, pd_connection, django_capture_on_commit_callbacks):
+    OncallSchedule.objects.create(connection=pd_connection, pagerduty_id="PSCHV31", name="Shifts", kind="schedule_v3")
+    run = run_steps(
+        [step("pagerduty.create_override", schedule_id="Shifts", user_id="PALICE1", start="now", end="+1h")],
+        django_capture_on_commit_callbacks,
+        link=False,
+    )
+    assert "v3 (shift-based) schedule" in run.step_runs.get().error
+    assert len(pd.calls) == 0

@@ -18,6 +18,7 @@ from apps.oncall.overrides import (
     schedule_override_create,
     schedule_override_find,
 )
+from apps.oncall.selectors import oncall_schedule_is_v3
 from apps.pagerduty import payloads
 from apps.pagerduty.errors import PagerDutyError
 from apps.runbooks.executors.base import (
@@ -479,6 +480,12 @@ register(
 class CreateOverride(Action):
     def plan(self, ctx: StepContext) -> PlannedRequest:
         schedule_id = ctx.resolver.schedule_id(_required(ctx, "schedule_id"), field="schedule_id")
+        if oncall_schedule_is_v3(connection=ctx.connection, pagerduty_id=schedule_id):
+            raise StepFailed(
+                f"schedule_id: {schedule_id} is a v3 (shift-based) schedule; this action creates overrides on "
+                "classic (layered) schedules only",
+                field="schedule_id",
+            )
         user_id = ctx.resolver.user_id(_required(ctx, "user_id"), field="user_id")
         # `now` is the step's own start, so a recovered step plans the window it first sent.
         now = (ctx.step_run.started_at if ctx.step_run is not None else None) or timezone.now()

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from django.core.management import call_command
 
-from apps.runbooks.loader import dump_yaml, load_yaml, runbook_to_spec
+from apps.runbooks.loader import dump_yaml, load_yaml, runbook_to_spec, spec_problems
 from apps.runbooks.models import Runbook
 from apps.runbooks.services import runbook_upsert_from_spec
 from apps.runbooks.versions import runbook_version_latest
@@ -157,3 +157,50 @@ def test_yaml_export_import_round_trips_every_new_field(tmp_path):
     assert yaml.safe_load((tmp_path / "out" / "every-new-field.yaml").read_text()) == EVERY_FIELD
     version = runbook_version_latest(runbook=Runbook.objects.get(slug="every-new-field"))
     assert [s["with"] for s in version.spec["steps"]] == [s["with"] for s in EVERY_FIELD["steps"]]
+
+
+@pytest.mark.parametrize(
+    ("action", "fields", "field", "message"),
+    [
+        ("pagerduty.escalate_incident", {"escalation_level": "two"}, "escalation_level", "whole number"),
+        ("pagerduty.escalate_incident", {"escalation_level": "21"}, "escalation_level", "whole number"),
+        (
+            "pagerduty.reassign_incident",
+            {"assignee_ids": "PUSER01", "escalation_policy_id": "PEP5678"},
+            "escalation_policy_id",
+            "not both",
+        ),
+        ("pagerduty.reassign_incident", {}, "assignee_ids", "is required"),
+        ("pagerduty.create_override", {"schedule_id": "P1", "user_id": "P2", "end": "yesterday"}, "end", "not a time"),
+        (
+            "pagerduty.create_override",
+            {"schedule_id": "P1", "user_id": "P2", "start": "now+2h", "end": "now+1h"},
+            "end",
+            "after start",
+        ),
+    ],
+)
+def test_literals_that_can_never_work_are_refused_when_saved(action, fields, field, message):
+    spec = {**EVERY_FIELD, "steps": [{"key": "s", "action": action, "with": fields}]}
+    problems = spec_problems(spec, source="every.yaml")
+    assert [(p.step, p.field) for p in problems] == [("s", field)]
+    assert message in problems[0].message
+
+
+def test_templated_values_are_left_to_run_time():
+    spec = {
+        **EVERY_FIELD,
+        "steps": [
+            {
+                "key": "up",
+                "action": "pagerduty.escalate_incident",
+                "with": {"escalation_level": "{{Activity.severity}}"},
+            },
+            {
+                "key": "cover",
+                "action": "pagerduty.create_override",
+                "with": {"schedule_id": "P1", "user_id": "P2", "start": "{{Activity.created_at}}", "end": "+1h"},
+            },
+        ],
+    }
+    assert spec_problems(spec, source="every.yaml") == []

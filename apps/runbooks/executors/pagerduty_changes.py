@@ -80,6 +80,11 @@ def _answered(ctx: StepContext, method: str, suffix: str):
     return None
 
 
+def _literal(value) -> bool:
+    """A field written as plain text (no template tag), so it can be judged when the runbook is saved."""
+    return bool(value) and "{{" not in str(value)
+
+
 class IncidentChange(Action):
     """PUT /incidents/{id} with one change. Subclasses say what to send and how to see it landed."""
 
@@ -211,6 +216,13 @@ class ReassignIncident(IncidentChange):
         user_ids = list(dict.fromkeys(ctx.resolver.user_id(v, field="assignee_ids") for v in assignees))
         return {"assignments": payloads.assignments(user_ids)}
 
+    def literal_problems(self, inputs: dict) -> list[tuple[str, str]]:
+        if _literal(inputs.get("assignee_ids")) and _literal(inputs.get("escalation_policy_id")):
+            return [("escalation_policy_id", "set assignee_ids or escalation_policy_id, not both")]
+        if not inputs.get("assignee_ids") and not inputs.get("escalation_policy_id"):
+            return [("assignee_ids", "assignee_ids or escalation_policy_id is required")]
+        return []
+
     def holds(self, incident: dict, changes: dict) -> bool:
         if "escalation_policy" in changes:
             return (incident.get("escalation_policy") or {}).get("id") == changes["escalation_policy"]["id"]
@@ -273,6 +285,12 @@ class EscalateIncident(IncidentChange):
                 field="escalation_level",
             )
         return {"escalation_level": int(text)}
+
+    def literal_problems(self, inputs: dict) -> list[tuple[str, str]]:
+        level = str(inputs.get("escalation_level") or "").strip()
+        if _literal(level) and not (level.isdigit() and 1 <= int(level) <= MAX_ESCALATION_LEVEL):
+            return [("escalation_level", f"must be a whole number from 1 to {MAX_ESCALATION_LEVEL}, not {level!r}")]
+        return []
 
     def holds(self, incident: dict, changes: dict) -> bool:
         return False
@@ -478,6 +496,16 @@ register(
 
 
 class CreateOverride(Action):
+    def literal_problems(self, inputs: dict) -> list[tuple[str, str]]:
+        start, end = str(inputs.get("start") or ""), str(inputs.get("end") or "")
+        if not (_literal(start) and _literal(end)):
+            return []
+        try:
+            override_window(start=start, end=end, now=timezone.now())
+        except DomainError as exc:
+            return [(exc.field or "start", str(exc).removeprefix(f"{exc.field}: "))]
+        return []
+
     def plan(self, ctx: StepContext) -> PlannedRequest:
         schedule_id = ctx.resolver.schedule_id(_required(ctx, "schedule_id"), field="schedule_id")
         if oncall_schedule_is_v3(connection=ctx.connection, pagerduty_id=schedule_id):

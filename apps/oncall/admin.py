@@ -4,6 +4,7 @@ sync wizard at /admin/oncall/sync/ and "who is on call now" (imported, and live 
 from datetime import UTC, datetime
 from functools import reduce
 from operator import or_
+from urllib.parse import urlencode
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
@@ -11,7 +12,7 @@ from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import transaction
 from django.db.models import Q
-from django.http import Http404, HttpResponseRedirect, JsonResponse
+from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -20,6 +21,7 @@ from django.utils.html import format_html, format_html_join
 
 from apps.core.errors import DomainError
 from apps.core.links import external_link
+from apps.core.permissions import admin_permission_required
 from apps.core.query_params import ascii_integer
 from apps.oncall import selectors, services, tasks
 from apps.oncall.importer import RESOURCE_TYPES
@@ -36,11 +38,14 @@ from apps.oncall.models import (
     SyncRun,
     TeamMembership,
 )
+from apps.oncall.overrides import oncall_override_create
 from apps.oncall.wizard import SyncWizardView, progress_rows
 from apps.pagerduty.errors import PagerDutyError
 from apps.pagerduty.models import PagerDutyConnection
 
 PLAN_PERMISSION = "oncall.plan_syncrun"
+OVERRIDE_PERMISSION = "oncall.override_oncallschedule"
+OVERRIDES_SHOWN = 50
 VIEW_RUN_PERMISSION = "oncall.view_syncrun"
 APPLY_PERMISSION = "oncall.apply_syncrun"
 CHANGELISTS = {
@@ -61,11 +66,12 @@ def _render_oncall(entries) -> str:
         return "nobody"
     return format_html_join(
         "",
-        "<div>{}{} <span class='quiet'>{}</span></div>",
+        "<div>{}{}{} <span class='quiet'>{}</span></div>",
         (
             (
                 f"L{e.escalation_level}: " if e.escalation_level else "",
                 e.user or e.user_pagerduty_id,
+                " (override)" if e.override else "",
                 f"until {e.end:%Y-%m-%d %H:%M} UTC" if e.end else ("via " + str(e.schedule) if e.schedule else ""),
             )
             for e in entries
@@ -284,8 +290,9 @@ class OncallScheduleAdmin(ImportedAdmin):
     list_display = ["name", "kind", "time_zone", "pagerduty_id", "connection", "rendered_until", "deleted_upstream_at"]
     list_filter = [*ImportedAdmin.list_filter, "kind"]
     synced_fields = ["kind", "description", "time_zone", "team_ids", "rendered_since", "rendered_until"]
-    extra_readonly = ["on_call_now", "rotations_list"]
+    extra_readonly = ["on_call_now", "overrides_list", "rotations_list"]
     inlines = [LayerInline]
+    change_form_template = "admin/oncall/oncallschedule/change_form.html"
 
     @admin.display(description="Rotations (v3)")
     def rotations_list(self, obj):
@@ -323,12 +330,92 @@ class OncallScheduleAdmin(ImportedAdmin):
         note = selectors.oncall_window_note(schedule=obj)
         return note or _render_oncall(selectors.oncall_now(schedule=obj))
 
+    @admin.display(description="Overrides")
+    def overrides_list(self, obj):
+        if obj is None or obj.pk is None:
+            return "—"
+        upcoming = list(selectors.oncall_overrides_upcoming(schedule=obj)[:OVERRIDES_SHOWN])
+        if not upcoming:
+            return "none current or upcoming in the synced window"
+        return format_html_join(
+            "",
+            "<div>{} – {} UTC: {}</div>",
+            (
+                (
+                    e.start.strftime("%Y-%m-%d %H:%M"),
+                    e.end.strftime("%Y-%m-%d %H:%M"),
+                    _user_link(e.user, e.user_pagerduty_id),
+                )
+                for e in upcoming
+            ),
+        )
+
     def changelist_view(self, request, extra_context=None):
         extra_context = {**(extra_context or {}), "oncall_now_url": reverse("admin:oncall_now")}
         return super().changelist_view(request, extra_context)
 
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        context["may_override"] = request.user.has_perm(OVERRIDE_PERMISSION)
+        return super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
+
     def get_urls(self):
-        return [path("now/", self.admin_site.admin_view(self.now_view), name="oncall_now"), *super().get_urls()]
+        return [
+            path("now/", self.admin_site.admin_view(self.now_view), name="oncall_now"),
+            path(
+                "<path:object_id>/override/",
+                self.admin_site.admin_view(self.override_view),
+                name="oncall_oncallschedule_override",
+            ),
+            *super().get_urls(),
+        ]
+
+    @admin_permission_required(OVERRIDE_PERMISSION)
+    def override_view(self, request, object_id):
+        """Put someone on call on this schedule for a while (POST /schedules/{id}/overrides)."""
+        schedule = get_object_or_404(
+            OncallSchedule.objects.select_related("connection"), pk=ascii_integer(unquote(object_id)) or 0
+        )
+        form = {
+            "user": request.POST.get("user", ""),
+            "start": request.POST.get("start", "now"),
+            "end": request.POST.get("end", "+12h"),
+        }
+        error, field, status = "", "", 200
+        if request.method == "POST":
+            try:
+                override, adopted = oncall_override_create(
+                    schedule=schedule, user=form["user"], start=form["start"], end=form["end"]
+                )
+            except DomainError as exc:
+                error, field, status = str(exc), exc.field or "", 400
+            except PagerDutyError as exc:
+                error, status = f"PagerDuty: {exc}", 502
+            else:
+                messages.success(
+                    request,
+                    f"Override {override.get('id')} created on {schedule}: {override.get('start')} – "
+                    f"{override.get('end')}{' (found after a lost answer, not sent twice)' if adopted else ''}. "
+                    "The imported schedule shows it after the next sync; who is on call now (live) shows it at once.",
+                )
+                return HttpResponseRedirect(reverse("admin:oncall_oncallschedule_change", args=[schedule.pk]))
+        elif request.method != "GET":
+            return HttpResponseNotAllowed(["GET", "POST"])
+        users = OncallUser.objects.filter(connection=schedule.connection, deleted_upstream_at__isnull=True)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Create an override on {schedule}",
+            "opts": self.model._meta,
+            "original": schedule,
+            "form": form,
+            "error": error,
+            "error_field": field,
+            "users": list(users.exclude(email="").order_by("name").values_list("name", "email")[:500]),
+            "upcoming": list(selectors.oncall_overrides_upcoming(schedule=schedule)[:OVERRIDES_SHOWN]),
+            "live_url": reverse("admin:oncall_now")
+            + "?"
+            + urlencode({"live": "1", "connection": schedule.connection_id, "q": schedule.name}),
+        }
+        return TemplateResponse(request, "admin/oncall/oncallschedule/override.html", context, status=status)
 
     def now_view(self, request):
         if not request.user.has_perms(VIEW_ONCALL):

@@ -34,6 +34,8 @@ class OnCall:
     escalation_level: int | None = None
     start: datetime | None = None
     end: datetime | None = None
+    # The shift is an override's (an imported override entry covers it): shown as such in the admin.
+    override: bool = False
 
     def as_dict(self) -> dict:
         return {
@@ -46,6 +48,7 @@ class OnCall:
             "escalation_level": self.escalation_level,
             "start": self.start.isoformat() if self.start else None,
             "end": self.end.isoformat() if self.end else None,
+            "override": self.override,
         }
 
 
@@ -88,6 +91,11 @@ def oncall_now_for_schedules(
     entries = ScheduleEntry.objects.filter(
         schedule_id__in=list(by_pk), kind=ScheduleEntry.Kind.FINAL, start__lte=at, end__gt=at
     ).select_related("user")
+    overridden = set(
+        ScheduleEntry.objects.filter(
+            schedule_id__in=list(by_pk), kind=ScheduleEntry.Kind.OVERRIDE, start__lte=at, end__gt=at
+        ).values_list("schedule_id", "user_pagerduty_id")
+    )
     for entry in entries.order_by("schedule_id", "start"):
         result[entry.schedule_id].append(
             OnCall(
@@ -96,6 +104,7 @@ def oncall_now_for_schedules(
                 schedule=by_pk[entry.schedule_id],
                 start=entry.start,
                 end=entry.end,
+                override=(entry.schedule_id, entry.user_pagerduty_id) in overridden,
             )
         )
     return result
@@ -189,3 +198,31 @@ def oncall_empty_levels(
             unknown[policy_id].add(level)
     covered = {pk: {e.escalation_level for e in entries} for pk, entries in by_policy.items()}
     return {pk: sorted(found - covered.get(pk, set()) - unknown[pk]) for pk, found in levels.items()}
+
+
+def oncall_schedules_named(*, connection: PagerDutyConnection, name: str) -> list[str]:
+    """PagerDuty ids of the imported schedules (still present upstream) whose name or local alias
+    is `name`, any case: one id, none, or several when the name is ambiguous."""
+    name = (name or "").strip()
+    if not name:
+        return []
+    live = OncallSchedule.objects.filter(connection=connection, deleted_upstream_at__isnull=True)
+    by_name = live.filter(name__iexact=name) | live.filter(local_alias__iexact=name)
+    return sorted(set(by_name.values_list("pagerduty_id", flat=True)))
+
+
+def oncall_overrides_upcoming(*, schedule: OncallSchedule, at: datetime | None = None):
+    """The schedule's imported overrides that have not ended (as of the last sync), soonest first."""
+    at = at or timezone.now()
+    return (
+        ScheduleEntry.objects.filter(schedule=schedule, kind=ScheduleEntry.Kind.OVERRIDE, end__gt=at)
+        .select_related("user")
+        .order_by("start", "pk")
+    )
+
+
+def oncall_schedule_is_v3(*, connection: PagerDutyConnection, pagerduty_id: str) -> bool:
+    """Whether an imported schedule with this id is a v3 (shift-based) one."""
+    return OncallSchedule.objects.filter(
+        connection=connection, pagerduty_id=pagerduty_id, kind=OncallSchedule.Kind.V3
+    ).exists()

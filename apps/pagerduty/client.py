@@ -381,6 +381,14 @@ class PagerDutyClient:
     def get_incident(self, incident_id: str, *, max_attempts=None) -> dict:
         return _expect(self.request("GET", f"/incidents/{incident_id}", max_attempts=max_attempts), "incident")
 
+    def list_incident_notes(self, incident_id: str, *, max_attempts=None) -> list:
+        answer = self.request("GET", f"/incidents/{incident_id}/notes", max_attempts=max_attempts)
+        return (answer or {}).get("notes") or []
+
+    def list_priorities(self) -> list:
+        """The account's priorities (names such as P1); an account without them answers none or 404."""
+        return self.list_all("/priorities", "priorities")
+
     def test_connection(self) -> dict:
         return self.request("GET", "/abilities")
 
@@ -423,6 +431,29 @@ class PagerDutyClient:
         params = {"since": since, "until": until, "overflow": "true", "time_zone": "UTC"}
         return self.list_all(f"/v3/schedules/{schedule_id}/overrides", "overrides", params)
 
+    def create_schedule_overrides(
+        self, schedule_id: str, payload: dict, *, from_email: str | None = None, verify=None
+    ) -> list:
+        """POST /schedules/{id}/overrides → PagerDuty's per-override list `[{status, errors, override}]`.
+
+        No dedup key: a second identical override is simply created, so an ambiguous attempt is only
+        repeated once `verify` says it did not land. `verify` returns such a list when it did."""
+        answer = self.request(
+            "POST",
+            f"/schedules/{schedule_id}/overrides",
+            json=payload,
+            from_email=from_email,
+            retry_ambiguous=False,
+            verify=verify,
+        )
+        if not isinstance(answer, list):
+            # The deprecated single-override form answers {"override": {...}}.
+            single = answer.get("override") if isinstance(answer, dict) else None
+            if not isinstance(single, dict):
+                raise PagerDutyUnexpectedAnswer(f"an overrides answer that is not a list: {str(answer)[:200]!r}")
+            answer = [{"status": 201, "override": single}]
+        return answer
+
     # --- writes --------------------------------------------------------------------------------
 
     def create_incident(self, payload: dict, *, from_email: str | None = None, verify=None) -> dict:
@@ -452,8 +483,33 @@ class PagerDutyClient:
             verify=verify,
         )
 
-    def update_incident(self, incident_id: str, payload: dict, *, from_email: str | None = None, verify=None) -> dict:
-        answer = self.request("PUT", f"/incidents/{incident_id}", json=payload, from_email=from_email, verify=verify)
+    def create_incident_note(
+        self, incident_id: str, payload: dict, *, from_email: str | None = None, verify=None
+    ) -> dict:
+        # No dedup key: an ambiguous attempt is only repeated once `verify` says the note is not there.
+        answer = self.request(
+            "POST",
+            f"/incidents/{incident_id}/notes",
+            json=payload,
+            from_email=from_email,
+            retry_ambiguous=False,
+            verify=verify,
+        )
+        return _expect(answer, "note")
+
+    def update_incident(
+        self, incident_id: str, payload: dict, *, from_email: str | None = None, verify=None, retry_ambiguous=True
+    ) -> dict:
+        # Setting a state (status, urgency, priority, assignees) twice is harmless; escalating
+        # twice notifies twice, so escalation passes retry_ambiguous=False.
+        answer = self.request(
+            "PUT",
+            f"/incidents/{incident_id}",
+            json=payload,
+            from_email=from_email,
+            verify=verify,
+            retry_ambiguous=retry_ambiguous,
+        )
         return _expect(answer, "incident")
 
 

@@ -69,3 +69,24 @@ def resolve_incident_payload(*, resolution: str = "") -> dict:
     if resolution:
         incident["resolution"] = resolution
     return {"incident": incident}
+
+
+# --- changing an incident, notes, overrides --------------------------------------------------------
+
+
+def update_incident_payload(**changes) -> dict:
+    """`PUT /incidents/{id}`: the incident reference with only the fields being changed."""
+    return {"incident": {"type": "incident_reference", **changes}}
+
+
+def assignments(user_ids: list[str]) -> list[dict]:
+    return [{"assignee": reference(user_id, USER)} for user_id in user_ids]
+
+
+def note_payload(*, content: str) -> dict:
+    return {"note": {"content": content}}
+
+
+def overrides_payload(*, start: str, end: str, user_id: str) -> dict:
+    # One override per request: its per-override status is then the step's outcome.
+    return {"overrides": [{"start": start, "end": end, "user": reference(user_id, USER), "time_zone": "UTC"}]}

@@ -4,7 +4,7 @@ import re
 from dataclasses import dataclass
 
 from apps.incidents.models import Incident
-from apps.oncall.selectors import oncall_responder_type, oncall_user_id_for_email
+from apps.oncall.selectors import oncall_responder_type, oncall_schedules_named, oncall_user_id_for_email
 from apps.pagerduty import payloads, selectors
 from apps.pagerduty.errors import PagerDutyNotFound
 from apps.pagerduty.models import PagerDutyConnection, Urgency
@@ -92,6 +92,56 @@ class LiveResolver:
             self.cache[key] = self._responder_type(value, field=field)
         return value, self.cache[key]
 
+    def priority_id(self, value: str, *, field: str) -> str:
+        """A priority's id from its name (P1) or id, through GET /priorities once per run."""
+        value = value.strip()
+        key = ("priorities",)
+        if key not in self.cache:
+            self.cache[key] = self._priorities()
+        priorities = self.cache[key]
+        for priority in priorities:
+            if priority.get("id") == value:
+                return value
+        named = [p for p in priorities if (p.get("name") or "").lower() == value.lower() and p.get("id")]
+        if named:
+            return named[0]["id"]
+        if not priorities:
+            raise StepFailed(
+                f"{field}: the PagerDuty account of connection {self.connection.name!r} has no priorities "
+                "(GET /priorities lists none); turn on incident priorities in PagerDuty or remove this step",
+                field=field,
+            )
+        names = ", ".join(p.get("name") or p.get("id") or "?" for p in priorities)
+        raise StepFailed(
+            f"{field}: no PagerDuty priority is named {value!r} or has that id; the account has {names}", field=field
+        )
+
+    def _priorities(self) -> list:
+        try:
+            return self.client.list_priorities()
+        except PagerDutyNotFound:
+            # PagerDuty answers 404 when priorities are turned off on the account.
+            return []
+
+    def schedule_id(self, value: str, *, field: str) -> str:
+        """A schedule id as given, or the id of the imported schedule with that name (or local alias)."""
+        value = value.strip()
+        found = oncall_schedules_named(connection=self.connection, name=value)
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            raise StepFailed(
+                f"{field}: {len(found)} imported schedules are named {value!r} ({', '.join(found)}); use the id",
+                field=field,
+            )
+        if PAGERDUTY_ID.match(value):
+            return value
+        raise StepFailed(
+            f"{field}: no imported schedule is named {value!r} (connection {self.connection.name!r}) and it is "
+            "not a PagerDuty id; import schedules with the sync wizard or give the schedule's id",
+            field=field,
+        )
+
     def _responder_type(self, value: str, *, field: str) -> str:
         imported = oncall_responder_type(connection=self.connection, pagerduty_id=value)
         if imported in _TYPES:
@@ -133,6 +183,9 @@ class ReadOnlyClient:
 
     def get_user(self, user_id: str) -> dict:
         return self._client.get_user(user_id)
+
+    def list_priorities(self) -> list:
+        return self._client.list_priorities()
 
     def __getattr__(self, name):
         raise AttributeError(f"a dry run makes no {name!r} call to PagerDuty")
@@ -200,6 +253,23 @@ class DryRunResolver(LiveResolver):
         if self.allow_reads:
             return super()._lookup_user_id(email, field=field)
         return email_placeholder(email)
+
+    def priority_id(self, value: str, *, field: str) -> str:
+        if self.allow_reads:
+            return super().priority_id(value, field=field)
+        value = value.strip()
+        if PAGERDUTY_ID.match(value):
+            return value
+        placeholder = f"<priority id for {value}>"
+        self.placeholders.append(
+            Placeholder(
+                placeholder,
+                field,
+                f"PagerDuty priority {value}: looked up with GET /priorities when the step runs "
+                "(the preview sends no request to PagerDuty; the dry run does this read-only look-up)",
+            )
+        )
+        return placeholder
 
     def responder(self, value: str, *, field: str, explicit_type: str = "") -> tuple[str, str]:
         value, explicit_type = value.strip(), (explicit_type or "").strip()

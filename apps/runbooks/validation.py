@@ -121,5 +121,10 @@ def validate_steps(*, runbook: str, steps: list[StepDraft]) -> list[Problem]:
             choices = spec.field(name).choices
             if choices and template and "{{" not in str(template) and str(template) not in choices:
                 problems.append(Problem(f"must be one of {', '.join(c for c in choices if c)}", **where, field=name))
+        # An action may judge what it can before run time (a literal that can never work).
+        literal_problems = getattr(spec.implementation, "literal_problems", None)
+        if literal_problems is not None:
+            for name, message in literal_problems(spec.with_defaults(step.inputs)):
+                problems.append(Problem(message, **where, field=name))
         seen.append(step)
     return problems

@@ -523,6 +523,75 @@ def list_schedule_overrides(state: SandboxState, req: Request, schedule_id: str)
         return 200, {"overrides": out}
 
 
+# PagerDuty takes several overrides in one request; a bound keeps one request's work small.
+MAX_OVERRIDES_PER_REQUEST = 100
+
+
+def create_schedule_overrides(state: SandboxState, req: Request, schedule_id: str) -> tuple[int, list]:
+    """POST /schedules/{id}/overrides: 201 with one `{status, errors?, override}` per override asked for.
+
+    Each override is judged on its own, as PagerDuty does: a bad one gets status 400 with errors
+    while the others are created. A malformed request as a whole answers 400."""
+    state.requester(req.headers.get("From"))
+    body = req.json
+    items = body.get("overrides") if isinstance(body, dict) else None
+    if not isinstance(items, list) or not items:
+        raise invalid('The request body must be {"overrides": [{"start", "end", "user", "time_zone"}, ...]}')
+    if len(items) > MAX_OVERRIDES_PER_REQUEST:
+        raise invalid(f"At most {MAX_OVERRIDES_PER_REQUEST} overrides per request ({len(items)} given)")
+    with state.lock:
+        schedule = state.schedules.get(schedule_id)
+        if schedule is None:
+            raise not_found(f"Schedule {schedule_id} not found")
+        tz = sched.get_zone(schedule.get("time_zone"))
+        results = []
+        for item in items:
+            errors, start, end, user_id = _override_problems(state, item)
+            shown = {k: item.get(k) for k in ("start", "end") if isinstance(item, dict)}
+            if isinstance(item, dict) and isinstance(item.get("user"), dict):
+                shown["user"] = state.user_ref(user_id) if user_id else dict(item["user"])
+            if errors:
+                results.append({"status": 400, "errors": errors, "override": shown})
+                continue
+            override = {
+                "id": state.new_id(prefix="Q", length=13),
+                "start": sched.format_time(start, tz),
+                "end": sched.format_time(end, tz),
+                "user": state.user_ref(user_id),
+            }
+            schedule["_overrides"].append(override)
+            results.append({"status": 201, "override": dict(override)})
+        return 201, results
+
+
+def _override_problems(state: SandboxState, item) -> tuple[list[str], object, object, str]:
+    if not isinstance(item, dict):
+        return ["Each override must be an object"], None, None, ""
+    errors: list[str] = []
+    times = {}
+    for name in ("start", "end"):
+        value = item.get(name)
+        try:
+            times[name] = sched.parse_time(value) if isinstance(value, str) else None
+        except ValueError:
+            times[name] = None
+        if times[name] is None:
+            errors.append(f"Override {name} must be an ISO 8601 date-time")
+    if "time_zone" in item:
+        try:
+            sched.get_zone(item["time_zone"])
+        except (ValueError, TypeError):
+            errors.append(f"Unknown time zone {item['time_zone']!r}")
+    user = item.get("user")
+    user_id = user.get("id") if isinstance(user, dict) else None
+    if not isinstance(user_id, str) or user_id not in state.users:
+        errors.append("Override user is not valid")
+        user_id = ""
+    if times.get("start") and times.get("end") and times["end"] <= times["start"]:
+        errors.append("Override must end after its start")
+    return errors, times.get("start"), times.get("end"), user_id
+
+
 def list_v3_schedules(state: SandboxState, req: Request) -> tuple[int, dict]:
     team_ids = team_filter(state, req)
     with state.lock:
@@ -686,6 +755,9 @@ def get_service(state: SandboxState, req: Request, service_id: str) -> tuple[int
 
 def list_priorities(state: SandboxState, req: Request) -> tuple[int, dict]:
     with state.lock:
+        if "incident_priorities" not in state.abilities:
+            # What PagerDuty answers on an account with priorities turned off.
+            raise not_found("Priorities are not enabled for this account")
         return 200, paginate(req, "priorities", list(state.priorities.values()))
 
 
@@ -786,6 +858,7 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("GET", "/schedules", list_schedules),
     ("GET", "/schedules/{schedule_id}", get_schedule),
     ("GET", "/schedules/{schedule_id}/overrides", list_schedule_overrides),
+    ("POST", "/schedules/{schedule_id}/overrides", create_schedule_overrides),
     ("GET", "/v3/schedules", list_v3_schedules),
     ("GET", "/v3/schedules/{schedule_id}", get_v3_schedule),
     ("GET", "/v3/schedules/{schedule_id}/overrides", list_v3_overrides),

@@ -1,4 +1,7 @@
-from apps.runbooks.executors import pagerduty  # noqa: F401  (registers the PagerDuty actions)
+from apps.runbooks.executors import (
+    pagerduty,  # noqa: F401  (registers the PagerDuty actions)
+    pagerduty_changes,  # noqa: F401  (incident changes, notes, overrides)
+)
 from apps.runbooks.executors.base import (
     Action,
     ActionSpec,

@@ -5,7 +5,7 @@ from apps.audit.api import AuditEntryViewSet
 from apps.core.api import RoleAPIRootView
 from apps.incidents.api import IncidentViewSet
 from apps.oncall.api import OncallEscalationPolicyViewSet, OncallNowView, OncallScheduleViewSet, OncallUserViewSet
-from apps.pagerduty.api import PagerDutyConnectionViewSet
+from apps.pagerduty.api import ChannelViewSet, PagerDutyConnectionViewSet
 from apps.runbooks.api import RunbookViewSet, RunViewSet
 
 router = DefaultRouter()
@@ -14,6 +14,7 @@ router.register("incidents", IncidentViewSet, basename="incident")
 router.register("runbooks", RunbookViewSet, basename="runbook")
 router.register("runs", RunViewSet, basename="run")
 router.register("pagerduty/connections", PagerDutyConnectionViewSet, basename="pagerduty-connection")
+router.register("pagerduty/channels", ChannelViewSet, basename="pagerduty-channel")
 router.register("oncall/schedules", OncallScheduleViewSet, basename="oncall-schedule")
 router.register("oncall/escalation-policies", OncallEscalationPolicyViewSet, basename="oncall-escalation-policy")
 router.register("oncall/users", OncallUserViewSet, basename="oncall-user")

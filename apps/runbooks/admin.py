@@ -22,7 +22,7 @@ from apps.incidents.admin import IncidentAdmin
 from apps.incidents.models import Incident, IncidentStatus
 from apps.pagerduty.models import PagerDutyConnection
 from apps.runbooks import dryrun, services, templating
-from apps.runbooks.executors import all_actions
+from apps.runbooks.executors import all_actions, stored_inputs
 from apps.runbooks.models import (
     PagerDutyIncidentLink,
     Runbook,
@@ -144,7 +144,7 @@ class StepForm(forms.ModelForm):
         value = self.cleaned_data.get("inputs") or {}
         if not isinstance(value, dict):
             raise forms.ValidationError("Expected a JSON object: field → template")
-        return {name: "" if v is None else str(v) for name, v in value.items()}
+        return stored_inputs(value)
 
 
 class StepFormSet(forms.BaseInlineFormSet):
@@ -343,7 +343,7 @@ def _draft_steps(payload) -> list[dryrun.StepSource]:
                 key=str(item.get("key") or ""),
                 action=str(item.get("action") or ""),
                 connection=str(item.get("connection") or "default"),
-                inputs={str(k): "" if v is None else str(v) for k, v in (item.get("inputs") or {}).items()},
+                inputs=stored_inputs(item.get("inputs") or {}),
                 on_failure=str(item.get("on_failure") or "stop"),
                 name=str(item.get("name") or ""),
             )

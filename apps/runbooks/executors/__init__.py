@@ -1,5 +1,9 @@
-from apps.runbooks.executors import pagerduty  # noqa: F401  (registers the PagerDuty actions)
+from apps.runbooks.executors import (
+    pagerduty,  # noqa: F401  (registers the PagerDuty actions)
+    pagerduty_events,  # noqa: F401  (registers the Events API v2 actions)
+)
 from apps.runbooks.executors.base import (
+    TARGET_CHANNEL,
     Action,
     ActionSpec,
     FieldSpec,
@@ -10,9 +14,12 @@ from apps.runbooks.executors.base import (
     all_actions,
     get_action,
     outcome_unknown_message,
+    stored_inputs,
+    uses_channel,
 )
 
 __all__ = [
+    "TARGET_CHANNEL",
     "Action",
     "ActionSpec",
     "FieldSpec",
@@ -23,4 +30,6 @@ __all__ = [
     "all_actions",
     "get_action",
     "outcome_unknown_message",
+    "stored_inputs",
+    "uses_channel",
 ]

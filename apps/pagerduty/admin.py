@@ -139,6 +139,11 @@ class ChannelForm(forms.ModelForm):
         ),
     )
 
+    # Not stripped: the prefix is put before the summary as written, "[shop] " with its space.
+    summary_prefix = forms.CharField(
+        required=False, strip=False, max_length=100, help_text=Channel._meta.get_field("summary_prefix").help_text
+    )
+
     class Meta:
         model = Channel
         fields = ["name", "events_url", "summary_prefix", "default_source"]

@@ -213,6 +213,8 @@ class ChannelSerializer(StrictModelSerializer):
     routing_key = RoutingKeyField(required=False, allow_blank=True)
     events_url = PagerDutyURLField(required=False, help_text="EU accounts: https://events.eu.pagerduty.com")
     has_routing_key = serializers.BooleanField(read_only=True)
+    # Not trimmed: the prefix is put before the summary as written, "[shop] " with its space.
+    summary_prefix = StrictCharField(required=False, allow_blank=True, max_length=100, trim_whitespace=False)
     # A changed events_url needs the routing key in the same request (Channel.clean).
     openapi_extra = {
         "anyOf": [

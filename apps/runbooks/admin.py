@@ -20,7 +20,7 @@ from apps.core.parsers import JsonBodyError, parse_json_bytes
 from apps.core.permissions import admin_permission_required
 from apps.incidents.admin import IncidentAdmin
 from apps.incidents.models import Incident, IncidentStatus
-from apps.pagerduty.models import PagerDutyConnection
+from apps.pagerduty.models import Channel, PagerDutyConnection
 from apps.runbooks import dryrun, services, templating
 from apps.runbooks.executors import all_actions, stored_inputs
 from apps.runbooks.models import (
@@ -258,6 +258,7 @@ def authoring_metadata() -> dict:
                     "default": f.default,
                     "choices": list(f.choices),
                     "example": f.example,
+                    "kind": f.kind,
                 }
                 for f in a.fields
             ],
@@ -289,6 +290,8 @@ def authoring_metadata() -> dict:
             ],
         },
         "connections": connections,
+        # Names and URLs only: a channel's routing key never leaves the server.
+        "channels": [{"name": c.name, "events_url": c.events_url} for c in Channel.objects.order_by("name")],
         "sample": {"value": "sample", "label": f"Sample incident — {_incident_label(sample)}"},
         "incidents": [{"value": str(i.pk), "label": _incident_label(i)} for i in _recent_incidents()],
     }

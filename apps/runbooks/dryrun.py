@@ -338,7 +338,43 @@ def steps_dry_run(*, steps: list[StepSource], incident: Incident, allow_reads: b
         if result["status"] == "error" and step.on_failure == OnFailure.STOP and not run.failed_stop:
             run.failed_stop = step.key
         results.append(result)
+    for index, warning in event_wait_warnings(steps).items():
+        results[index]["notes"].append(warning)
     return results
+
+
+_EVENT_UPDATES = {"pagerduty.acknowledge_event": "acknowledges", "pagerduty.resolve_event": "resolves"}
+_STEP_REFERENCE = re.compile(r"\{\{\s*steps\.([a-z][a-z0-9_]*)\.dedup_key\s*\}\}")
+
+
+def event_wait_warnings(steps: list[StepSource]) -> dict[int, str]:
+    """Step index → a warning, for an acknowledge/resolve_event of an alert an earlier step of the
+    same run triggered with no control step (a wait or an approval) in between: the steps follow
+    each other within a second, so PagerDuty would acknowledge or resolve it at once."""
+    warnings = {}
+    for index, step in enumerate(steps):
+        verb = _EVENT_UPDATES.get(step.action)
+        dedup_key = (step.inputs or {}).get("dedup_key")
+        match = _STEP_REFERENCE.search(dedup_key) if verb and isinstance(dedup_key, str) else None
+        if match is None:
+            continue
+        source = next(
+            (
+                n
+                for n, s in enumerate(steps[:index])
+                if s.key == match.group(1) and s.action == "pagerduty.trigger_event"
+            ),
+            None,
+        )
+        if source is None:
+            continue
+        if not any(s.action.startswith("runbook.") for s in steps[source + 1 : index]):
+            warnings[index] = (
+                f"This step {verb} the alert step {steps[source].key!r} triggers, with no wait in between: it "
+                "runs right after, so the alert would be gone at once. Add a wait (runbook.wait_for_status) or an "
+                "approval (runbook.approval) between them, or trigger on a later status."
+            )
+    return warnings
 
 
 def runbook_dry_run(

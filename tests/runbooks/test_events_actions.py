@@ -282,3 +282,13 @@ def test_dry_run_shows_the_event_with_the_key_redacted(channel, settings):
         "event_action": "resolve",
         "dedup_key": "<steps.alert.dedup_key>",
     }
+
+
+def test_dry_run_warns_when_a_run_resolves_the_alert_it_just_triggered(channel):
+    runbook = make_runbook("at-once", steps=[ALERT, RESOLVE], trigger={"on": "manual"})
+    alert, clear = dryrun.runbook_dry_run(runbook=runbook, sample=True)
+    assert not [n for n in alert["notes"] if "no wait" in n]
+    assert [n for n in clear["notes"] if "resolves the alert step 'alert' triggers, with no wait in between" in n]
+    other = {**RESOLVE, "with": {"channel": "monitoring", "dedup_key": "some-other-alert"}}
+    runbook = make_runbook("elsewhere", steps=[ALERT, other], trigger={"on": "manual"})
+    assert not [n for n in dryrun.runbook_dry_run(runbook=runbook, sample=True)[1]["notes"] if "no wait" in n]

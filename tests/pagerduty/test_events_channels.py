@@ -238,3 +238,15 @@ def test_admin_form_never_renders_the_key_and_tests(channel, client, role_user, 
     accept(pd, times=2)
     tested = client.post(f"/admin/pagerduty/channel/{channel.pk}/test/", follow=True)
     assert "Sent a trigger and a resolve" in tested.content.decode()
+
+
+def test_channel_changes_are_audited_without_the_key(channel):
+    from auditlog.models import LogEntry
+
+    channel_upsert(name="monitoring", routing_key=OTHER_KEY, summary_prefix="[new] ")
+    entries = list(LogEntry.objects.get_for_object(channel).order_by("pk"))
+    assert entries[0].changes["routing_key"] == ["(empty)", "(secret set)"]
+    assert entries[-1].changes["routing_key"] == ["(secret set)", "(secret set)"]
+    assert entries[-1].changes["summary_prefix"] == ["[shop] ", "[new] "]
+    dump = json.dumps(list(LogEntry.objects.values()), default=str)
+    assert ROUTING_KEY not in dump and OTHER_KEY not in dump

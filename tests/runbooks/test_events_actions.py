@@ -292,3 +292,26 @@ def test_dry_run_warns_when_a_run_resolves_the_alert_it_just_triggered(channel):
     other = {**RESOLVE, "with": {"channel": "monitoring", "dedup_key": "some-other-alert"}}
     runbook = make_runbook("elsewhere", steps=[ALERT, other], trigger={"on": "manual"})
     assert not [n for n in dryrun.runbook_dry_run(runbook=runbook, sample=True)[1]["notes"] if "no wait" in n]
+
+
+def test_trigger_acknowledge_resolve_against_the_stand_in(db, settings, django_capture_on_commit_callbacks):
+    """Over real HTTP to the PagerDuty stand-in, which checks every event against the events-v2 spec
+    and groups alerts by dedup key: one incident opened, acknowledged, then resolved."""
+    from apps.sandbox import CHECKOUT_INTEGRATION_KEY, SandboxServer, SandboxState, seed_account
+
+    settings.PAGERDUTY_ALLOWED_HOSTS = ["127.0.0.1"]
+    state = seed_account(SandboxState(), users=5, teams=1, schedules=1, escalation_policies=1, services=2, seed=3)
+    ack = {"key": "ack", "action": "pagerduty.acknowledge_event", "with": RESOLVE["with"]}
+    with SandboxServer(state, host="127.0.0.1", port=0).start() as server:
+        channel_upsert(name="monitoring", routing_key=CHECKOUT_INTEGRATION_KEY, events_url=server.url)
+        make_runbook(steps=[ALERT, ack, RESOLVE])
+        incident = IncidentFactory(title="Queue backlog", service="checkout")
+        fire(incident, django_capture_on_commit_callbacks)
+        with state.lock:
+            results = [(e["event_action"], e["result"]) for e in state.events]
+            opened = list(state.incidents.values())
+    assert RunbookRun.objects.get().status == "succeeded", StepRun.objects.values_list("error", flat=True)
+    assert results == [("trigger", "incident_created"), ("acknowledge", "acknowledged"), ("resolve", "resolved")]
+    assert len(opened) == 1 and opened[0]["status"] == "resolved"
+    assert opened[0]["title"] == "Queue backlog on checkout"
+    assert opened[0]["incident_key"] == StepRun.objects.get(key="alert").outputs["dedup_key"]

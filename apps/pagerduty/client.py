@@ -164,6 +164,7 @@ def _error_from_response(
 
 class PagerDutyClient:
     events_api = False
+    key_label, url_label = "API key", "api_url"
 
     def __init__(
         self,
@@ -281,7 +282,8 @@ class PagerDutyClient:
             problem = "does not keep the request on its own host"
         if problem:
             raise PagerDutyDestinationRefused(
-                f"Refusing to send the PagerDuty API key: api_url {redact_text(self.api_url)!r} {problem}."
+                f"Refusing to send the PagerDuty {self.key_label}: {self.url_label} {redact_text(self.api_url)!r} "
+                f"{problem}."
             )
 
     def _attempt(self, method, url, shown_url, params, json, headers, write, attempt):
@@ -479,6 +481,7 @@ class PagerDutyEventsClient(PagerDutyClient):
     ambiguous attempts are retried like any other."""
 
     events_api = True
+    key_label, url_label = "routing key", "events_url"
     ENQUEUE_PATH = "/v2/enqueue"
 
     def __init__(self, *, routing_key: str, events_url: str = "https://events.pagerduty.com", **kwargs):

@@ -250,3 +250,11 @@ def test_channel_changes_are_audited_without_the_key(channel):
     assert entries[-1].changes["summary_prefix"] == ["[shop] ", "[new] "]
     dump = json.dumps(list(LogEntry.objects.values()), default=str)
     assert ROUTING_KEY not in dump and OTHER_KEY not in dump
+
+
+def test_the_client_itself_refuses_a_host_not_allowed(settings, pd):
+    settings.PAGERDUTY_ALLOWED_HOSTS = ["events.pagerduty.com"]
+    client = PagerDutyEventsClient(routing_key=ROUTING_KEY, events_url="https://attacker.example.com")
+    with pytest.raises(PagerDutyDestinationRefused, match="Refusing to send the PagerDuty routing key: events_url"):
+        client.enqueue({"event_action": "resolve", "dedup_key": "k"})
+    assert not pd.calls

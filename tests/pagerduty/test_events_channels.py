@@ -258,3 +258,10 @@ def test_the_client_itself_refuses_a_host_not_allowed(settings, pd):
     with pytest.raises(PagerDutyDestinationRefused, match="Refusing to send the PagerDuty routing key: events_url"):
         client.enqueue({"event_action": "resolve", "dedup_key": "k"})
     assert not pd.calls
+
+
+def test_a_loaded_routing_key_is_scrubbed_from_log_text(channel):
+    from apps.core.redaction import redact_text
+
+    loaded = Channel.objects.get().routing_key  # reading it registers it for redaction
+    assert redact_text(f"event refused for {loaded}") == "event refused for ***redacted***"

@@ -249,6 +249,10 @@ PAGERDUTY_BACKOFF_CAP_SECONDS = env.float("PAGERDUTY_BACKOFF_CAP_SECONDS", defau
 PAGERDUTY_RATE_LIMIT_PER_MINUTE = env.int("PAGERDUTY_RATE_LIMIT_PER_MINUTE", default=900)
 PAGERDUTY_RATE_LIMIT_BURST = env.int("PAGERDUTY_RATE_LIMIT_BURST", default=20)
 PAGERDUTY_RATE_LIMIT_REDIS_URL = env("PAGERDUTY_RATE_LIMIT_REDIS_URL", default=REDIS_URL)
+# Events API v2: about 120 events/min per routing key. 110/min with bursts of 5 never puts more
+# than 120 in any 60 s window (5 + 110 + 1), whatever the phase of PagerDuty's window. 0 disables.
+PAGERDUTY_EVENTS_RATE_LIMIT_PER_MINUTE = env.int("PAGERDUTY_EVENTS_RATE_LIMIT_PER_MINUTE", default=110)
+PAGERDUTY_EVENTS_RATE_LIMIT_BURST = env.int("PAGERDUTY_EVENTS_RATE_LIMIT_BURST", default=5)
 # The only hosts a stored PagerDuty key is ever sent to (exact hostnames; "*" allows any, for
 # development). Replaces the default; `make run` sets it to the local stand-in.
 PAGERDUTY_ALLOWED_HOSTS = env.list(

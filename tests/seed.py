@@ -18,7 +18,7 @@ from apps.oncall.models import (
     ScheduleEntry,
 )
 from apps.pagerduty.models import ServiceMapping
-from apps.pagerduty.services import connection_upsert
+from apps.pagerduty.services import channel_upsert, connection_upsert
 from apps.runbooks.loader import read_documents
 from apps.runbooks.services import runbook_upsert_from_spec
 from config.settings import BASE_DIR
@@ -45,6 +45,7 @@ def seed_one_of_everything() -> dict:
         name="default", api_key="seed-key-0123456789", from_email="sre@example.com", api_url=SEED_PD_URL
     )
     ServiceMapping.objects.create(connection=connection, service="", pagerduty_service_id="PSVC001")
+    channel = channel_upsert(name="monitoring", routing_key="seedROUTINGkey0123456789abcdefAB")
     runbooks = [
         runbook_upsert_from_spec(spec=spec, comment=f"from {source}")[0]
         for source, spec in read_documents(BASE_DIR / "runbooks")
@@ -74,6 +75,7 @@ def seed_one_of_everything() -> dict:
     )
     return {
         "connection": connection,
+        "channel": channel,
         "runbook": runbooks[0],
         "incident": incident,
         "run": incident.runbook_runs.first(),

@@ -33,7 +33,8 @@ from apps.oncall.models import (
     OncallUser,
     SyncRun,
 )
-from apps.pagerduty.models import PagerDutyConnection, ServiceMapping, UrgencyMapping, WebhookDelivery
+from apps.pagerduty.models import Channel, PagerDutyConnection, ServiceMapping, UrgencyMapping, WebhookDelivery
+from apps.pagerduty.services import channel_upsert
 from apps.runbooks.models import RunbookRun, StepRunExchange
 from apps.runbooks.services import run_create
 from apps.runbooks.versions import runbook_version_ensure
@@ -188,6 +189,7 @@ def world(pd_connection, django_user_model):
     service = OncallService.objects.create(pagerduty_id="PSVC001", escalation_policy=policy, **common)
     sync_run = SyncRun.objects.create(connection=pd_connection, status=SyncRun.Status.APPLIED)
     urgency = UrgencyMapping.objects.create(severity=2, urgency="high")
+    channel = channel_upsert(name="monitoring", routing_key="R0UTINGkeyR0UTINGkeyR0UTINGkey12")
     someone = django_user_model.objects.create_user("someone", "someone@example.com", "pw-0123456789")
     Token.objects.create(user=someone)
     objects = {
@@ -198,6 +200,7 @@ def world(pd_connection, django_user_model):
         type(pd_connection): pd_connection,
         ServiceMapping: pd_connection.service_mappings.get(),
         UrgencyMapping: urgency,
+        Channel: channel,
         OncallTeam: team,
         OncallUser: user,
         OncallSchedule: schedule,
@@ -271,6 +274,12 @@ def _order(door: Door):
 @pytest.fixture
 def abilities(pd):
     pd.add(responses.GET, f"{PD_URL}/abilities", json={"abilities": ["teams"]})
+    pd.add(
+        responses.POST,
+        "https://events.pagerduty.com/v2/enqueue",
+        status=202,
+        json={"status": "success", "message": "Event processed", "dedup_key": "k"},
+    )
     return pd
 
 

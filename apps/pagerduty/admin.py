@@ -7,9 +7,9 @@ from django.utils.html import format_html
 
 from apps.core.limits import PAGERDUTY_API_KEY_MAX
 from apps.core.permissions import admin_permission_required
-from apps.pagerduty.models import PagerDutyConnection, ServiceMapping, UrgencyMapping
-from apps.pagerduty.services import connection_test
-from apps.pagerduty.validators import validate_api_key
+from apps.pagerduty.models import Channel, PagerDutyConnection, ServiceMapping, UrgencyMapping
+from apps.pagerduty.services import channel_test, connection_test
+from apps.pagerduty.validators import validate_api_key, validate_routing_key
 
 TEST_PERMISSION = "pagerduty.test_pagerdutyconnection"
 
@@ -119,3 +119,92 @@ class ServiceMappingAdmin(admin.ModelAdmin):
     @admin.display(description="Activity.service", ordering="service")
     def service_label(self, obj):
         return obj.service or "(default)"
+
+
+CHANNEL_TEST_PERMISSION = "pagerduty.test_channel"
+
+
+class ChannelForm(forms.ModelForm):
+    # Not a model field of the form: the stored key is never loaded into it, so it cannot be rendered.
+    new_routing_key = forms.CharField(
+        label="Routing key",
+        required=False,
+        strip=True,
+        max_length=PAGERDUTY_API_KEY_MAX,
+        validators=[validate_routing_key],
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text=(
+            "Events API v2 integration key (32 characters). Write-only: it is encrypted and never shown again. "
+            "Leave empty to keep the current key; changing the events URL needs the key again."
+        ),
+    )
+
+    # Not stripped: the prefix is put before the summary as written, "[shop] " with its space.
+    summary_prefix = forms.CharField(
+        required=False, strip=False, max_length=100, help_text=Channel._meta.get_field("summary_prefix").help_text
+    )
+
+    class Meta:
+        model = Channel
+        fields = ["name", "events_url", "summary_prefix", "default_source"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk is None:
+            self.fields["new_routing_key"].required = True
+            self.fields[
+                "new_routing_key"
+            ].help_text = (
+                "Events API v2 integration key (32 characters). Encrypted at rest and never shown after saving."
+            )
+        elif "name" in self.fields:  # absent on a view-only page
+            self.fields["name"].disabled = True  # steps refer to channels by name
+
+    def clean(self):
+        data = super().clean()
+        if data.get("new_routing_key"):
+            self.instance.enter_routing_key(data["new_routing_key"])
+        return data
+
+
+@admin.register(Channel)
+class ChannelAdmin(admin.ModelAdmin):
+    form = ChannelForm
+    list_display = ["name", "events_url", "summary_prefix", "key_status", "test_status", "last_tested_at"]
+    readonly_fields = ["key_status", "last_tested_at", "last_test_ok", "last_test_message"]
+    change_form_template = "admin/pagerduty/channel/change_form.html"
+
+    def get_fields(self, request, obj=None):
+        fields = ["name", "new_routing_key", "events_url", "summary_prefix", "default_source"]
+        return fields + (["key_status", "last_tested_at", "last_test_ok", "last_test_message"] if obj else [])
+
+    @admin.display(description="Routing key")
+    def key_status(self, obj):
+        if obj and obj.routing_key_unreadable:
+            return "stored, but it cannot be decrypted with FIELD_ENCRYPTION_KEY: enter it again"
+        return "stored (encrypted)" if obj and obj.has_routing_key else "missing"
+
+    @admin.display(description="Last test")
+    def test_status(self, obj):
+        if obj.last_test_ok is None:
+            return "never tested"
+        return format_html("{}", "ok" if obj.last_test_ok else f"failed: {obj.last_test_message}")
+
+    def get_urls(self):
+        return [
+            path("<int:pk>/test/", self.admin_site.admin_view(self.test_view), name="pagerduty_channel_test"),
+            *super().get_urls(),
+        ]
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        context["may_test_channel"] = request.user.has_perm(CHANNEL_TEST_PERMISSION)
+        return super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
+
+    @admin_permission_required(CHANNEL_TEST_PERMISSION)
+    def test_view(self, request, pk):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"], "Press the Test channel button on the channel's page.")
+        channel = get_object_or_404(Channel, pk=pk)
+        ok, message = channel_test(channel=channel)
+        messages.add_message(request, messages.SUCCESS if ok else messages.ERROR, message)
+        return redirect(reverse("admin:pagerduty_channel_change", args=[pk]))

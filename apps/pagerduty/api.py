@@ -8,11 +8,13 @@ from apps.core.api_fields import StrictCharField, StrictModelSerializer, StrictU
 from apps.core.errors import Conflict
 from apps.core.limits import PAGERDUTY_API_KEY_MAX
 from apps.pagerduty import services
-from apps.pagerduty.models import PagerDutyConnection
+from apps.pagerduty.models import Channel, PagerDutyConnection
 from apps.pagerduty.validators import (
     DESTINATION_FIELDS,
+    ROUTING_KEY_LENGTH,
     allowed_url_pattern,
     api_key_problem,
+    routing_key_problem,
     validate_pagerduty_url,
 )
 
@@ -171,4 +173,127 @@ class PagerDutyConnectionViewSet(viewsets.ModelViewSet):
         # Not a 502 when PagerDuty says no: the request to this API succeeded, and a client (or a
         # monitor) must not mistake a wrong key for this service being down.
         ok, message = services.connection_test(connection=self.get_object())
+        return Response({"ok": ok, "message": message})
+
+
+# --- Events API v2 channels ----------------------------------------------------------------------
+
+
+class RoutingKeyField(StrictCharField):
+    """Write-only, like an API key. Blank on update keeps the stored key; a new channel needs one."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("write_only", True)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if len(value) > PAGERDUTY_API_KEY_MAX:
+            raise serializers.ValidationError(f"Ensure this field has no more than {PAGERDUTY_API_KEY_MAX} characters.")
+        value = value.strip(_TRIMMED)
+        if not value and not self.allow_blank:
+            raise serializers.ValidationError("A new channel needs a routing key.")
+        if value:
+            problem = routing_key_problem(value)
+            if problem:
+                raise serializers.ValidationError(f"This routing key {problem}.")
+        return value
+
+
+class RoutingKeyFieldSchema(OpenApiSerializerFieldExtension):
+    target_class = RoutingKeyField
+
+    def map_serializer_field(self, auto_schema, direction):
+        key = f"[!-~]{{{ROUTING_KEY_LENGTH}}}{_KEY_EDGE}"
+        pattern = f"^{_KEY_EDGE}(?:{key})?$" if self.target.allow_blank else f"^{_KEY_EDGE}{key}$"
+        return {"type": "string", "writeOnly": True, "maxLength": PAGERDUTY_API_KEY_MAX, "pattern": pattern}
+
+
+class ChannelSerializer(StrictModelSerializer):
+    routing_key = RoutingKeyField(required=False, allow_blank=True)
+    events_url = PagerDutyURLField(required=False, help_text="EU accounts: https://events.eu.pagerduty.com")
+    has_routing_key = serializers.BooleanField(read_only=True)
+    # Not trimmed: the prefix is put before the summary as written, "[shop] " with its space.
+    summary_prefix = StrictCharField(required=False, allow_blank=True, max_length=100, trim_whitespace=False)
+    # A changed events_url needs the routing key in the same request (Channel.clean).
+    openapi_extra = {
+        "anyOf": [
+            {"not": {"required": ["events_url"]}},
+            {"required": ["routing_key"], "properties": {"routing_key": {"type": "string", "pattern": "[!-~]"}}},
+        ]
+    }
+
+    class Meta:
+        model = Channel
+        fields = [
+            "id",
+            "name",
+            "routing_key",
+            "has_routing_key",
+            "events_url",
+            "summary_prefix",
+            "default_source",
+            "last_tested_at",
+            "last_test_ok",
+            "last_test_message",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["last_tested_at", "last_test_ok", "last_test_message", "created_at", "updated_at"]
+
+    def validate(self, attrs):
+        if self.instance is None and not attrs.get("routing_key"):
+            raise serializers.ValidationError({"routing_key": "A new channel needs a routing key."})
+        return attrs
+
+    def create(self, validated_data):
+        return services.channel_upsert(**validated_data)
+
+    def update(self, instance, validated_data):
+        data = {
+            "name": instance.name,
+            "events_url": instance.events_url,
+            "summary_prefix": instance.summary_prefix,
+            "default_source": instance.default_source,
+            **validated_data,
+        }
+        if data["name"] != instance.name:
+            raise Conflict("Renaming a channel would orphan the steps that use it.", field="name")
+        return services.channel_upsert(**data)
+
+
+class ChannelCreateSerializer(ChannelSerializer):
+    routing_key = RoutingKeyField(help_text="Events API v2 integration key (32 characters); write-only")
+
+
+class ChannelTestResultSerializer(serializers.Serializer):
+    ok = serializers.BooleanField()
+    message = serializers.CharField(help_text="What PagerDuty answered to the trigger and the resolve")
+
+
+class ChannelViewSet(viewsets.ModelViewSet):
+    serializer_class = ChannelSerializer
+    queryset = Channel.objects.all()
+    action_permissions = {
+        "list": ["pagerduty.view_channel"],
+        "retrieve": ["pagerduty.view_channel"],
+        "create": ["pagerduty.add_channel"],
+        "update": ["pagerduty.change_channel"],
+        "partial_update": ["pagerduty.change_channel"],
+        "destroy": ["pagerduty.delete_channel"],
+        "test": ["pagerduty.test_channel"],
+    }
+
+    def get_serializer_class(self):
+        return ChannelCreateSerializer if self.action == "create" else ChannelSerializer
+
+    @extend_schema(
+        request=None,
+        responses={200: ChannelTestResultSerializer},
+        description="Send a trigger event, then a resolve with the same dedup key. The outcome is the answer: "
+        "`ok` false, with PagerDuty's refusal in `message`, is still a 200 — the test ran.",
+    )
+    @action(detail=True, methods=["post"])
+    def test(self, request, pk=None):
+        ok, message = services.channel_test(channel=self.get_object())
         return Response({"ok": ok, "message": message})

@@ -27,7 +27,7 @@ from apps.pagerduty.errors import (
     PagerDutyUnexpectedAnswer,
     error_for_status,
 )
-from apps.pagerduty.hints import hint_for, key_looks_like_routing_key
+from apps.pagerduty.hints import events_hint_for, hint_for, key_looks_like_routing_key
 from apps.pagerduty.ratelimit import RateLimiter
 from apps.pagerduty.validators import url_problem
 
@@ -118,12 +118,15 @@ def _parse_body(response: requests.Response):
 
 
 def _error_from_response(
-    response: requests.Response, body, exchange: Exchange, *, api_url: str, api_key: str
+    response: requests.Response, body, exchange: Exchange, *, api_url: str, api_key: str, events: bool = False
 ) -> PagerDutyError:
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict):
         message = error.get("message") or response.reason or "error"
         code, errors = error.get("code"), error.get("errors") or []
+    elif isinstance(body, dict) and isinstance(body.get("message"), str):
+        # The Events API's own shape: {"status": "invalid event", "message": ..., "errors": [...]}.
+        message, code, errors = body["message"] or response.reason or "error", None, body.get("errors") or []
     else:
         message = (body if isinstance(body, str) and body else response.reason) or f"HTTP {response.status_code}"
         code, errors = None, []
@@ -134,15 +137,20 @@ def _error_from_response(
     if 300 <= response.status_code < 400:
         # Redirects are not followed: a key is only sent to the host it was entered for.
         message = f"redirect to {response.headers.get('location', '(no location)')} not followed; check api_url"
-    hint = hint_for(
-        status=response.status_code,
-        code=code,
-        message=str(message),
-        errors=errors,
-        api_url=api_url,
-        routing_key_like=key_looks_like_routing_key(api_key),
-        reset_seconds=announced_wait(response.headers),
-    )
+    if events:
+        hint = events_hint_for(
+            status=response.status_code, events_url=api_url, reset_seconds=announced_wait(response.headers)
+        )
+    else:
+        hint = hint_for(
+            status=response.status_code,
+            code=code,
+            message=str(message),
+            errors=errors,
+            api_url=api_url,
+            routing_key_like=key_looks_like_routing_key(api_key),
+            reset_seconds=announced_wait(response.headers),
+        )
     cls = error_for_status(response.status_code)
     return cls(
         redact_text(str(message)),
@@ -155,6 +163,9 @@ def _error_from_response(
 
 
 class PagerDutyClient:
+    events_api = False
+    key_label, url_label = "API key", "api_url"
+
     def __init__(
         self,
         *,
@@ -271,7 +282,8 @@ class PagerDutyClient:
             problem = "does not keep the request on its own host"
         if problem:
             raise PagerDutyDestinationRefused(
-                f"Refusing to send the PagerDuty API key: api_url {redact_text(self.api_url)!r} {problem}."
+                f"Refusing to send the PagerDuty {self.key_label}: {self.url_label} {redact_text(self.api_url)!r} "
+                f"{problem}."
             )
 
     def _attempt(self, method, url, shown_url, params, json, headers, write, attempt):
@@ -316,7 +328,9 @@ class PagerDutyClient:
             }
             exchange.response_body = redact_data(body)
             if response.status_code >= 300:
-                error = _error_from_response(response, body, exchange, api_url=self.api_url, api_key=self._api_key)
+                error = _error_from_response(
+                    response, body, exchange, api_url=self.api_url, api_key=self._api_key, events=self.events_api
+                )
         else:
             exchange.error = redact_text(error.message)
             error.exchange = exchange
@@ -511,6 +525,40 @@ class PagerDutyClient:
             retry_ambiguous=retry_ambiguous,
         )
         return _expect(answer, "incident")
+
+
+class PagerDutyEventsClient(PagerDutyClient):
+    """Events API v2 (`POST {events_url}/v2/enqueue`): the same transport as the REST client —
+    destination check, shared rate budget, retries of 429/5xx/timeouts with backoff, every attempt
+    reported with secrets redacted — but the credential is the routing key, carried in the body.
+
+    Re-sending an event is safe: PagerDuty groups events by dedup_key (a repeated trigger adds an
+    alert to the open incident, never a second page; acknowledge and resolve are idempotent), so
+    ambiguous attempts are retried like any other."""
+
+    events_api = True
+    key_label, url_label = "routing key", "events_url"
+    ENQUEUE_PATH = "/v2/enqueue"
+
+    def __init__(self, *, routing_key: str, events_url: str = "https://events.pagerduty.com", **kwargs):
+        kwargs.pop("from_email", None)
+        super().__init__(api_key=routing_key, api_url=events_url, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"PagerDutyEventsClient(events_url={self.api_url!r})"
+
+    def request_headers(self, write: bool, from_email: str | None = None) -> dict:
+        # No Authorization, no From: the Events API authenticates by the routing key in the body.
+        return {"Accept": "application/json", "Content-Type": "application/json"}
+
+    def enqueue(self, event: dict) -> dict:
+        """Send one event (`event_action`, `dedup_key`, `payload`, `links`…); the routing key is
+        this client's own, whatever `event` holds. Returns PagerDuty's answer (`status`, `dedup_key`)."""
+        body = {"routing_key": self._api_key, **{k: v for k, v in event.items() if k != "routing_key"}}
+        answer = self.request("POST", self.ENQUEUE_PATH, json=body)
+        if not isinstance(answer, dict) or not answer.get("dedup_key"):
+            raise PagerDutyUnexpectedAnswer(f"an accepted event without its dedup_key: {str(answer)[:200]!r}")
+        return answer
 
 
 def _expect(answer, key: str) -> dict:

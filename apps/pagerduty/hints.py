@@ -87,3 +87,24 @@ def hint_for(
             "account in the From header: set the connection's From email (or the step's `from`) to such a user."
         )
     return ""
+
+
+def events_hint_for(*, status: int | None, events_url: str = "", reset_seconds: float | None = None) -> str:
+    """What to do when the Events API v2 refuses an event; '' when PagerDuty's own words suffice."""
+    if status == 400:
+        return (
+            "What to do: PagerDuty's errors above name the field. A routing key PagerDuty does not know is also "
+            "refused: use the 32-character integration key of the service's Events API v2 integration."
+        )
+    if status == 404:
+        return (
+            f"What to do: {events_url or 'events_url'} does not serve the Events API; use {US_EVENTS_URL} (US) "
+            f"or {EU_EVENTS_URL} (EU)."
+        )
+    if status == 429:
+        return (
+            f"What to do: PagerDuty's Events API limit per routing key was reached (about 120 events a minute); "
+            f"{reset_phrase(reset_seconds)}. If it keeps happening, lower PAGERDUTY_EVENTS_RATE_LIMIT_PER_MINUTE "
+            "or spread events over several integrations."
+        )
+    return ""

@@ -11,6 +11,7 @@ from apps.pagerduty.validators import (
     normalize_url,
     validate_api_key,
     validate_pagerduty_url,
+    validate_routing_key,
 )
 
 DEFAULT_API_URL = "https://api.pagerduty.com"
@@ -168,6 +169,82 @@ class WebhookDelivery(models.Model):
     def event(self) -> dict:
         event = (self.payload or {}).get("event") if isinstance(self.payload, dict) else None
         return event if isinstance(event, dict) else {}
+
+
+class Channel(TimeStampedModel):
+    """An Events API v2 destination: a service's integration (routing) key and where to send events.
+
+    Events steps name a channel, never a connection: the routing key is the only credential, and it
+    goes in the request body, so it gets the same care as an API key (encrypted, write-only, only
+    sent to the events_url it was entered for)."""
+
+    name = models.SlugField(
+        max_length=100, unique=True, help_text="Event steps refer to the channel by this name (`channel:`)."
+    )
+    # Write-only: forms and serializers never render it; see apps.core.encryption.
+    routing_key = EncryptedTextField(
+        validators=[validate_routing_key],
+        help_text="Events API v2 integration key (32 characters). Encrypted at rest, never shown.",
+    )
+    events_url = models.URLField(
+        default=DEFAULT_EVENTS_URL,
+        validators=[validate_pagerduty_url],
+        help_text="EU accounts: https://events.eu.pagerduty.com. Changing it needs the routing key again.",
+    )
+    summary_prefix = models.CharField(
+        max_length=100, blank=True, help_text='Put before every event summary, e.g. "[checkout] ".'
+    )
+    default_source = models.CharField(
+        max_length=255,
+        blank=True,
+        help_text="payload.source when a step sets none. Empty: the host of SITE_URL.",
+    )
+    last_tested_at = models.DateTimeField(null=True, blank=True)
+    last_test_ok = models.BooleanField(null=True, blank=True)
+    last_test_message = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "Events API channel"
+        permissions = [("test_channel", "Can test an Events API channel (sends a trigger and a resolve)")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    _routing_key_entered = False
+
+    def enter_routing_key(self, routing_key: str) -> None:
+        """Set a key a person just gave: the only way a changed events_url is accepted."""
+        self.routing_key = routing_key
+        self._routing_key_entered = True
+
+    def clean(self):
+        super().clean()
+        self.events_url = normalize_url(self.events_url)
+        stored = type(self)._base_manager.filter(pk=self.pk).values("events_url").first() if self.pk else None
+        if stored is None:
+            return
+        problems = destination_change_problems(
+            stored=stored,
+            current={"events_url": self.events_url},
+            key_entered=self._routing_key_entered,
+            fields=("events_url",),
+            key_label="routing key (routing_key)",
+        )
+        if problems:
+            raise ValidationError(problems)
+
+    def save(self, *args, **kwargs):
+        super().save(*args, **kwargs)
+        self._routing_key_entered = False
+
+    @property
+    def has_routing_key(self) -> bool:
+        return bool(self.routing_key)
+
+    @property
+    def routing_key_unreadable(self) -> bool:
+        return isinstance(self.__dict__.get("routing_key"), UnreadableSecret)
 
 
 class ServiceMapping(models.Model):

@@ -90,3 +90,53 @@ def note_payload(*, content: str) -> dict:
 def overrides_payload(*, start: str, end: str, user_id: str) -> dict:
     # One override per request: its per-override status is then the step's outcome.
     return {"overrides": [{"start": start, "end": end, "user": reference(user_id, USER), "time_zone": "UTC"}]}
+
+
+# --- Events API v2 -----------------------------------------------------------------------------
+
+SUMMARY_MAX_CHARS = 1024
+DEDUP_KEY_MAX_CHARS = 255
+EVENT_SEVERITIES = ("critical", "error", "warning", "info")
+# SEV0 critical, SEV1 error, SEV2 warning, SEV3–4 info.
+SEVERITY_FOR_SEV = {0: "critical", 1: "error", 2: "warning", 3: "info", 4: "info"}
+
+
+def event_severity_for(severity: int) -> str:
+    return SEVERITY_FOR_SEV.get(severity, "info")
+
+
+def capped_summary(summary: str) -> tuple[str, bool]:
+    """(summary, cut): PagerDuty refuses a summary over 1,024 characters; the cut is marked."""
+    if len(summary) <= SUMMARY_MAX_CHARS:
+        return summary, False
+    return summary[: SUMMARY_MAX_CHARS - 1] + "…", True
+
+
+def event_payload(
+    *,
+    action: str,
+    dedup_key: str,
+    summary: str = "",
+    source: str = "",
+    severity: str = "",
+    component: str = "",
+    group: str = "",
+    event_class: str = "",
+    custom_details: dict | None = None,
+    links: list[dict] | None = None,
+) -> dict:
+    """An Events API v2 event without its routing key (the client adds its own). Acknowledge and
+    resolve carry only the dedup key: PagerDuty ignores a payload on them."""
+    event: dict = {"event_action": action, "dedup_key": dedup_key}
+    if action != "trigger":
+        return event
+    payload: dict = {"summary": summary, "source": source, "severity": severity}
+    for name, value in (("component", component), ("group", group), ("class", event_class)):
+        if value:
+            payload[name] = value
+    if custom_details:
+        payload["custom_details"] = dict(custom_details)
+    event["payload"] = payload
+    if links:
+        event["links"] = [{"href": link["href"], "text": link.get("text") or link["href"]} for link in links]
+    return event

@@ -85,11 +85,25 @@ _local_limiters: dict[str, LocalRateLimiter] = {}
 
 
 def limiter_for(api_key: str) -> RateLimiter | None:
-    per_minute = settings.PAGERDUTY_RATE_LIMIT_PER_MINUTE
+    return _limiter(
+        "pagerduty-rate:" + hashlib.sha256(api_key.encode()).hexdigest()[:32],
+        per_minute=settings.PAGERDUTY_RATE_LIMIT_PER_MINUTE,
+        burst=settings.PAGERDUTY_RATE_LIMIT_BURST,
+    )
+
+
+def events_limiter_for(routing_key: str) -> RateLimiter | None:
+    """The Events API's budget is per routing key (about 120 events/min), apart from the REST one."""
+    return _limiter(
+        "pagerduty-events-rate:" + hashlib.sha256(routing_key.encode()).hexdigest()[:32],
+        per_minute=settings.PAGERDUTY_EVENTS_RATE_LIMIT_PER_MINUTE,
+        burst=settings.PAGERDUTY_EVENTS_RATE_LIMIT_BURST,
+    )
+
+
+def _limiter(key: str, *, per_minute: int, burst: int) -> RateLimiter | None:
     if not per_minute:
         return None
-    key = "pagerduty-rate:" + hashlib.sha256(api_key.encode()).hexdigest()[:32]
-    burst = settings.PAGERDUTY_RATE_LIMIT_BURST
     url = settings.PAGERDUTY_RATE_LIMIT_REDIS_URL
     if url:
         return RedisRateLimiter(client=_redis_client(url), key=key, per_minute=per_minute, burst=burst)

@@ -1,5 +1,5 @@
 from apps.core.errors import DomainError
-from apps.pagerduty.models import PagerDutyConnection, ServiceMapping, UrgencyMapping
+from apps.pagerduty.models import Channel, PagerDutyConnection, ServiceMapping, UrgencyMapping
 from apps.pagerduty.payloads import urgency_for_severity
 
 
@@ -11,6 +11,17 @@ def connection_get(*, name: str) -> PagerDutyConnection:
             f"No PagerDuty connection named {name!r}; create it in the admin or with "
             f"`python manage.py pagerduty_connect {name} --from-env`",
             field="connection",
+        ) from None
+
+
+def channel_get(*, name: str) -> Channel:
+    try:
+        return Channel.objects.get(name=name)
+    except Channel.DoesNotExist:
+        raise DomainError(
+            f"No Events API channel named {name!r}; create it in the admin or with "
+            f"`python manage.py pagerduty_channel {name} --from-env`",
+            field="channel",
         ) from None
 
 

@@ -108,18 +108,26 @@ def normalize_url(url: str) -> str:
     return (url or "").strip().rstrip("/")
 
 
-def destination_change_problems(*, stored: dict, current: dict, key_entered: bool) -> dict[str, str]:
+def destination_change_problems(
+    *,
+    stored: dict,
+    current: dict,
+    key_entered: bool,
+    fields: tuple[str, ...] = DESTINATION_FIELDS,
+    key_label: str = "API key (api_key)",
+) -> dict[str, str]:
     """A stored key only goes to the host it was entered for: a changed URL needs the key again.
 
-    `stored` and `current` map api_url/events_url to their values; returns field → message."""
+    `stored` and `current` map each of `fields` (a connection's api_url/events_url, a channel's
+    events_url) to its value; returns field → message."""
     if key_entered:
         return {}
     return {
         field: (
-            f"Changing {field} would send the stored API key to a destination it was not entered for; "
-            "enter the API key (api_key) again in the same request to change it."
+            f"Changing {field} would send the stored {key_label.split(' (')[0]} to a destination it was not "
+            f"entered for; enter the {key_label} again in the same request to change it."
         )
-        for field in DESTINATION_FIELDS
+        for field in fields
         if normalize_url(stored.get(field, "")) != normalize_url(current.get(field, ""))
     }
 
@@ -148,6 +156,28 @@ def validate_api_key(value) -> None:
     problem = api_key_problem(value)
     if problem:
         raise ValidationError(f"This API key {problem}.", code="api_key")
+
+
+ROUTING_KEY_LENGTH = 32
+
+
+def routing_key_problem(key) -> str | None:
+    """Why `key` cannot be an Events API v2 routing key (an integration key: 32 characters), or None."""
+    problem = api_key_problem(key)
+    if problem:
+        return problem
+    if len(key) != ROUTING_KEY_LENGTH:
+        return (
+            f"is {len(key)} characters long; an Events API v2 routing key (integration key) is exactly "
+            f"{ROUTING_KEY_LENGTH}: copy it from the service's Events API v2 integration"
+        )
+    return None
+
+
+def validate_routing_key(value) -> None:
+    problem = routing_key_problem(value)
+    if problem:
+        raise ValidationError(f"This routing key {problem}.", code="routing_key")
 
 
 def api_key_clean(value: str | None) -> str:

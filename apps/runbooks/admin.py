@@ -20,9 +20,9 @@ from apps.core.parsers import JsonBodyError, parse_json_bytes
 from apps.core.permissions import admin_permission_required
 from apps.incidents.admin import IncidentAdmin
 from apps.incidents.models import Incident, IncidentStatus
-from apps.pagerduty.models import PagerDutyConnection
+from apps.pagerduty.models import Channel, PagerDutyConnection
 from apps.runbooks import dryrun, services, templating
-from apps.runbooks.executors import all_actions
+from apps.runbooks.executors import all_actions, stored_inputs
 from apps.runbooks.models import (
     PagerDutyIncidentLink,
     Runbook,
@@ -144,7 +144,7 @@ class StepForm(forms.ModelForm):
         value = self.cleaned_data.get("inputs") or {}
         if not isinstance(value, dict):
             raise forms.ValidationError("Expected a JSON object: field → template")
-        return {name: "" if v is None else str(v) for name, v in value.items()}
+        return stored_inputs(value)
 
 
 class StepFormSet(forms.BaseInlineFormSet):
@@ -258,6 +258,7 @@ def authoring_metadata() -> dict:
                     "default": f.default,
                     "choices": list(f.choices),
                     "example": f.example,
+                    "kind": f.kind,
                 }
                 for f in a.fields
             ],
@@ -289,6 +290,8 @@ def authoring_metadata() -> dict:
             ],
         },
         "connections": connections,
+        # Names and URLs only: a channel's routing key never leaves the server.
+        "channels": [{"name": c.name, "events_url": c.events_url} for c in Channel.objects.order_by("name")],
         "sample": {"value": "sample", "label": f"Sample incident — {_incident_label(sample)}"},
         "incidents": [{"value": str(i.pk), "label": _incident_label(i)} for i in _recent_incidents()],
     }
@@ -343,7 +346,7 @@ def _draft_steps(payload) -> list[dryrun.StepSource]:
                 key=str(item.get("key") or ""),
                 action=str(item.get("action") or ""),
                 connection=str(item.get("connection") or "default"),
-                inputs={str(k): "" if v is None else str(v) for k, v in (item.get("inputs") or {}).items()},
+                inputs=stored_inputs(item.get("inputs") or {}),
                 on_failure=str(item.get("on_failure") or "stop"),
                 name=str(item.get("name") or ""),
             )

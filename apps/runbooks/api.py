@@ -36,7 +36,11 @@ class StepSerializer(StrictModelSerializer):
         # name is what the API shows (and what the schema documents).
         fields = super().get_fields()
         fields["with"] = serializers.DictField(
-            child=serializers.CharField(), source="inputs", read_only=True, help_text="Field → Mustache template"
+            child=serializers.JSONField(),
+            source="inputs",
+            read_only=True,
+            help_text="Field → Mustache template; custom_details is a mapping and links a list of {href, text} "
+            "(their strings are templates)",
         )
         return fields
 

@@ -22,10 +22,10 @@ from apps.incidents.models import Incident
 from apps.pagerduty.client import RetryPolicy
 from apps.pagerduty.errors import PagerDutyError
 from apps.pagerduty.models import ServiceMapping
-from apps.pagerduty.selectors import connection_get
-from apps.pagerduty.services import connection_client
+from apps.pagerduty.selectors import channel_get, connection_get
+from apps.pagerduty.services import channel_client, connection_client
 from apps.runbooks import templating
-from apps.runbooks.executors import StepContext, StepFailed, StepSkipped, get_action
+from apps.runbooks.executors import TARGET_CHANNEL, StepContext, StepFailed, StepSkipped, get_action
 from apps.runbooks.models import OnFailure, PagerDutyIncidentLink, Runbook
 from apps.runbooks.resolvers import DryRunResolver, Placeholder, linked_incident_id
 from apps.runbooks.selectors import activity_for, template_names_for_step
@@ -132,6 +132,15 @@ def _derived(*, spec, rendered: dict, body: dict | None, incident: Incident, con
         derived["service_source"] = source
     if "incident_key" in pd_incident:
         derived["incident_key"] = pd_incident["incident_key"]
+    if spec.target == TARGET_CHANNEL and body:
+        derived["dedup_key"] = body.get("dedup_key", "")
+        if not (rendered.get("dedup_key") or "").strip() and "payload" in body:
+            derived["dedup_key_source"] = "derived from the channel and the summary (the same in every run)"
+        severity = (body.get("payload") or {}).get("severity")
+        if severity:
+            explicit = (rendered.get("severity") or "").strip()
+            derived["severity"] = severity
+            derived["severity_source"] = "set on the step" if explicit else f"{incident.severity_label} → {severity}"
     return derived
 
 
@@ -140,7 +149,7 @@ def _render(spec, inputs: dict, context: dict) -> tuple[dict, dict]:
     rendered, errors = {}, {}
     for name, template in spec.with_defaults(inputs).items():
         try:
-            rendered[name] = templating.render(template, context)
+            rendered[name] = templating.render_field(template, context)
         except templating.TemplateError as exc:
             errors[name] = str(exc)
     return rendered, errors
@@ -173,6 +182,12 @@ class _Run:
             )
             self.clients[name] = (connection, client, reads)
         return self.clients[name]
+
+    def channel(self, name: str):
+        if ("channel", name) not in self.clients:
+            channel = channel_get(name=name)
+            self.clients[("channel", name)] = (channel, channel_client(channel=channel))
+        return self.clients[("channel", name)]
 
     def context(self) -> dict:
         return {"Activity": self.activity, "steps": self.outputs, "pagerduty": {"incident_id": self.linked}}
@@ -216,31 +231,38 @@ def _dry_run_step(run: _Run, step: StepSource) -> dict:
     resolver = None
     reads, reads_before = [], 0
     try:
-        connection, client, reads = run.connection(step.connection or "default")
-        reads_before = len(reads)
-        resolver = DryRunResolver(
-            incident=run.incident,
-            connection=connection,
-            client=client,
-            allow_reads=run.allow_reads,
-            linked_incident=run.linked_override,
-            cache=run.cache,
-        )
-        ctx = StepContext(
-            incident=run.incident,
-            rendered=rendered,
-            resolver=resolver,
-            default_from=connection.from_email,
-            connection=connection,
-            client=None,
-        )
+        if spec.target == TARGET_CHANNEL:
+            # An event reads nothing from PagerDuty: the channel gives everything the plan needs.
+            connection = None
+            channel, client = run.channel((rendered.get("channel") or "").strip())
+            ctx = StepContext(incident=run.incident, rendered=rendered, resolver=None, channel=channel)
+        else:
+            connection, client, reads = run.connection(step.connection or "default")
+            reads_before = len(reads)
+            resolver = DryRunResolver(
+                incident=run.incident,
+                connection=connection,
+                client=client,
+                allow_reads=run.allow_reads,
+                linked_incident=run.linked_override,
+                cache=run.cache,
+            )
+            ctx = StepContext(
+                incident=run.incident,
+                rendered=rendered,
+                resolver=resolver,
+                default_from=connection.from_email,
+                connection=connection,
+                client=None,
+            )
         planned = spec.implementation.plan(ctx)
         request = {
             "method": planned.method,
-            "url": connection.api_url.rstrip("/") + planned.path,
+            "url": client.api_url.rstrip("/") + planned.path,
             "headers": redact_headers(client.request_headers(True, planned.from_email)),
             "body": redact_data(planned.body),
         }
+        result["notes"] += planned.notes
     except StepSkipped as exc:
         result.update(status="skipped", error=str(exc))
         # Like the engine: a skipped step produces no outputs for later steps.
@@ -256,7 +278,7 @@ def _dry_run_step(run: _Run, step: StepSource) -> dict:
             result["notes"] += resolver.notes
             result["placeholders"] = _placeholders_in(rendered, None, resolver.placeholders)
     result.update(request=request, sends_request=True)
-    result["placeholders"] = _placeholders_in(rendered, request, resolver.placeholders)
+    result["placeholders"] = _placeholders_in(rendered, request, resolver.placeholders if resolver else [])
     result["derived"] = _derived(
         spec=spec, rendered=rendered, body=planned.body, incident=run.incident, connection=connection
     )
@@ -322,7 +344,43 @@ def steps_dry_run(*, steps: list[StepSource], incident: Incident, allow_reads: b
         if result["status"] == "error" and step.on_failure == OnFailure.STOP and not run.failed_stop:
             run.failed_stop = step.key
         results.append(result)
+    for index, warning in event_wait_warnings(steps).items():
+        results[index]["notes"].append(warning)
     return results
+
+
+_EVENT_UPDATES = {"pagerduty.acknowledge_event": "acknowledges", "pagerduty.resolve_event": "resolves"}
+_STEP_REFERENCE = re.compile(r"\{\{\s*steps\.([a-z][a-z0-9_]*)\.dedup_key\s*\}\}")
+
+
+def event_wait_warnings(steps: list[StepSource]) -> dict[int, str]:
+    """Step index → a warning, for an acknowledge/resolve_event of an alert an earlier step of the
+    same run triggered with no control step (a wait or an approval) in between: the steps follow
+    each other within a second, so PagerDuty would acknowledge or resolve it at once."""
+    warnings = {}
+    for index, step in enumerate(steps):
+        verb = _EVENT_UPDATES.get(step.action)
+        dedup_key = (step.inputs or {}).get("dedup_key")
+        match = _STEP_REFERENCE.search(dedup_key) if verb and isinstance(dedup_key, str) else None
+        if match is None:
+            continue
+        source = next(
+            (
+                n
+                for n, s in enumerate(steps[:index])
+                if s.key == match.group(1) and s.action == "pagerduty.trigger_event"
+            ),
+            None,
+        )
+        if source is None:
+            continue
+        if not any(s.action.startswith("runbook.") for s in steps[source + 1 : index]):
+            warnings[index] = (
+                f"This step {verb} the alert step {steps[source].key!r} triggers, with no wait in between: it "
+                "runs right after, so the alert would be gone at once. Add a wait (runbook.wait_for_status) or an "
+                "approval (runbook.approval) between them, or trigger on a later status."
+            )
+    return warnings
 
 
 def runbook_dry_run(

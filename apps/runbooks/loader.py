@@ -15,6 +15,7 @@ from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, SequenceNode
 
 from apps.core import limits
+from apps.runbooks.executors import uses_channel
 from apps.runbooks.models import Runbook, TriggerOn, slug_problem
 from apps.runbooks.validation import Problem, StepDraft, validate_conditions, validate_steps, validate_trigger
 
@@ -325,7 +326,10 @@ def runbook_to_spec(runbook: Runbook) -> dict:
         item = {"key": step.key}
         if step.name:
             item["name"] = step.name
-        item.update({"action": step.action, "connection": step.connection or "default", "with": dict(step.inputs)})
+        item["action"] = step.action
+        if not uses_channel(step.action):  # events name a channel (in `with:`), not a connection
+            item["connection"] = step.connection or "default"
+        item["with"] = dict(step.inputs)
         if step.on_failure != "stop":
             item["on_failure"] = step.on_failure
         spec["steps"].append(item)

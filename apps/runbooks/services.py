@@ -25,10 +25,19 @@ from apps.core.redaction import redact_data, redact_headers
 from apps.incidents.models import IncidentEvent
 from apps.incidents.services import incident_trigger_runbook
 from apps.pagerduty.errors import PagerDutyError
-from apps.pagerduty.selectors import connection_get
-from apps.pagerduty.services import connection_client
+from apps.pagerduty.selectors import channel_get, connection_get
+from apps.pagerduty.services import channel_client, connection_client
 from apps.runbooks import tasks, templating
-from apps.runbooks.executors import StepContext, StepFailed, StepSkipped, get_action, outcome_unknown_message
+from apps.runbooks.executors import (
+    TARGET_CHANNEL,
+    StepContext,
+    StepFailed,
+    StepSkipped,
+    get_action,
+    outcome_unknown_message,
+    stored_inputs,
+    uses_channel,
+)
 from apps.runbooks.models import FINISHED, OnFailure, Runbook, RunbookRun, RunStatus, StepRun, StepRunExchange
 from apps.runbooks.resolvers import LiveResolver
 from apps.runbooks.selectors import runbooks_matching_event, template_context_for_run
@@ -255,29 +264,49 @@ def _perform_step(*, run: RunbookRun, step_run: StepRun, cache: dict, recovering
     rendered = templating.render_fields(spec.with_defaults(step_run.inputs), context)
     step_run.rendered = redact_data(rendered)
     step_run.save(update_fields=["rendered"])
-    connection = connection_get(name=step_run.connection or "default")
-    client = connection_client(
-        connection=connection, on_exchange=_store_exchange(step_run), sleep=_lease_keeping_sleep(run.pk, token)
-    )
-    ctx = StepContext(
-        incident=run.incident,
-        rendered=rendered,
-        resolver=LiveResolver(incident=run.incident, connection=connection, client=client, cache=cache),
-        default_from=connection.from_email,
-        connection=connection,
-        client=client,
-        recovering=recovering,
-        step_run=step_run,
-        previous_exchanges=list(step_run.exchanges.all()) if recovering else [],
-    )
+    previous_exchanges = list(step_run.exchanges.all()) if recovering else []
+    if spec.target == TARGET_CHANNEL:
+        # Events name a channel (its routing key is the credential), never a connection.
+        channel = channel_get(name=(rendered.get("channel") or "").strip())
+        client = channel_client(
+            channel=channel, on_exchange=_store_exchange(step_run), sleep=_lease_keeping_sleep(run.pk, token)
+        )
+        ctx = StepContext(
+            incident=run.incident,
+            rendered=rendered,
+            resolver=None,
+            client=client,
+            channel=channel,
+            recovering=recovering,
+            step_run=step_run,
+            previous_exchanges=previous_exchanges,
+        )
+    else:
+        connection = connection_get(name=step_run.connection or "default")
+        client = connection_client(
+            connection=connection, on_exchange=_store_exchange(step_run), sleep=_lease_keeping_sleep(run.pk, token)
+        )
+        ctx = StepContext(
+            incident=run.incident,
+            rendered=rendered,
+            resolver=LiveResolver(incident=run.incident, connection=connection, client=client, cache=cache),
+            default_from=connection.from_email,
+            connection=connection,
+            client=client,
+            recovering=recovering,
+            step_run=step_run,
+            previous_exchanges=previous_exchanges,
+        )
     action = spec.implementation
     planned = action.plan(ctx)
     step_run.request = {
         "method": planned.method,
-        "url": connection.api_url.rstrip("/") + planned.path,
+        "url": client.api_url.rstrip("/") + planned.path,
         "headers": redact_headers(client.request_headers(True, planned.from_email)),
         "body": redact_data(planned.body),
     }
+    if planned.notes:
+        step_run.request["notes"] = list(planned.notes)
     step_run.save(update_fields=["request"])
     _mark_running(step_run)
     if recovering:
@@ -382,8 +411,8 @@ def runbook_upsert_from_spec(*, spec: dict, user=None, comment: str = "Loaded fr
         step.position = position
         step.name = item.get("name") or ""
         step.action = item["action"]
-        step.connection = item.get("connection") or "default"
-        step.inputs = {name: "" if value is None else str(value) for name, value in (item.get("with") or {}).items()}
+        step.connection = "" if uses_channel(item["action"]) else item.get("connection") or "default"
+        step.inputs = stored_inputs(item.get("with") or {})
         step.on_failure = item.get("on_failure", OnFailure.STOP)
         step.save()
     runbook_version_ensure(runbook=runbook, user=user, comment=comment)

@@ -214,12 +214,22 @@ def _stringify(value, budget: _IterationBudget):
     return value if isinstance(value, str) else str(value)
 
 
+def render_field(template, context: dict):
+    """One field: a template string, or a structured field's mapping or list whose every string is
+    a template (custom_details, links); the structure is kept, the strings rendered."""
+    if isinstance(template, dict):
+        return {key: render_field(value, context) for key, value in template.items()}
+    if isinstance(template, list):
+        return [render_field(value, context) for value in template]
+    return render(template, context)
+
+
 def render_fields(fields: dict, context: dict) -> dict:
     """Render every field; raises TemplateError naming the first field that failed."""
     rendered = {}
     for name, template in fields.items():
         try:
-            rendered[name] = render(template, context)
+            rendered[name] = render_field(template, context)
         except TemplateError as exc:
             raise TemplateError(f"{name}: {exc}", field=name) from None
     return rendered

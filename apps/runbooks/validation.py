@@ -108,6 +108,13 @@ def validate_steps(*, runbook: str, steps: list[StepDraft]) -> list[Problem]:
                 )
         allowed = template_names_for_step(earlier_steps=seen)
         for name, template in spec.with_defaults(step.inputs).items():
+            kind = spec.field(name).kind
+            if kind != "text":
+                problems += [
+                    Problem(message, **where, field=name)
+                    for message in structured_field_problems(kind, template, allowed=allowed)
+                ]
+                continue
             if isinstance(template, (dict, list)):
                 problems.append(Problem("must be a single template string", **where, field=name))
                 continue
@@ -128,3 +135,57 @@ def validate_steps(*, runbook: str, steps: list[StepDraft]) -> list[Problem]:
                 problems.append(Problem(message, **where, field=name))
         seen.append(step)
     return problems
+
+
+# Bounds on the two structured fields (custom_details, links): each entry is a template.
+MAPPING_MAX_ENTRIES = 50
+LINKS_MAX_ENTRIES = 20
+STRUCTURED_NAME_MAX = 100
+LINK_KEYS = ("href", "text")
+
+
+def _template_problem(template, allowed, where: str) -> str | None:
+    if not isinstance(template, str):
+        return f"{where} must be a template string, not {type(template).__name__}"
+    try:
+        templating.validate(template, allowed=allowed)
+    except templating.TemplateError as exc:
+        return f"{where}: {exc}"
+    return None
+
+
+def structured_field_problems(kind: str, value, *, allowed) -> list[str]:
+    """What is wrong with a `mapping` (name → template) or `links` ([{href, text}]) field."""
+    if value in (None, "", {}, []):
+        return []
+    problems: list[str] = []
+    if kind == "mapping":
+        if not isinstance(value, dict):
+            return ["must be a mapping of name → template (YAML: one `name: template` per line)"]
+        if len(value) > MAPPING_MAX_ENTRIES:
+            return [f"has {len(value)} entries; the limit is {MAPPING_MAX_ENTRIES}"]
+        for key, template in value.items():
+            if not isinstance(key, str) or not key.strip() or len(key) > STRUCTURED_NAME_MAX or "\x00" in key:
+                problems.append(f"name {key!r} must be text of 1–{STRUCTURED_NAME_MAX} characters")
+            elif problem := _template_problem(template, allowed, f"[{key!r}]"):
+                problems.append(problem)
+        return problems
+    if kind == "links":
+        if not isinstance(value, list):
+            return ["must be a list of {href, text} mappings"]
+        if len(value) > LINKS_MAX_ENTRIES:
+            return [f"has {len(value)} links; the limit is {LINKS_MAX_ENTRIES}"]
+        for index, link in enumerate(value, start=1):
+            if not isinstance(link, dict):
+                problems.append(f"[{index}] must be a mapping with href and text")
+                continue
+            unknown = sorted(str(k) for k in link if k not in LINK_KEYS)
+            if unknown:
+                problems.append(f"[{index}] has unknown keys {', '.join(unknown)}; a link has href and text")
+            if not link.get("href"):
+                problems.append(f"[{index}].href is required")
+            for key in LINK_KEYS:
+                if key in link and (problem := _template_problem(link[key], allowed, f"[{index}].{key}")):
+                    problems.append(problem)
+        return problems
+    return [f"unknown field kind {kind!r}"]

@@ -988,6 +988,16 @@ def handle_events(state: SandboxState, req: Request) -> Response:
     if req.path == "/v2/change/enqueue":
         status, body = state.process_change_event(req.json)
         return Response(status, body)
+    routing_key = req.json.get("routing_key") if isinstance(req.json, dict) else None
+    if isinstance(routing_key, str) and routing_key and not state.consume_event_rate(routing_key):
+        # The Events API's limit is per routing key, and its 429 carries no rate-limit headers.
+        return Response(
+            429,
+            {
+                "status": "throttle event",
+                "message": "Requests for this service are arriving too quickly.  Please retry later.",
+            },
+        )
     if not validate_event(req.json) and state.contract is not None:
         errors = state.contract.check_events(req.path, req.json)
         if errors:
@@ -1043,6 +1053,9 @@ def handle_admin(state: SandboxState, req: Request) -> Response:
                     "faults": state.faults.to_dict(),
                     "abilities": state.abilities,
                     "rate_limit_per_minute": state.rate_limit_per_minute,
+                    "events_rate_limit": state.events_rate_limit,
+                    "events_rate_window_seconds": state.events_rate_window_seconds,
+                    "events_throttled": state.events_throttled,
                     "seed": state.seed_params,
                     "well_known": WELL_KNOWN,
                     "contract_enabled": state.contract_enabled,
@@ -1077,7 +1090,14 @@ def handle_admin(state: SandboxState, req: Request) -> Response:
 
 
 def _admin_config(state: SandboxState, data: dict, bad) -> Response:
-    allowed = {"rate_limit_per_minute", "teams_ability", "tokens", "abilities"}
+    allowed = {
+        "rate_limit_per_minute",
+        "events_rate_limit",
+        "events_rate_window_seconds",
+        "teams_ability",
+        "tokens",
+        "abilities",
+    }
     unknown = set(data) - allowed
     if unknown:
         return bad(f"unknown config keys {sorted(unknown)}; allowed: {sorted(allowed)}")
@@ -1086,6 +1106,13 @@ def _admin_config(state: SandboxState, data: dict, bad) -> Response:
             return bad("rate_limit_per_minute must be a positive integer")
         state.rate_limit_per_minute = data["rate_limit_per_minute"]
         state._rate_windows.clear()
+    for name in ("events_rate_limit", "events_rate_window_seconds"):
+        if name in data:
+            value = data[name]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1_000_000:
+                return bad(f"{name} must be a positive number")
+            setattr(state, name, int(value) if name == "events_rate_limit" else float(value))
+            state._event_rate_windows.clear()
     if "abilities" in data:
         state.abilities = [str(a) for a in data["abilities"]]
     if "teams_ability" in data:
@@ -1096,6 +1123,8 @@ def _admin_config(state: SandboxState, data: dict, bad) -> Response:
         200,
         {
             "rate_limit_per_minute": state.rate_limit_per_minute,
+            "events_rate_limit": state.events_rate_limit,
+            "events_rate_window_seconds": state.events_rate_window_seconds,
             "abilities": state.abilities,
             "tokens": sorted(state.tokens),
         },

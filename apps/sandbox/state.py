@@ -280,10 +280,17 @@ class SandboxState:
         contract: bool | ContractChecker = True,
         clock: Callable[[], datetime] | None = None,
         max_recorded_requests: int | None = None,
+        events_rate_limit: int = 120,
+        events_rate_window_seconds: float = 60.0,
     ):
         self.lock = threading.RLock()
         self.tokens = set(tokens) if tokens is not None else {DEFAULT_TOKEN}
         self.rate_limit_per_minute = int(rate_limit_per_minute)
+        # Events API v2: about 120 events a minute per routing key. The window is configurable so a
+        # test can compress a minute (e.g. 120 per 6 s) and still exercise the same ratio.
+        self.events_rate_limit = int(events_rate_limit)
+        self.events_rate_window_seconds = float(events_rate_window_seconds)
+        self.events_throttled = 0
         names = list(abilities) if abilities is not None else list(DEFAULT_ABILITIES)
         if teams_ability and "teams" not in names:
             names.insert(0, "teams")
@@ -327,6 +334,7 @@ class SandboxState:
         self._incident_counter = 0
         self._open_keys: dict[tuple[str, str], str] = {}
         self._rate_windows: dict[str, list[float]] = {}
+        self._event_rate_windows: dict[str, list[float]] = {}
         self._users_by_email: dict[str, str] = {}
         self._services_by_key: dict[str, str] = {}
         self._user_teams: dict[str, list[str]] = {}
@@ -493,6 +501,20 @@ class SandboxState:
             }
             return allowed, headers
 
+    def consume_event_rate(self, routing_key: str) -> bool:
+        """Count one event against its routing key's fixed window; False (a 429) past the limit."""
+        with self.lock:
+            now = time.monotonic()
+            window = self._event_rate_windows.get(routing_key)
+            if window is None or now >= window[0] + self.events_rate_window_seconds:
+                window = [now, 0]
+                self._event_rate_windows[routing_key] = window
+            if window[1] >= self.events_rate_limit:
+                self.events_throttled += 1
+                return False
+            window[1] += 1
+            return True
+
     def set_faults(self, faults: Faults | dict) -> Faults:
         with self.lock:
             self.faults = faults if isinstance(faults, Faults) else Faults.from_dict(faults)
@@ -519,6 +541,8 @@ class SandboxState:
             self.requests.clear()
             self._open_keys.clear()
             self._rate_windows.clear()
+            self._event_rate_windows.clear()
+            self.events_throttled = 0
             self._incident_counter = 0
             self._rng = random.Random(f"sandbox-runtime:{self._runtime_seed}")
             if faults:

@@ -1,8 +1,10 @@
 from apps.runbooks.executors import (
     pagerduty,  # noqa: F401  (registers the PagerDuty actions)
     pagerduty_changes,  # noqa: F401  (incident changes, notes, overrides)
+    pagerduty_events,  # noqa: F401  (registers the Events API v2 actions)
 )
 from apps.runbooks.executors.base import (
+    TARGET_CHANNEL,
     Action,
     ActionSpec,
     FieldSpec,
@@ -13,9 +15,12 @@ from apps.runbooks.executors.base import (
     all_actions,
     get_action,
     outcome_unknown_message,
+    stored_inputs,
+    uses_channel,
 )
 
 __all__ = [
+    "TARGET_CHANNEL",
     "Action",
     "ActionSpec",
     "FieldSpec",
@@ -26,4 +31,6 @@ __all__ = [
     "all_actions",
     "get_action",
     "outcome_unknown_message",
+    "stored_inputs",
+    "uses_channel",
 ]

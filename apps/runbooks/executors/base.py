@@ -40,6 +40,9 @@ class FieldSpec:
     choices: tuple[str, ...] = ()
     # Where a template must render to an email or a PagerDuty id, the picker says so.
     example: str = ""
+    # "text": one template. Two fields take YAML structure (DESIGN.md): "mapping" (name → template,
+    # e.g. custom_details) and "links" (a list of {href, text} mappings of templates).
+    kind: str = "text"
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,9 @@ class ActionSpec:
     fields: tuple[FieldSpec, ...]
     outputs: dict[str, str]
     implementation: Any = None
+    # What the step sends through: a PagerDuty connection (REST API, `connection:`), or an Events
+    # API channel named by the step's `channel` field (no connection).
+    target: str = "connection"
 
     @property
     def field_names(self) -> list[str]:
@@ -64,8 +70,26 @@ class ActionSpec:
         merged = {}
         for spec in self.fields:
             value = inputs.get(spec.name)
-            merged[spec.name] = spec.default if value in (None, "") else value
+            merged[spec.name] = spec.default if value in (None, "", {}, []) else value
         return merged
+
+
+TARGET_CONNECTION = "connection"
+TARGET_CHANNEL = "channel"
+
+
+def stored_inputs(inputs: dict) -> dict:
+    """A step's `with:` as stored: every value a template string, except the structured fields'
+    mappings and lists, kept as they are (leaves as strings)."""
+
+    def leaf(value):
+        if isinstance(value, dict):
+            return {str(k): leaf(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [leaf(v) for v in value]
+        return "" if value is None else str(value)
+
+    return {str(name): leaf(value) for name, value in (inputs or {}).items()}
 
 
 @dataclass
@@ -103,6 +127,8 @@ class StepContext:
     step_run: Any = None
     # HTTP exchanges already recorded for this step (from a crashed earlier execution).
     previous_exchanges: list = field(default_factory=list)
+    # The Events API channel of an event step (ActionSpec.target == "channel").
+    channel: Any = None
 
 
 class Action:
@@ -159,3 +185,9 @@ def get_action(name: str) -> ActionSpec:
 
 def all_actions() -> list[ActionSpec]:
     return list(_REGISTRY.values())
+
+
+def uses_channel(action: str) -> bool:
+    """Whether steps of this action go through an Events API channel (and so name no connection)."""
+    spec = _REGISTRY.get(action)
+    return spec is not None and spec.target == TARGET_CHANNEL

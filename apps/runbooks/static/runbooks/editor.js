@@ -175,6 +175,9 @@
     const names = el("datalist", { id: "rb-connections" });
     meta.connections.forEach((connection) => names.append(el("option", { value: connection.name })));
     document.body.append(names);
+    const channels = el("datalist", { id: "rb-channels" });
+    (meta.channels || []).forEach((channel) => channels.append(el("option", { value: channel.name, label: channel.events_url })));
+    document.body.append(channels);
   }
 
   // --- one step -------------------------------------------------------------------------------
@@ -306,10 +309,19 @@
         input.append(el("option", { value, text: value }));
         input.value = value;
       }
+    } else if (spec.kind && spec.kind !== "text") {
+      // custom_details (a mapping) and links (a list of {href, text}): edited as JSON, saved as structure.
+      input = el("textarea", { id, rows: 4, class: "rb-input vLargeTextField", "data-field": spec.name, "data-kind": spec.kind, spellcheck: "false" });
+      input.value = typeof value === "object" && value !== null ? JSON.stringify(value, null, 2) : value;
+      input.placeholder = spec.example ? `e.g. ${spec.example}` : "";
+      for (const type of ["keyup", "click", "select", "blur", "input"]) {
+        input.addEventListener(type, () => rememberSelection(input));
+      }
     } else {
       input = el("input", { type: "text", id, class: "rb-input vTextField", "data-field": spec.name, autocomplete: "off", spellcheck: "false" });
       input.value = value;
       input.placeholder = placeholderFor(spec, connection);
+      if (spec.name === "channel") input.setAttribute("list", "rb-channels");
       // Offer what PagerDuty ids the connection knows about: mapped/imported services, imported policies and users.
       if (spec.name === "service_id" && connection) input.setAttribute("list", `rb-services-${connection.name}`);
       if (spec.name === "responder_id" && connection) input.setAttribute("list", `rb-responders-${connection.name}`);
@@ -340,7 +352,14 @@
 
   function unknownField(row, name, value) {
     const wrapper = el("div", { class: "rb-field rb-unknown", "data-field": name });
-    const input = el("input", { type: "text", class: "rb-input vTextField", "data-field": name, value });
+    const structured = typeof value === "object" && value !== null;
+    const input = el("input", {
+      type: "text",
+      class: "rb-input vTextField",
+      "data-field": name,
+      "data-kind": structured ? "json" : null,
+      value: structured ? JSON.stringify(value) : value,
+    });
     input.addEventListener("input", () => fieldChanged(row));
     wrapper.append(
       el("label", { text: name }),
@@ -371,10 +390,22 @@
     if (row.dataset.rbRaw) return;
     const values = {};
     row.querySelectorAll(".rb-fields .rb-input").forEach((input) => {
-      if (input.value !== "") values[input.dataset.field] = input.value;
+      if (input.value === "") return;
+      values[input.dataset.field] = input.dataset.kind ? structuredValue(input.value) : input.value;
     });
     row._rbValues = values;
     control(row, "inputs").value = JSON.stringify(values, null, 2);
+  }
+
+  /* JSON when it parses to an object or a list; otherwise the text as typed, which validation
+     then refuses with a message on the field ("must be a mapping…"). */
+  function structuredValue(text) {
+    try {
+      const parsed = JSON.parse(text);
+      return parsed && typeof parsed === "object" ? parsed : text;
+    } catch (error) {
+      return text;
+    }
   }
 
   function rowInputs(row) {
@@ -741,7 +772,8 @@
       const box = field.querySelector(".rb-rendered");
       box.replaceChildren();
       if (rendered !== undefined && rendered !== "" && !step.errors[field.dataset.field]) {
-        box.append(el("span", { class: "rb-rendered-arrow", text: "→ " }), highlightPlaceholders(rendered));
+        const shown = typeof rendered === "object" ? JSON.stringify(rendered) : rendered;
+        box.append(el("span", { class: "rb-rendered-arrow", text: "→ " }), highlightPlaceholders(shown));
       }
     });
     const panel = row.querySelector(".rb-preview");
@@ -764,6 +796,8 @@
     if (derived.urgency) facts.append(el("dt", { text: "Urgency" }), el("dd", { class: "rb-derived-urgency", text: `${derived.urgency} (${derived.urgency_source})` }));
     if (derived.service_id) facts.append(el("dt", { text: "Service" }), el("dd", { class: "rb-derived-service", text: `${derived.service_id} (${derived.service_source})` }));
     if (derived.incident_key) facts.append(el("dt", { text: "Incident key" }), el("dd", { class: "rb-derived-key", text: derived.incident_key }));
+    if (derived.severity) facts.append(el("dt", { text: "Severity" }), el("dd", { class: "rb-derived-severity", text: `${derived.severity} (${derived.severity_source})` }));
+    if (derived.dedup_key) facts.append(el("dt", { text: "Dedup key" }), el("dd", { class: "rb-derived-dedup", text: derived.dedup_key_source ? `${derived.dedup_key} (${derived.dedup_key_source})` : derived.dedup_key }));
     if (facts.children.length) panel.append(facts);
     if (step.request) {
       panel.append(

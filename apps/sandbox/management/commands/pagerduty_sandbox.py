@@ -40,6 +40,10 @@ class Command(BaseCommand):
         parser.add_argument("--services", type=int, default=4)
         parser.add_argument("--seed", type=int, default=1, help="same seed and sizes give identical data")
         parser.add_argument("--rate-limit-per-minute", type=int, default=960)
+        parser.add_argument(
+            "--events-rate-limit", type=int, default=120, help="Events API v2 events per window per routing key"
+        )
+        parser.add_argument("--events-rate-window-seconds", type=float, default=60.0)
         parser.add_argument("--no-teams-ability", action="store_true", help="answer 402 on /teams like small plans")
         parser.add_argument("--error-rate", type=float, default=0.0, help="fraction (0..1) of requests that fail")
         parser.add_argument("--error-statuses", default="500,503", help="statuses random failures use")
@@ -57,6 +61,8 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         if options["rate_limit_per_minute"] < 1:
             raise CommandError("--rate-limit-per-minute must be at least 1")
+        if options["events_rate_limit"] < 1 or options["events_rate_window_seconds"] <= 0:
+            raise CommandError("--events-rate-limit and --events-rate-window-seconds must be positive")
         try:
             faults = Faults(
                 error_rate=options["error_rate"],
@@ -74,6 +80,8 @@ class Command(BaseCommand):
             teams_ability=not options["no_teams_ability"],
             faults=faults,
             contract=not options["no_contract"],
+            events_rate_limit=options["events_rate_limit"],
+            events_rate_window_seconds=options["events_rate_window_seconds"],
         )
         seed_account(
             state,

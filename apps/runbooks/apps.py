@@ -12,5 +12,6 @@ class RunbooksConfig(AppConfig):
         from apps.runbooks.models import Runbook, Step
 
         incident_event_committed.connect(receivers.enqueue_dispatch, dispatch_uid="runbooks.enqueue_dispatch")
+        incident_event_committed.connect(receivers.resume_waits, dispatch_uid="runbooks.resume_waits")
         audit_register(Runbook, exclude_fields=["created_at", "updated_at"])
         audit_register(Step)

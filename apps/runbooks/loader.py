@@ -15,6 +15,7 @@ from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, SequenceNode
 
 from apps.core import limits
+from apps.runbooks.executors.control import is_control
 from apps.runbooks.models import Runbook, TriggerOn, slug_problem
 from apps.runbooks.validation import Problem, StepDraft, validate_conditions, validate_steps, validate_trigger
 
@@ -206,6 +207,8 @@ def spec_problems(spec, *, source: str = "") -> list[Problem]:
         if not isinstance(action, str):
             problems.append(Problem(f"action must be text, not {type(action).__name__}", slug, key, field="action"))
             continue
+        if is_control(action) and step.get("connection"):
+            problems.append(Problem(f"{action} is a control step and names no connection", slug, key, "connection"))
         inputs = step.get("with") or {}
         if isinstance(inputs, dict) and not all(isinstance(name, str) for name in inputs):
             problems.append(Problem("every field name under `with` must be text", slug, key))
@@ -325,7 +328,10 @@ def runbook_to_spec(runbook: Runbook) -> dict:
         item = {"key": step.key}
         if step.name:
             item["name"] = step.name
-        item.update({"action": step.action, "connection": step.connection or "default", "with": dict(step.inputs)})
+        item["action"] = step.action
+        if not is_control(step.action):  # control steps name no connection
+            item["connection"] = step.connection or "default"
+        item["with"] = dict(step.inputs)
         if step.on_failure != "stop":
             item["on_failure"] = step.on_failure
         spec["steps"].append(item)

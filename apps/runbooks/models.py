@@ -25,6 +25,8 @@ class OnFailure(models.TextChoices):
 class RunStatus(models.TextChoices):
     PENDING = "pending"
     RUNNING = "running"
+    # A control step (approval, wait for status) holds the run: no worker, no lease, until it is resumed.
+    WAITING = "waiting"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     SKIPPED = "skipped"
@@ -185,6 +187,8 @@ class StepRun(models.Model):
     outputs = models.JSONField(default=dict, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # A waiting control step times out at this moment (the wait sweep decides it then).
+    wait_until = models.DateTimeField(null=True, blank=True, db_index=True)
 
     class Meta:
         ordering = ["run", "position"]

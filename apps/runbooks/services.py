@@ -27,8 +27,9 @@ from apps.incidents.services import incident_trigger_runbook
 from apps.pagerduty.errors import PagerDutyError
 from apps.pagerduty.selectors import connection_get
 from apps.pagerduty.services import connection_client
-from apps.runbooks import tasks, templating
+from apps.runbooks import tasks, templating, waits
 from apps.runbooks.executors import StepContext, StepFailed, StepSkipped, get_action, outcome_unknown_message
+from apps.runbooks.executors.control import StepWaiting, is_control
 from apps.runbooks.models import FINISHED, OnFailure, Runbook, RunbookRun, RunStatus, StepRun, StepRunExchange
 from apps.runbooks.resolvers import LiveResolver
 from apps.runbooks.selectors import runbooks_matching_event, template_context_for_run
@@ -160,8 +161,8 @@ def run_execute(*, run_id) -> RunbookRun | None:
     token = uuid.uuid4().hex
     if not _claim(run_id, token):
         run = RunbookRun.objects.filter(pk=run_id).first()
-        if run is None or run.status in FINISHED:
-            return None
+        if run is None or run.status in FINISHED or run.status == RunStatus.WAITING:
+            return None  # a waiting run is resumed by apps.runbooks.waits, never by a message
         seconds_left = (run.lease_expires_at - timezone.now()).total_seconds() if run.lease_expires_at else 0
         raise LeaseHeld(max(seconds_left, 0))
     run = RunbookRun.objects.select_related("incident", "runbook").get(pk=run_id)
@@ -177,6 +178,8 @@ def run_execute(*, run_id) -> RunbookRun | None:
             logger.warning("run %s: lease lost to another worker; stopping here", run.pk)
             return run
         _execute_step(run=run, step_run=step_run, cache=cache, token=token)
+        if step_run.status == RunStatus.WAITING:
+            return RunbookRun.objects.get(pk=run.pk)  # parked: this worker is free
         if step_run.status == RunStatus.FAILED and step_run.on_failure == OnFailure.STOP:
             stopped_by = step_run
             break
@@ -213,6 +216,8 @@ def _execute_step(*, run: RunbookRun, step_run: StepRun, cache: dict, token: str
     recovering = step_run.status == RunStatus.RUNNING
     try:
         outputs = _perform_step(run=run, step_run=step_run, cache=cache, recovering=recovering, token=token)
+    except StepWaiting:
+        pass  # parked by waits.step_wait; resumed later
     except StepSkipped as exc:
         _end_step(step_run, RunStatus.SKIPPED, error=str(exc))
     except (StepFailed, templating.TemplateError, DomainError, PagerDutyError) as exc:
@@ -255,6 +260,8 @@ def _perform_step(*, run: RunbookRun, step_run: StepRun, cache: dict, recovering
     rendered = templating.render_fields(spec.with_defaults(step_run.inputs), context)
     step_run.rendered = redact_data(rendered)
     step_run.save(update_fields=["rendered"])
+    if is_control(step_run.action):
+        return waits.step_wait(run=run, step_run=step_run, spec=spec, rendered=rendered, token=token)
     connection = connection_get(name=step_run.connection or "default")
     client = connection_client(
         connection=connection, on_exchange=_store_exchange(step_run), sleep=_lease_keeping_sleep(run.pk, token)
@@ -382,7 +389,7 @@ def runbook_upsert_from_spec(*, spec: dict, user=None, comment: str = "Loaded fr
         step.position = position
         step.name = item.get("name") or ""
         step.action = item["action"]
-        step.connection = item.get("connection") or "default"
+        step.connection = "" if is_control(item["action"]) else item.get("connection") or "default"
         step.inputs = {name: "" if value is None else str(value) for name, value in (item.get("with") or {}).items()}
         step.on_failure = item.get("on_failure", OnFailure.STOP)
         step.save()

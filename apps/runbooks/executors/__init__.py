@@ -1,4 +1,4 @@
-from apps.runbooks.executors import pagerduty  # noqa: F401  (registers the PagerDuty actions)
+from apps.runbooks.executors import control, pagerduty  # noqa: F401  (registers the actions and control steps)
 from apps.runbooks.executors.base import (
     Action,
     ActionSpec,

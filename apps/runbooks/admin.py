@@ -22,6 +22,7 @@ from apps.incidents.admin import IncidentAdmin
 from apps.incidents.models import Incident, IncidentStatus
 from apps.pagerduty.models import PagerDutyConnection
 from apps.runbooks import dryrun, services, templating
+from apps.runbooks.admin_approvals import IncidentApprovalAdminMixin, RunApprovalAdminMixin
 from apps.runbooks.executors import all_actions
 from apps.runbooks.models import (
     PagerDutyIncidentLink,
@@ -727,7 +728,7 @@ class PagerDutyLinkInline(admin.TabularInline):
 
 
 @admin.register(RunbookRun)
-class RunbookRunAdmin(admin.ModelAdmin):
+class RunbookRunAdmin(RunApprovalAdminMixin, admin.ModelAdmin):
     list_display = ["id", "runbook", "incident", "event", "status", "executions", "created_at", "finished_at"]
     list_filter = ["status", "runbook"]
     search_fields = ["runbook__slug", "incident__title"]
@@ -796,5 +797,5 @@ admin.site.unregister(Incident)
 
 
 @admin.register(Incident)
-class IncidentWithRunsAdmin(IncidentAdmin):
+class IncidentWithRunsAdmin(IncidentApprovalAdminMixin, IncidentAdmin):
     inlines = [*IncidentAdmin.inlines, PagerDutyLinkInline, RunInline]

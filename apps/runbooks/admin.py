@@ -24,6 +24,7 @@ from apps.pagerduty.models import PagerDutyConnection
 from apps.runbooks import dryrun, services, templating
 from apps.runbooks.admin_approvals import IncidentApprovalAdminMixin, RunApprovalAdminMixin
 from apps.runbooks.executors import all_actions
+from apps.runbooks.executors.control import is_control
 from apps.runbooks.models import (
     PagerDutyIncidentLink,
     Runbook,
@@ -32,7 +33,7 @@ from apps.runbooks.models import (
     StepRun,
     StepRunExchange,
 )
-from apps.runbooks.validation import StepDraft, validate_steps, validate_trigger
+from apps.runbooks.validation import StepDraft, runbook_warnings, validate_steps, validate_trigger
 from apps.runbooks.versions import (
     runbook_version_ensure,
     runbook_version_get,
@@ -93,7 +94,7 @@ class StepInputsWidget(forms.Textarea):
 
 def _action_choices() -> list:
     grouped: dict[str, list] = {}
-    for action in all_actions():
+    for action in sorted(all_actions(), key=lambda a: is_control(a.name)):
         grouped.setdefault(action.category, []).append((action.name, action.label))
     return [("", "— choose an action —"), *grouped.items()]
 
@@ -140,6 +141,12 @@ class StepForm(forms.ModelForm):
         self.fields["action"].choices = _action_choices()
         self.fields["inputs"].label = "Fields"
         self.fields["inputs"].help_text = _variables_help()
+
+    def clean(self):
+        cleaned = super().clean()
+        if is_control(cleaned.get("action") or ""):
+            cleaned["connection"] = ""  # control steps name no connection
+        return cleaned
 
     def clean_inputs(self):
         value = self.cleaned_data.get("inputs") or {}
@@ -263,8 +270,10 @@ def authoring_metadata() -> dict:
                 for f in a.fields
             ],
             "outputs": a.outputs,
+            "control": is_control(a.name),
         }
-        for a in all_actions()
+        # The PagerDuty actions first, control steps after them, in the chooser.
+        for a in sorted(all_actions(), key=lambda a: is_control(a.name))
     ]
     connections = [
         {
@@ -447,6 +456,9 @@ class RunbookAdmin(admin.ModelAdmin):
         version, created = runbook_version_ensure(runbook=form.instance, user=request.user, comment=comment)
         if created:
             self.message_user(request, f"Saved as version {version.number}.", messages.INFO)
+        steps = [StepDraft(s.key, s.action, s.inputs, s.on_failure) for s in form.instance.steps.all()]
+        for warning in runbook_warnings(runbook=form.instance.slug, steps=steps):
+            self.message_user(request, f"Warning: step {warning.step!r} {warning.message}", messages.WARNING)
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         context["may_dry_run"] = request.user.has_perm(DRY_RUN_PERMISSION)

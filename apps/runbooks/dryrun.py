@@ -346,7 +346,6 @@ def _add_warnings(steps: list[StepSource], results: list[dict]) -> None:
         for step, result in zip(steps, results, strict=True):
             if step.key == warning.step:
                 result["warnings"].append(warning.message)
-                result["notes"].append(f"Warning: {warning.message}")
                 break
 
 

@@ -17,7 +17,14 @@ from yaml.nodes import MappingNode, SequenceNode
 from apps.core import limits
 from apps.runbooks.executors.control import is_control
 from apps.runbooks.models import Runbook, TriggerOn, slug_problem
-from apps.runbooks.validation import Problem, StepDraft, validate_conditions, validate_steps, validate_trigger
+from apps.runbooks.validation import (
+    Problem,
+    StepDraft,
+    runbook_warnings,
+    validate_conditions,
+    validate_steps,
+    validate_trigger,
+)
 
 TOP_KEYS = {"slug", "name", "description", "enabled", "trigger", "conditions", "steps"}
 TRIGGER_KEYS = {"on", "to", "from"}
@@ -224,6 +231,18 @@ def spec_problems(spec, *, source: str = "") -> list[Problem]:
             )
         )
     return problems + validate_steps(runbook=slug, steps=drafts)
+
+
+def spec_warnings(spec) -> list[Problem]:
+    """Allowed but likely unintended (validation.runbook_warnings) in a spec without problems."""
+    if not isinstance(spec, dict) or not isinstance(spec.get("steps"), list):
+        return []
+    steps = [
+        StepDraft(str(s.get("key")), str(s.get("action")), s.get("with") or {}, str(s.get("on_failure", "stop")))
+        for s in spec["steps"]
+        if isinstance(s, dict)
+    ]
+    return runbook_warnings(runbook=str(spec.get("slug", "")), steps=steps)
 
 
 _OTHER_BOMS = {

@@ -255,7 +255,7 @@ def build_page_and_resolve(page):
     assert "with no wait step in between" in resolve.locator(".rb-preview .rb-warning").inner_text()
 
     wait = add_step(page, "Wait for incident status", key="wait", name="Wait until Monitoring or Resolved")
-    assert not wait.locator(".field-connection").first.is_visible()  # control steps name no connection
+    assert not wait.locator(".fieldBox.field-connection").is_visible()  # control steps name no connection
     assert field_input(wait, "timeout_minutes").input_value() == "60"
     fill(field_input(wait, "statuses"), "Monitoring, Resolved")
     fill(field_input(wait, "timeout_minutes"), "1440")

@@ -188,11 +188,16 @@ class StepRun(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     # A waiting control step times out at this moment (the wait sweep decides it then).
-    wait_until = models.DateTimeField(null=True, blank=True, db_index=True)
+    wait_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["run", "position"]
         constraints = [models.UniqueConstraint(fields=["run", "key"], name="uniq_step_run_key")]
+        indexes = [
+            # Few steps wait at any time among all the steps ever run: the status change hook and
+            # the wait sweep find them through this small index, not by scanning every step run.
+            models.Index(fields=["wait_until"], name="steprun_waiting_idx", condition=models.Q(status="waiting")),
+        ]
 
     def __str__(self) -> str:
         return f"{self.key}: {self.status}"

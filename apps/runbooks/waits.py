@@ -25,7 +25,7 @@ from django.utils import timezone
 from apps.audit.services import audit_record
 from apps.core.errors import Conflict, DomainError
 from apps.core.queueing import enqueue
-from apps.incidents.models import Incident, IncidentEvent, IncidentEventKind
+from apps.incidents.models import Incident, IncidentEventKind
 from apps.runbooks import tasks
 from apps.runbooks.executors import StepContext, StepFailed
 from apps.runbooks.executors.control import APPROVAL, WAIT_FOR_STATUS, StepWaiting, parse_statuses
@@ -177,13 +177,15 @@ def _refusal(step_run: StepRun) -> str:
 
 def waits_resume_for_event(*, event_id) -> int:
     """An incident changed status: end the waits of its runs that wanted this status."""
-    event = IncidentEvent.objects.filter(pk=event_id, kind=IncidentEventKind.STATUS_CHANGED).first()
-    if event is None:
-        return 0
+    # One query on every status change (the waiting-steps index keeps it small); nothing else
+    # unless a run of this incident waits.
     waiting = StepRun.objects.filter(
-        status=RunStatus.WAITING, action=WAIT_FOR_STATUS, run__incident_id=event.incident_id
-    ).values_list("pk", flat=True)[:SWEEP_BATCH]
-    return sum(_resume_on_status(step_run_id=pk, status=event.to_status) for pk in waiting)
+        status=RunStatus.WAITING,
+        action=WAIT_FOR_STATUS,
+        run__incident__events__pk=event_id,
+        run__incident__events__kind=IncidentEventKind.STATUS_CHANGED,
+    ).values_list("pk", "run__incident__events__to_status")[:SWEEP_BATCH]
+    return sum(_resume_on_status(step_run_id=pk, status=status) for pk, status in waiting)
 
 
 @transaction.atomic

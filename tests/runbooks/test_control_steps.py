@@ -314,3 +314,11 @@ def test_two_concurrent_decisions_make_one(pd, pd_connection, role_user, django_
     ask = StepRun.objects.get(run=run, key="ask")
     assert ask.outputs["decided_by"] == winner
     assert LogEntry.objects.filter(additional_data__event__in=["run.approve", "run.reject"]).count() == 1
+
+
+def test_the_status_change_hook_costs_one_query_when_nothing_waits(django_assert_num_queries):
+    incident = IncidentFactory()
+    incident_update(incident_id=incident.pk, status="Monitoring", actor="test")
+    event = incident.events.latest("id")
+    with django_assert_num_queries(1):
+        assert waits.waits_resume_for_event(event_id=event.pk) == 0

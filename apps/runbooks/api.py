@@ -97,6 +97,7 @@ class StepRunSerializer(StrictModelSerializer):
             "outputs",
             "started_at",
             "finished_at",
+            "wait_until",
             "duration_ms",
             "exchanges",
         ]

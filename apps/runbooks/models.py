@@ -187,8 +187,9 @@ class StepRun(models.Model):
     outputs = models.JSONField(default=dict, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
-    # A waiting control step times out at this moment (the wait sweep decides it then).
-    wait_until = models.DateTimeField(null=True, blank=True)
+    wait_until = models.DateTimeField(
+        null=True, blank=True, help_text="When a waiting control step times out (the wait sweep ends it then)"
+    )
 
     class Meta:
         ordering = ["run", "position"]

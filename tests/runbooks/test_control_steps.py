@@ -77,6 +77,7 @@ def test_approve_continues_the_run_and_records_who(waiting_approval, pd, role_us
     answer = decide(api_for(alice), waiting_approval, "approve", django_capture_on_commit_callbacks, comment="go")
     assert answer.status_code == 200, answer.json()
     assert answer.json()["id"] == waiting_approval.pk
+    assert answer.json()["step_runs"][0]["wait_until"] is None  # decided
     run = RunbookRun.objects.get()
     assert run.status == RunStatus.SUCCEEDED
     ask = run.step_runs.get(key="ask")

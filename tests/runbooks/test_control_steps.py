@@ -323,3 +323,20 @@ def test_the_status_change_hook_costs_one_query_when_nothing_waits(django_assert
     event = incident.events.latest("id")
     with django_assert_num_queries(1):
         assert waits.waits_resume_for_event(event_id=event.pk) == 0
+
+
+def test_a_worker_killed_before_parking_leaves_a_run_the_sweep_parks(pd, pd_connection):
+    """Killed between claiming the run and committing the park: the run is `running` with a lease
+    and the step still `pending`; once the lease expires the sweep's execution parks it, once."""
+    runbook = make_runbook(steps=[APPROVE_STEP, PAGE_STEP])
+    incident = IncidentFactory()
+    run = services.run_create(runbook=runbook, event=incident.events.get())
+    RunbookRun.objects.filter(pk=run.pk).update(
+        status=RunStatus.RUNNING, lease_token="dead", lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    assert services.runs_recover_stalled(pending_after_seconds=0)["runs"] == 1
+    run.refresh_from_db()
+    assert (run.status, run.lease_token) == (RunStatus.WAITING, "")
+    assert run.step_runs.get(key="ask").status == RunStatus.WAITING
+    assert services.runs_recover_stalled(pending_after_seconds=0)["runs"] == 0
+    assert len(pd.calls) == 0

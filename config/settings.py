@@ -197,12 +197,20 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # be on their way through the queue), and runs whose lease expired. Re-queuing is always safe.
 RUN_RECOVERY_INTERVAL = env.int("RUN_RECOVERY_INTERVAL", default=15)
 RUN_RECOVERY_PENDING_AFTER_SECONDS = env.int("RUN_RECOVERY_PENDING_AFTER_SECONDS", default=30)
+# How often beat looks for control steps past their timeout (a wait ends at most this late).
+RUN_WAIT_SWEEP_INTERVAL = env.int("RUN_WAIT_SWEEP_INTERVAL", default=30)
 CELERY_BEAT_SCHEDULE = {
     "recover-stalled-runs": {
         "task": "apps.runbooks.tasks.recover_stalled_runs",
         "schedule": timedelta(seconds=RUN_RECOVERY_INTERVAL),
         # A sweep not started within an interval is superseded by the next one.
         "options": {"expires": RUN_RECOVERY_INTERVAL},
+    },
+    # Waiting runs: approvals and status waits past their timeout_minutes (on_timeout decides).
+    "sweep-waiting-runs": {
+        "task": "apps.runbooks.tasks.sweep_waits",
+        "schedule": timedelta(seconds=RUN_WAIT_SWEEP_INTERVAL),
+        "options": {"expires": RUN_WAIT_SWEEP_INTERVAL},
     },
     # On-call syncs whose worker died or whose message was lost are taken up again.
     "oncall-sync-recovery": {

@@ -22,7 +22,9 @@ from apps.incidents.admin import IncidentAdmin
 from apps.incidents.models import Incident, IncidentStatus
 from apps.pagerduty.models import Channel, PagerDutyConnection
 from apps.runbooks import dryrun, services, templating
+from apps.runbooks.admin_approvals import IncidentApprovalAdminMixin, RunApprovalAdminMixin
 from apps.runbooks.executors import all_actions, stored_inputs
+from apps.runbooks.executors.control import is_control
 from apps.runbooks.models import (
     PagerDutyIncidentLink,
     Runbook,
@@ -31,7 +33,7 @@ from apps.runbooks.models import (
     StepRun,
     StepRunExchange,
 )
-from apps.runbooks.validation import StepDraft, validate_steps, validate_trigger
+from apps.runbooks.validation import StepDraft, runbook_warnings, validate_steps, validate_trigger
 from apps.runbooks.versions import (
     runbook_version_ensure,
     runbook_version_get,
@@ -92,7 +94,7 @@ class StepInputsWidget(forms.Textarea):
 
 def _action_choices() -> list:
     grouped: dict[str, list] = {}
-    for action in all_actions():
+    for action in sorted(all_actions(), key=lambda a: is_control(a.name)):
         grouped.setdefault(action.category, []).append((action.name, action.label))
     return [("", "— choose an action —"), *grouped.items()]
 
@@ -139,6 +141,12 @@ class StepForm(forms.ModelForm):
         self.fields["action"].choices = _action_choices()
         self.fields["inputs"].label = "Fields"
         self.fields["inputs"].help_text = _variables_help()
+
+    def clean(self):
+        cleaned = super().clean()
+        if is_control(cleaned.get("action") or ""):
+            cleaned["connection"] = ""  # control steps name no connection
+        return cleaned
 
     def clean_inputs(self):
         value = self.cleaned_data.get("inputs") or {}
@@ -263,8 +271,10 @@ def authoring_metadata() -> dict:
                 for f in a.fields
             ],
             "outputs": a.outputs,
+            "control": is_control(a.name),
         }
-        for a in all_actions()
+        # The PagerDuty actions first, control steps after them, in the chooser.
+        for a in sorted(all_actions(), key=lambda a: is_control(a.name))
     ]
     connections = [
         {
@@ -449,6 +459,9 @@ class RunbookAdmin(admin.ModelAdmin):
         version, created = runbook_version_ensure(runbook=form.instance, user=request.user, comment=comment)
         if created:
             self.message_user(request, f"Saved as version {version.number}.", messages.INFO)
+        steps = [StepDraft(s.key, s.action, s.inputs, s.on_failure) for s in form.instance.steps.all()]
+        for warning in runbook_warnings(runbook=form.instance.slug, steps=steps):
+            self.message_user(request, f"Warning: step {warning.step!r} {warning.message}", messages.WARNING)
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         context["may_dry_run"] = request.user.has_perm(DRY_RUN_PERMISSION)
@@ -748,7 +761,7 @@ class PagerDutyLinkInline(admin.TabularInline):
 
 
 @admin.register(RunbookRun)
-class RunbookRunAdmin(admin.ModelAdmin):
+class RunbookRunAdmin(RunApprovalAdminMixin, admin.ModelAdmin):
     list_display = ["id", "runbook", "incident", "event", "status", "executions", "created_at", "finished_at"]
     list_filter = ["status", "runbook"]
     search_fields = ["runbook__slug", "incident__title"]
@@ -817,5 +830,5 @@ admin.site.unregister(Incident)
 
 
 @admin.register(Incident)
-class IncidentWithRunsAdmin(IncidentAdmin):
+class IncidentWithRunsAdmin(IncidentApprovalAdminMixin, IncidentAdmin):
     inlines = [*IncidentAdmin.inlines, PagerDutyLinkInline, RunInline]

@@ -11,7 +11,7 @@ from apps.core.errors import DomainError
 from apps.incidents.api import IncidentRefField, IncidentSerializer, IncidentViewSet
 from apps.incidents.models import Incident
 from apps.incidents.selectors import INCIDENT_REF_DESCRIPTION, INCIDENT_REF_PATTERN, parse_incident_ref
-from apps.runbooks import services
+from apps.runbooks import services, waits
 from apps.runbooks.dryrun import runbook_dry_run
 from apps.runbooks.loader import conditions_spec, trigger_spec
 from apps.runbooks.models import (
@@ -110,6 +110,7 @@ class StepRunSerializer(StrictModelSerializer):
             "outputs",
             "started_at",
             "finished_at",
+            "wait_until",
             "duration_ms",
             "exchanges",
         ]
@@ -142,6 +143,28 @@ class RunSerializer(StrictModelSerializer):
 
     def get_runbook_version(self, run) -> int | None:
         return run.runbook_version.number if run.runbook_version_id else None
+
+
+class DecisionRequestSerializer(serializers.Serializer):
+    comment = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=waits.COMMENT_MAX, help_text="Why; recorded"
+    )
+
+
+class ApprovalDecisionSerializer(serializers.Serializer):
+    step = serializers.CharField(help_text="Key of the approval step")
+    status = serializers.CharField(
+        help_text="The step's status: succeeded (approved, or timed out and continued) or failed"
+    )
+    decision = serializers.CharField(help_text="approved, rejected or timed_out")
+    decided_by = serializers.CharField(allow_blank=True)
+    decided_at = serializers.CharField()
+    comment = serializers.CharField(allow_blank=True)
+
+
+class AlreadyDecidedSerializer(serializers.Serializer):
+    message = serializers.CharField()
+    decision = ApprovalDecisionSerializer()
 
 
 class ManualRunSerializer(serializers.Serializer):
@@ -207,6 +230,9 @@ class DryRunStepSerializer(serializers.Serializer):
     reads = serializers.ListField(child=serializers.DictField(), help_text="Read-only look-ups made for the plan")
     derived = serializers.DictField(help_text="Urgency, service and incident key the step would use")
     notes = serializers.ListField(child=serializers.CharField())
+    warnings = serializers.ListField(
+        child=serializers.CharField(), help_text="Allowed but likely unintended, e.g. resolving what was just created"
+    )
     error = serializers.CharField(allow_blank=True)
     field = serializers.CharField(allow_blank=True, help_text="The field the error is about, if any")
 
@@ -288,6 +314,9 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
         "list": ["runbooks.view_runbookrun"],
         "retrieve": ["runbooks.view_runbookrun"],
         "rerun": ["runbooks.rerun_runbookrun"],
+        # Membership of the step's approvers group is checked too (403 outside it).
+        "approve": ["runbooks.approve_runbookrun"],
+        "reject": ["runbooks.approve_runbookrun"],
     }
 
     def get_queryset(self):
@@ -324,6 +353,32 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
         run is not finished or no step failed."""
         run = services.run_rerun_from_failed(run_id=self.get_object().pk)
         return Response(self.get_serializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=DecisionRequestSerializer, responses={200: RunSerializer, 409: AlreadyDecidedSerializer})
+    @action(detail=True, methods=["post"])
+    def approve(self, request, pk=None):
+        """Approve the approval step this run waits for; the run continues with the next step. 403
+        outside the step's approvers group; 409 with the decision when it was already decided."""
+        return self._decide(request, approve=True)
+
+    @extend_schema(request=DecisionRequestSerializer, responses={200: RunSerializer, 409: AlreadyDecidedSerializer})
+    @action(detail=True, methods=["post"])
+    def reject(self, request, pk=None):
+        """Reject the approval step this run waits for: the step fails with the comment. 403 outside
+        the step's approvers group; 409 with the decision when it was already decided."""
+        return self._decide(request, approve=False)
+
+    def _decide(self, request, *, approve: bool):
+        run = self.get_object()
+        serializer = DecisionRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            run = waits.approval_decide(
+                run_id=run.pk, user=request.user, approve=approve, comment=serializer.validated_data["comment"]
+            )
+        except waits.AlreadyDecided as exc:
+            return Response({"message": str(exc), "decision": exc.decision}, status=status.HTTP_409_CONFLICT)
+        return Response(self.get_serializer(self.get_queryset().get(pk=run.pk)).data)
 
 
 # --- incidents with their PagerDuty side ---------------------------------------------------------

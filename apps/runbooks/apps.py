@@ -14,5 +14,6 @@ class RunbooksConfig(AppConfig):
 
         incident_event_committed.connect(receivers.enqueue_dispatch, dispatch_uid="runbooks.enqueue_dispatch")
         webhook_event_received.connect(mirror.webhook_mirror, dispatch_uid="runbooks.webhook_mirror")
+        incident_event_committed.connect(receivers.resume_waits, dispatch_uid="runbooks.resume_waits")
         audit_register(Runbook, exclude_fields=["created_at", "updated_at"])
         audit_register(Step)

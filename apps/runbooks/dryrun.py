@@ -26,10 +26,11 @@ from apps.pagerduty.selectors import channel_get, connection_get
 from apps.pagerduty.services import channel_client, connection_client
 from apps.runbooks import templating
 from apps.runbooks.executors import TARGET_CHANNEL, StepContext, StepFailed, StepSkipped, get_action
+from apps.runbooks.executors.control import is_control
 from apps.runbooks.models import OnFailure, PagerDutyIncidentLink, Runbook
 from apps.runbooks.resolvers import DryRunResolver, Placeholder, linked_incident_id
 from apps.runbooks.selectors import activity_for, template_names_for_step
-from apps.runbooks.validation import StepDraft, validate_steps
+from apps.runbooks.validation import StepDraft, runbook_warnings, validate_steps
 
 logger = logging.getLogger(__name__)
 
@@ -198,7 +199,7 @@ def _result(step: StepSource) -> dict:
         "key": step.key,
         "name": step.name,
         "action": step.action,
-        "connection": step.connection or "default",
+        "connection": "" if is_control(step.action) else step.connection or "default",
         "status": "planned",
         "rendered": {},
         "request": None,
@@ -228,6 +229,8 @@ def _dry_run_step(run: _Run, step: StepSource) -> dict:
         name, message = next(iter(field_errors.items()))
         result.update(status="error", error=f"{name}: {message}", field=name)
         return _with_placeholder_outputs(run, step, spec, result)
+    if is_control(step.action):
+        return _dry_run_control(run, step, spec, rendered, result)
     resolver = None
     reads, reads_before = [], 0
     try:
@@ -305,6 +308,21 @@ def _dry_run_step(run: _Run, step: StepSource) -> dict:
     return _with_placeholder_outputs(run, step, spec, result)
 
 
+def _dry_run_control(run: _Run, step: StepSource, spec, rendered: dict, result: dict) -> dict:
+    """A control step sends nothing: the dry run says what it would wait for."""
+    try:
+        plan = spec.implementation.plan(StepContext(incident=run.incident, rendered=rendered, resolver=None))
+    except StepFailed as exc:
+        result.update(status="error", error=str(exc), field=exc.field or "")
+        return _with_placeholder_outputs(run, step, spec, result)
+    note = plan.describe()
+    if plan.statuses and not is_sample(run.incident) and run.incident.status in plan.statuses:
+        note += f"; the incident is {run.incident.status} already, so it would continue at once"
+    result["notes"].append(note[:1].upper() + note[1:])
+    result["derived"] = {"waits_for": note}
+    return _with_placeholder_outputs(run, step, spec, result)
+
+
 def _with_placeholder_outputs(run: _Run, step: StepSource, spec, result: dict) -> dict:
     # Later steps still render (and show their own problems) against clearly marked stand-ins.
     run.outputs[step.key] = {name: f"<steps.{step.key}.{name}>" for name in spec.outputs}
@@ -346,6 +364,7 @@ def steps_dry_run(*, steps: list[StepSource], incident: Incident, allow_reads: b
         results.append(result)
     for index, warning in event_wait_warnings(steps).items():
         results[index]["notes"].append(warning)
+    _add_warnings(steps, results)
     return results
 
 
@@ -381,6 +400,17 @@ def event_wait_warnings(steps: list[StepSource]) -> dict[int, str]:
                 "approval (runbook.approval) between them, or trigger on a later status."
             )
     return warnings
+
+
+def _add_warnings(steps: list[StepSource], results: list[dict]) -> None:
+    drafts = [StepDraft(s.key, s.action, s.inputs, s.on_failure) for s in steps]
+    for result in results:
+        result.setdefault("warnings", [])
+    for warning in runbook_warnings(runbook="draft", steps=drafts):
+        for step, result in zip(steps, results, strict=True):
+            if step.key == warning.step:
+                result["warnings"].append(warning.message)
+                break
 
 
 def runbook_dry_run(

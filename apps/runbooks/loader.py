@@ -16,8 +16,16 @@ from yaml.nodes import MappingNode, SequenceNode
 
 from apps.core import limits
 from apps.runbooks.executors import uses_channel
+from apps.runbooks.executors.control import is_control
 from apps.runbooks.models import Runbook, TriggerOn, slug_problem
-from apps.runbooks.validation import Problem, StepDraft, validate_conditions, validate_steps, validate_trigger
+from apps.runbooks.validation import (
+    Problem,
+    StepDraft,
+    runbook_warnings,
+    validate_conditions,
+    validate_steps,
+    validate_trigger,
+)
 
 TOP_KEYS = {"slug", "name", "description", "enabled", "trigger", "conditions", "steps"}
 TRIGGER_KEYS = {"on", "to", "from"}
@@ -207,6 +215,8 @@ def spec_problems(spec, *, source: str = "") -> list[Problem]:
         if not isinstance(action, str):
             problems.append(Problem(f"action must be text, not {type(action).__name__}", slug, key, field="action"))
             continue
+        if is_control(action) and step.get("connection"):
+            problems.append(Problem(f"{action} is a control step and names no connection", slug, key, "connection"))
         inputs = step.get("with") or {}
         if isinstance(inputs, dict) and not all(isinstance(name, str) for name in inputs):
             problems.append(Problem("every field name under `with` must be text", slug, key))
@@ -222,6 +232,18 @@ def spec_problems(spec, *, source: str = "") -> list[Problem]:
             )
         )
     return problems + validate_steps(runbook=slug, steps=drafts)
+
+
+def spec_warnings(spec) -> list[Problem]:
+    """Allowed but likely unintended (validation.runbook_warnings) in a spec without problems."""
+    if not isinstance(spec, dict) or not isinstance(spec.get("steps"), list):
+        return []
+    steps = [
+        StepDraft(str(s.get("key")), str(s.get("action")), s.get("with") or {}, str(s.get("on_failure", "stop")))
+        for s in spec["steps"]
+        if isinstance(s, dict)
+    ]
+    return runbook_warnings(runbook=str(spec.get("slug", "")), steps=steps)
 
 
 _OTHER_BOMS = {
@@ -327,7 +349,8 @@ def runbook_to_spec(runbook: Runbook) -> dict:
         if step.name:
             item["name"] = step.name
         item["action"] = step.action
-        if not uses_channel(step.action):  # events name a channel (in `with:`), not a connection
+        # Events name a channel (in `with:`) and control steps name nothing: neither has a connection.
+        if not uses_channel(step.action) and not is_control(step.action):
             item["connection"] = step.connection or "default"
         item["with"] = dict(step.inputs)
         if step.on_failure != "stop":

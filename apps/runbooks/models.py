@@ -25,6 +25,8 @@ class OnFailure(models.TextChoices):
 class RunStatus(models.TextChoices):
     PENDING = "pending"
     RUNNING = "running"
+    # A control step (approval, wait for status) holds the run: no worker, no lease, until it is resumed.
+    WAITING = "waiting"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     SKIPPED = "skipped"
@@ -185,10 +187,18 @@ class StepRun(models.Model):
     outputs = models.JSONField(default=dict, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    wait_until = models.DateTimeField(
+        null=True, blank=True, help_text="When a waiting control step times out (the wait sweep ends it then)"
+    )
 
     class Meta:
         ordering = ["run", "position"]
         constraints = [models.UniqueConstraint(fields=["run", "key"], name="uniq_step_run_key")]
+        indexes = [
+            # Few steps wait at any time among all the steps ever run: the status change hook and
+            # the wait sweep find them through this small index, not by scanning every step run.
+            models.Index(fields=["wait_until"], name="steprun_waiting_idx", condition=models.Q(status="waiting")),
+        ]
 
     def __str__(self) -> str:
         return f"{self.key}: {self.status}"

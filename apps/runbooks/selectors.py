@@ -62,3 +62,26 @@ def template_names_for_step(*, earlier_steps) -> list[str]:
 
 def step_runs_for(*, run: RunbookRun) -> list[StepRun]:
     return list(run.step_runs.order_by("position"))
+
+
+# --- waiting runs ----------------------------------------------------------------------------------
+
+PENDING_APPROVALS_LIMIT = 200
+
+
+def approvals_pending(*, incident: Incident | None = None) -> list[StepRun]:
+    """Approval steps waiting for a decision, soonest deadline first."""
+    waiting = StepRun.objects.filter(status=RunStatus.WAITING, action="runbook.approval")
+    if incident is not None:
+        waiting = waiting.filter(run__incident=incident)
+    return list(
+        waiting.select_related("run__runbook", "run__incident").order_by("wait_until")[:PENDING_APPROVALS_LIMIT]
+    )
+
+
+def approval_pending_for_run(*, run: RunbookRun) -> StepRun | None:
+    return (
+        run.step_runs.filter(status=RunStatus.WAITING, action="runbook.approval")
+        .select_related("run__runbook", "run__incident")
+        .first()
+    )

@@ -27,7 +27,7 @@ from apps.incidents.services import incident_trigger_runbook
 from apps.pagerduty.errors import PagerDutyError
 from apps.pagerduty.selectors import channel_get, connection_get
 from apps.pagerduty.services import channel_client, connection_client
-from apps.runbooks import tasks, templating
+from apps.runbooks import tasks, templating, waits
 from apps.runbooks.executors import (
     TARGET_CHANNEL,
     StepContext,
@@ -38,6 +38,7 @@ from apps.runbooks.executors import (
     stored_inputs,
     uses_channel,
 )
+from apps.runbooks.executors.control import StepWaiting, is_control
 from apps.runbooks.models import FINISHED, OnFailure, Runbook, RunbookRun, RunStatus, StepRun, StepRunExchange
 from apps.runbooks.resolvers import LiveResolver
 from apps.runbooks.selectors import runbooks_matching_event, template_context_for_run
@@ -169,8 +170,8 @@ def run_execute(*, run_id) -> RunbookRun | None:
     token = uuid.uuid4().hex
     if not _claim(run_id, token):
         run = RunbookRun.objects.filter(pk=run_id).first()
-        if run is None or run.status in FINISHED:
-            return None
+        if run is None or run.status in FINISHED or run.status == RunStatus.WAITING:
+            return None  # a waiting run is resumed by apps.runbooks.waits, never by a message
         seconds_left = (run.lease_expires_at - timezone.now()).total_seconds() if run.lease_expires_at else 0
         raise LeaseHeld(max(seconds_left, 0))
     run = RunbookRun.objects.select_related("incident", "runbook").get(pk=run_id)
@@ -186,6 +187,8 @@ def run_execute(*, run_id) -> RunbookRun | None:
             logger.warning("run %s: lease lost to another worker; stopping here", run.pk)
             return run
         _execute_step(run=run, step_run=step_run, cache=cache, token=token)
+        if step_run.status == RunStatus.WAITING:
+            return RunbookRun.objects.get(pk=run.pk)  # parked: this worker is free
         if step_run.status == RunStatus.FAILED and step_run.on_failure == OnFailure.STOP:
             stopped_by = step_run
             break
@@ -222,6 +225,8 @@ def _execute_step(*, run: RunbookRun, step_run: StepRun, cache: dict, token: str
     recovering = step_run.status == RunStatus.RUNNING
     try:
         outputs = _perform_step(run=run, step_run=step_run, cache=cache, recovering=recovering, token=token)
+    except StepWaiting:
+        pass  # parked by waits.step_wait; resumed later
     except StepSkipped as exc:
         _end_step(step_run, RunStatus.SKIPPED, error=str(exc))
     except (StepFailed, templating.TemplateError, DomainError, PagerDutyError) as exc:
@@ -264,6 +269,8 @@ def _perform_step(*, run: RunbookRun, step_run: StepRun, cache: dict, recovering
     rendered = templating.render_fields(spec.with_defaults(step_run.inputs), context)
     step_run.rendered = redact_data(rendered)
     step_run.save(update_fields=["rendered"])
+    if is_control(step_run.action):
+        return waits.step_wait(run=run, step_run=step_run, spec=spec, rendered=rendered, token=token)
     previous_exchanges = list(step_run.exchanges.all()) if recovering else []
     if spec.target == TARGET_CHANNEL:
         # Events name a channel (its routing key is the credential), never a connection.
@@ -411,7 +418,8 @@ def runbook_upsert_from_spec(*, spec: dict, user=None, comment: str = "Loaded fr
         step.position = position
         step.name = item.get("name") or ""
         step.action = item["action"]
-        step.connection = "" if uses_channel(item["action"]) else item.get("connection") or "default"
+        no_connection = uses_channel(item["action"]) or is_control(item["action"])
+        step.connection = "" if no_connection else item.get("connection") or "default"
         step.inputs = stored_inputs(item.get("with") or {})
         step.on_failure = item.get("on_failure", OnFailure.STOP)
         step.save()

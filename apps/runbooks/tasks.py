@@ -4,7 +4,7 @@ import logging
 
 from celery import shared_task
 
-from apps.runbooks import services
+from apps.runbooks import services, waits
 
 logger = logging.getLogger(__name__)
 
@@ -27,3 +27,8 @@ def execute_run(self, run_id: int) -> str | None:
 @shared_task
 def recover_stalled_runs(pending_after_seconds: int | None = None) -> dict:
     return services.runs_recover_stalled(pending_after_seconds=pending_after_seconds)
+
+
+@shared_task
+def sweep_waits() -> dict:
+    return waits.waits_sweep()

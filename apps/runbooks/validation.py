@@ -133,6 +133,14 @@ def validate_steps(*, runbook: str, steps: list[StepDraft]) -> list[Problem]:
         if literal_problems is not None:
             for name, message in literal_problems(spec.with_defaults(step.inputs)):
                 problems.append(Problem(message, **where, field=name))
+        check_literals = getattr(spec.implementation, "check_literals", None)
+        if check_literals is not None:
+            reported = {p.field for p in problems if p.step == step.key}
+            for name, message in check_literals(spec.with_defaults(step.inputs)):
+                if name not in reported:
+                    problems.append(
+                        Problem(message.removeprefix(f"{name} ").removeprefix(f"{name}: "), **where, field=name)
+                    )
         seen.append(step)
     return problems
 
@@ -189,3 +197,60 @@ def structured_field_problems(kind: str, value, *, allowed) -> list[str]:
                     problems.append(problem)
         return problems
     return [f"unknown field kind {kind!r}"]
+
+
+# (creator, the closers' field naming what they act on, closers, values of it meaning "the created one").
+_CREATES_AND_CLOSES = (
+    (
+        "pagerduty.create_incident",
+        "incident_id",
+        ("pagerduty.resolve_incident", "pagerduty.acknowledge_incident"),
+        ("", "{{pagerduty.incident_id}}"),
+    ),
+    (
+        "pagerduty.trigger_event",
+        "dedup_key",
+        ("pagerduty.resolve_event", "pagerduty.acknowledge_event"),
+        ("",),
+    ),
+)
+WAIT_ACTIONS = ("runbook.wait_for_status", "runbook.approval")
+
+
+def runbook_warnings(*, runbook: str, steps: list[StepDraft]) -> list[Problem]:
+    """Allowed, but almost certainly not meant: a step that resolves or acknowledges what an
+    earlier step of the same run created, with no wait in between, does so a moment later."""
+    warnings = []
+    open_by: dict[str, StepDraft] = {}  # creators not yet followed by a wait, by key
+    for step in steps:
+        inputs = step.inputs if isinstance(step.inputs, dict) else {}
+        if step.action in WAIT_ACTIONS:
+            open_by.clear()
+            continue
+        for creator_action, target_field, closers, defaults in _CREATES_AND_CLOSES:
+            if step.action == creator_action:
+                open_by[step.key] = step
+            if step.action not in closers:
+                continue
+            target = str(inputs.get(target_field) or "").strip()
+            for key, creator in open_by.items():
+                if creator.action != creator_action:
+                    continue
+                same_event = (
+                    creator_action == "pagerduty.trigger_event"
+                    and target
+                    and target == str((creator.inputs or {}).get("dedup_key") or "").strip()
+                )
+                if target in defaults or f"steps.{key}." in target or same_event:
+                    verb = "resolves" if "resolve" in step.action else "acknowledges"
+                    warnings.append(
+                        Problem(
+                            f"{verb} what step {key!r} created, with no wait step in between: it would happen "
+                            "right after it. Add a runbook.wait_for_status (e.g. statuses: Monitoring, Resolved) "
+                            "or a runbook.approval step before this one",
+                            runbook=runbook,
+                            step=step.key,
+                        )
+                    )
+                    break
+    return warnings

@@ -1,4 +1,4 @@
-"""A person builds the three example runbooks in the admin, in a real Chromium, without typing `{{`.
+"""A person builds the example runbooks in the admin, in a real Chromium, without typing `{{`.
 
 Every character this test sends goes through `keys()`, which refuses `{{`: variables only arrive
 through the data picker. The saved runbooks must then export exactly as runbooks/*.yaml, and the
@@ -234,6 +234,49 @@ def build_resolve_on_closure(page):
     save_and_continue(page)
 
 
+def build_page_and_resolve(page):
+    runbook_header(
+        page,
+        slug="page-and-resolve",
+        name="Page, wait for Monitoring, resolve (SEV2)",
+        trigger_on="status_changed",
+        to=["Investigating"],
+        severity=[2],
+        environments="production",
+    )
+    row = add_step(page, "Create PagerDuty Incident", key="page", name="Create PagerDuty incident")
+    compose(page, row, "from", Var("Activity.owner"))
+    fill(field_input(row, "responder_id"), "PEP0001")
+    choose(row, "responder_type", "escalation_policy")
+    resolve = add_step(page, "Resolve PagerDuty Incident", key="resolve", name="Resolve the page")
+    compose(page, resolve, "incident_id", Var("steps.page.incident_id"))
+    wait_for_preview(page)
+    # Resolving what was just paged, with nothing in between: allowed, but the preview warns.
+    assert "with no wait step in between" in resolve.locator(".rb-preview .rb-warning").inner_text()
+
+    wait = add_step(page, "Wait for incident status", key="wait", name="Wait until Monitoring or Resolved")
+    assert not wait.locator(".fieldBox.field-connection").is_visible()  # control steps name no connection
+    assert field_input(wait, "timeout_minutes").input_value() == "60"
+    fill(field_input(wait, "statuses"), "Monitoring, Resolved")
+    fill(field_input(wait, "timeout_minutes"), "1440")
+    wait.locator(".rb-up").click()
+    wait_for_preview(page)
+    assert "Would wait for status Monitoring, Resolved" in wait.locator(".rb-preview").inner_text()
+    assert wait.locator(".rb-preview .rb-request-line").count() == 0
+    assert resolve.locator(".rb-preview .rb-warning").count() == 0
+    compose(
+        page,
+        resolve,
+        "resolution",
+        Var("Activity.short_id"),
+        " reached ",
+        Var("steps.wait.status"),
+        ": ",
+        Var("Activity.url"),
+    )
+    save_and_continue(page)
+
+
 def drag_above(page, row, target) -> None:
     """A real HTML5 drag by the handle, with the mouse, as a person does it."""
     handle = row.locator(".rb-handle").bounding_box()
@@ -251,7 +294,7 @@ def spec_without_description(spec: dict) -> dict:
     return {key: value for key, value in spec.items() if key != "description"}
 
 
-def test_build_the_three_example_runbooks_without_typing_braces(page, stand_in, live_server):
+def test_build_the_example_runbooks_without_typing_braces(page, stand_in, live_server):
     state, server = stand_in
     incident = IncidentFactory(
         title="Checkout latency above SLO", severity=1, owner="sre@example.com", environment="production"
@@ -261,6 +304,7 @@ def test_build_the_three_example_runbooks_without_typing_braces(page, stand_in, 
     build_page_on_critical(page)
     build_escalate_responder(page, str(incident.pk))
     build_resolve_on_closure(page)
+    build_page_and_resolve(page)
 
     assert not any("{{" in text for text in SENT)
     for path in sorted((ROOT / "runbooks").glob("*.yaml")):

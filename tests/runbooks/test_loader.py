@@ -16,7 +16,7 @@ def test_seed_runbooks_load_idempotently():
     first = {rb.slug: [s.pk for s in rb.steps.all()] for rb in Runbook.objects.all()}
     call_command("load_runbooks", str(REPO_RUNBOOKS))
     assert {rb.slug: [s.pk for s in rb.steps.all()] for rb in Runbook.objects.all()} == first
-    assert set(first) == {"page-on-critical", "escalate-responder", "resolve-on-closure"}
+    assert set(first) == {"page-on-critical", "escalate-responder", "resolve-on-closure", "page-and-resolve"}
 
 
 def test_export_round_trips(tmp_path):

@@ -1,4 +1,5 @@
 from apps.runbooks.executors import (
+    control,  # noqa: F401  (registers the control steps)
     pagerduty,  # noqa: F401  (registers the PagerDuty actions)
     pagerduty_changes,  # noqa: F401  (incident changes, notes, overrides)
     pagerduty_events,  # noqa: F401  (registers the Events API v2 actions)

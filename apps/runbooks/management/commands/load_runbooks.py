@@ -2,7 +2,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from apps.runbooks.loader import YamlError, read_documents, spec_problems
+from apps.runbooks.loader import YamlError, read_documents, spec_problems, spec_warnings
 from apps.runbooks.services import runbook_upsert_from_spec
 
 
@@ -37,6 +37,9 @@ class Command(BaseCommand):
             for line in problems:
                 self.stderr.write(line)
             raise CommandError(f"{len(problems)} problem(s) in {len(documents)} runbook(s); nothing was written")
+        for source, doc in documents:
+            for warning in spec_warnings(doc):
+                self.stderr.write(self.style.WARNING(f"{source}: warning: {warning}"))
         if check:
             self.stdout.write(self.style.SUCCESS(f"{len(documents)} runbook(s) valid"))
             return

@@ -280,6 +280,9 @@
       : "No action chosen yet";
     row.querySelector(".rb-choose-action").textContent = action ? "Change action…" : "Choose action…";
     container.replaceChildren();
+    // Control steps (approval, wait for status) send nothing to PagerDuty: they name no connection.
+    const connectionBox = row.querySelector(".fieldBox.field-connection") || row.querySelector(".form-row.field-connection");
+    if (connectionBox) connectionBox.classList.toggle("rb-hidden", Boolean(action && action.control));
     if (!action) {
       container.append(el("p", { class: "rb-note", text: "Choose an action to see its fields." }));
       return;
@@ -706,7 +709,7 @@
         key: control(row, "key").value.trim(),
         name: control(row, "name").value,
         action: control(row, "action").value,
-        connection: control(row, "connection").value.trim() || "default",
+        connection: (actions[control(row, "action").value] || {}).control ? "" : control(row, "connection").value.trim() || "default",
         on_failure: control(row, "on_failure").value,
         inputs: rowInputs(row),
       })),
@@ -791,6 +794,7 @@
       panel.append(el("p", { class: "rb-step-error", text: "Fix the highlighted fields to see the request." }));
     }
     step.notes.forEach((note) => panel.append(el("p", { class: "rb-note", text: note })));
+    (step.warnings || []).forEach((warning) => panel.append(el("p", { class: "rb-warning", text: `Warning: ${warning}` })));
     const derived = step.derived || {};
     const facts = el("dl", { class: "rb-derived" });
     if (derived.urgency) facts.append(el("dt", { text: "Urgency" }), el("dd", { class: "rb-derived-urgency", text: `${derived.urgency} (${derived.urgency_source})` }));

@@ -67,9 +67,11 @@ class StrictSlugField(_TextOnly, serializers.SlugField):
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
 _PORT = r"(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+# Host names are case-insensitive: the schema admits `LocalHost`, so the validator must too.
+_LOCALHOST = "".join(f"[{c.upper()}{c}]" for c in "localhost")
 _PCHAR = r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})"
 HTTP_URL = RegexValidator(
-    rf"^[Hh][Tt][Tt][Pp][Ss]?://(?:(?:{_LABEL}\.)+[A-Za-z]{{2,63}}|localhost|{_OCTET}(?:\.{_OCTET}){{3}})"
+    rf"^[Hh][Tt][Tt][Pp][Ss]?://(?:(?:{_LABEL}\.)+[A-Za-z]{{2,63}}|{_LOCALHOST}|{_OCTET}(?:\.{_OCTET}){{3}})"
     rf"(?::{_PORT})?(?:/{_PCHAR}*)?(?:\?(?:{_PCHAR}|\?)*)?\Z",
     "Enter an http(s) URL: a host name, localhost or an IPv4 address, an optional port up to 65535, "
     "no spaces or fragment.",

@@ -199,3 +199,16 @@ def test_events_url_follows_api_url_when_not_given(db, settings):
     assert eu.events_url == "https://events.eu.pagerduty.com"
     local = connection_upsert(name="local", api_key=API_KEY, from_email="a@b.co", api_url="http://127.0.0.1:8765/")
     assert (local.api_url, local.events_url) == ("http://127.0.0.1:8765", "http://127.0.0.1:8765")
+
+
+def test_the_api_url_field_reads_host_names_without_regard_to_case():
+    # The OpenAPI schema matches host names case-insensitively; a schema-valid URL must not be refused.
+    from django.core.exceptions import ValidationError
+
+    from apps.core.api_fields import HTTP_URL
+
+    for url in ("http://LocalHost:8080/", "HTTPS://Api.PagerDuty.com", "http://127.0.0.1/x?y=1"):
+        HTTP_URL(url)
+    for url in ("http://local host/", "ftp://localhost/", "http://localhost/#frag"):
+        with pytest.raises(ValidationError):
+            HTTP_URL(url)

@@ -102,7 +102,10 @@ def announced_wait(headers) -> float | None:
         try:
             return float(value)
         except ValueError:
-            parsed = email.utils.parsedate_to_datetime(value) if value else None
+            try:
+                parsed = email.utils.parsedate_to_datetime(value) if value else None
+            except ValueError:
+                parsed = None  # neither seconds nor an HTTP date (a proxy's own words): not an announcement
             if parsed is not None:
                 return max(0.0, parsed.timestamp() - time.time())
     return None

@@ -95,7 +95,7 @@ class LiveResolver:
     def priority_id(self, value: str, *, field: str) -> str:
         """A priority's id from its name (P1) or id, through GET /priorities once per run."""
         value = value.strip()
-        key = ("priorities",)
+        key = ("priorities", self.connection.pk)
         if key not in self.cache:
             self.cache[key] = self._priorities()
         priorities = self.cache[key]

@@ -138,3 +138,11 @@ def test_load_runbooks_prints_the_warning(tmp_path, capsys):
     assert "step 'resolve': resolves what step 'page' created, with no wait step in between" in capsys.readouterr().err
     with pytest.raises(CommandError):
         call_command("load_runbooks", str(tmp_path / "missing.yaml"))
+
+
+def test_admin_dry_run_page_shows_the_wait(pd_connection, root_admin):
+    call_command("load_runbooks", str(REPO_RUNBOOKS / "page-and-resolve.yaml"))
+    runbook = Runbook.objects.get(slug="page-and-resolve")
+    html = root_admin.get(f"/admin/runbooks/runbook/{runbook.pk}/dry-run/?incident=sample").content.decode()
+    assert "Would wait for status Monitoring, Resolved (at most 1440 min, then fail)" in html
+    assert "Warning:" not in html

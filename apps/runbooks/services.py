@@ -31,7 +31,13 @@ from apps.runbooks import tasks, templating
 from apps.runbooks.executors import StepContext, StepFailed, StepSkipped, get_action, outcome_unknown_message
 from apps.runbooks.models import FINISHED, OnFailure, Runbook, RunbookRun, RunStatus, StepRun, StepRunExchange
 from apps.runbooks.resolvers import LiveResolver
-from apps.runbooks.selectors import runbooks_matching_event, template_context_for_run
+from apps.runbooks.selectors import (
+    exchange_is_own,
+    runbooks_matching_event,
+    step_run_exchanges,
+    step_run_response,
+    template_context_for_run,
+)
 from apps.runbooks.versions import runbook_version_ensure
 
 logger = logging.getLogger(__name__)
@@ -203,7 +209,9 @@ def _finish(*, run: RunbookRun, token: str, stopped_by: StepRun | None) -> Runbo
 def _store_exchange(step_run: StepRun):
     def store(exchange):
         StepRunExchange.objects.create(step_run=step_run, **exchange.as_dict())
-        StepRun.objects.filter(pk=step_run.pk).update(attempts=F("attempts") + 1)
+        # Look-ups are not attempts: only a send of the step's own request counts.
+        if exchange_is_own(exchange=exchange, request=step_run.request):
+            StepRun.objects.filter(pk=step_run.pk).update(attempts=F("attempts") + 1)
 
     return store
 
@@ -239,10 +247,11 @@ def _mark_running(step_run: StepRun) -> None:
 
 
 def _end_step(step_run: StepRun, status: str, *, error: str = "") -> None:
-    last = step_run.exchanges.order_by("-id").first()
-    if last is not None:
-        step_run.response = {"status": last.status, "body": last.response_body, "error": last.error}
-    step_run.attempts = step_run.exchanges.count()
+    # The response is the answer to the step's own request, never a look-up's (a 404 from
+    # GET /users/… beside "POST /incidents" told people the wrong story).
+    own = step_run_exchanges(step_run=step_run, exchanges=list(step_run.exchanges.all()))["requests"]
+    step_run.response = step_run_response(requests=own)
+    step_run.attempts = len(own)
     step_run.status = status
     step_run.error = error
     step_run.finished_at = timezone.now()

@@ -14,6 +14,7 @@ from apps.runbooks import services
 from apps.runbooks.dryrun import runbook_dry_run
 from apps.runbooks.loader import conditions_spec, trigger_spec
 from apps.runbooks.models import Runbook, RunbookRun, RunbookVersion, Step, StepRun, StepRunExchange
+from apps.runbooks.selectors import LOOKUP, REQUEST, step_run_exchanges
 from apps.runbooks.versions import runbook_version_latest
 
 
@@ -59,9 +60,17 @@ class RunbookSerializer(StrictModelSerializer):
 
 
 class ExchangeSerializer(StrictModelSerializer):
+    role = serializers.ChoiceField(
+        choices=[REQUEST, LOOKUP],
+        read_only=True,
+        help_text="request: an attempt at the step's own request; lookup: a read made to plan or settle it",
+    )
+    attempt = serializers.IntegerField(source="number", read_only=True, help_text="1..n within its role")
+
     class Meta:
         model = StepRunExchange
         fields = [
+            "role",
             "attempt",
             "method",
             "url",
@@ -77,7 +86,9 @@ class ExchangeSerializer(StrictModelSerializer):
 
 
 class StepRunSerializer(StrictModelSerializer):
-    exchanges = ExchangeSerializer(many=True, read_only=True)
+    exchanges = ExchangeSerializer(
+        many=True, read_only=True, help_text="Every HTTP exchange in order: the step's own request and its look-ups"
+    )
     duration_ms = serializers.IntegerField(read_only=True, allow_null=True)
 
     class Meta:
@@ -100,6 +111,12 @@ class StepRunSerializer(StrictModelSerializer):
             "duration_ms",
             "exchanges",
         ]
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        # Labelled and numbered in one pass over the (prefetched) exchanges.
+        data["exchanges"] = ExchangeSerializer(step_run_exchanges(step_run=instance)["all"], many=True).data
+        return data
 
 
 class RunSerializer(StrictModelSerializer):
@@ -129,6 +146,18 @@ class RunSerializer(StrictModelSerializer):
 
     def get_runbook_version(self, run) -> int | None:
         return run.runbook_version.number if run.runbook_version_id else None
+
+
+class RerunRequestSerializer(serializers.Serializer):
+    version = serializers.ChoiceField(
+        choices=services.RerunVersion.CHOICES,
+        default=services.RerunVersion.RECORDED,
+        help_text=(
+            "recorded (the default): the steps as this run recorded them. current: the runbook as saved now, "
+            "so a fix saved since the failure is used; the run then names the current version."
+        ),
+        error_messages={"invalid_choice": 'Expected "recorded" or "current", got {input!r}.'},
+    )
 
 
 class ManualRunSerializer(serializers.Serializer):
@@ -206,7 +235,7 @@ class DryRunResponseSerializer(serializers.Serializer):
 
 
 class RunbookVersionSerializer(StrictModelSerializer):
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
 
     class Meta:
         model = RunbookVersion
@@ -304,10 +333,14 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
     def list(self, request, *args, **kwargs):
         return super().list(request, *args, **kwargs)
 
-    @extend_schema(request=None, responses={202: RunSerializer})
+    @extend_schema(request=RerunRequestSerializer, responses={202: RunSerializer})
     @action(detail=True, methods=["post"])
     def rerun(self, request, pk=None):
-        """Re-run from the first failed step; steps that succeeded are not repeated. 409 when the
-        run is not finished or no step failed."""
-        run = services.run_rerun_from_failed(run_id=self.get_object().pk)
+        """Re-run from the first failed step; steps that succeeded are not repeated. `version`
+        says which steps run: `recorded` (the default, as before) or `current` (the runbook as
+        saved now). 409 when the run is not finished or no step failed."""
+        run = self.get_object()
+        serializer = RerunRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        run = services.run_rerun_from_failed(run_id=run.pk, version=serializer.validated_data["version"])
         return Response(self.get_serializer(run).data, status=status.HTTP_202_ACCEPTED)

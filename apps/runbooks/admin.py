@@ -772,7 +772,7 @@ class RunbookRunAdmin(admin.ModelAdmin):
     ]
     list_filter = ["status", "runbook"]
     search_fields = ["runbook__slug", "incident__title"]
-    readonly_fields = ["overview", "runbook", "incident", "event", "error", "executions"]
+    readonly_fields = ["overview", "runbook", "incident", "event"]
     fields = readonly_fields
     inlines = [StepRunInline]
     actions = ["rerun_from_failed", "rerun_from_failed_current"]
@@ -860,7 +860,8 @@ class RunbookRunAdmin(admin.ModelAdmin):
             '<div id="rb-run-overview" class="rb-run-overview">{}<dl>'
             '<dt>Status</dt><dd id="rb-run-status">{}</dd><dt>Runbook version</dt><dd id="rb-run-version">{}</dd>'
             "<dt>Created</dt><dd>{}</dd><dt>Started</dt><dd>{}</dd><dt>Finished</dt><dd>{}</dd>"
-            "<dt>Took</dt><dd>{}</dd></dl>{}{}</div>",
+            "<dt>Took</dt><dd>{}</dd><dt>Executions</dt><dd>{}</dd><dt>Error</dt><dd id='rb-run-error'>{}</dd>"
+            "</dl>{}{}</div>",
             _live_attrs(
                 url=reverse("admin:runbooks_runbookrun_live") + f"?run={obj.pk}",
                 runs=runs,
@@ -872,6 +873,8 @@ class RunbookRunAdmin(admin.ModelAdmin):
             run_display.when(obj.started_at),
             run_display.when(obj.finished_at),
             run_display.duration(obj.started_at, obj.finished_at, status=obj.status),
+            obj.executions,
+            obj.error or "—",
             buttons,
             mark_safe('<p class="rb-live-note">This page updates itself while the run is in progress.</p>')
             if run_display.any_active(runs)
@@ -882,7 +885,9 @@ class RunbookRunAdmin(admin.ModelAdmin):
         # The overview shows re-run buttons only to those who may use them.
         token = _current_request.set(request)
         try:
-            return super().change_view(request, object_id, form_url, extra_context)
+            response = super().change_view(request, object_id, form_url, extra_context)
+            # Rendered here, while the request is known: a TemplateResponse renders lazily.
+            return response.render() if hasattr(response, "render") else response
         finally:
             _current_request.reset(token)
 
@@ -1048,7 +1053,9 @@ class IncidentWithRunsAdmin(IncidentAdmin):
     def change_view(self, request, object_id, form_url="", extra_context=None):
         token = _current_request.set(request)
         try:
-            return super().change_view(request, object_id, form_url, extra_context)
+            response = super().change_view(request, object_id, form_url, extra_context)
+            # Rendered here, while the request is known: a TemplateResponse renders lazily.
+            return response.render() if hasattr(response, "render") else response
         finally:
             _current_request.reset(token)
 

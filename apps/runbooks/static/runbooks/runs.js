@@ -18,8 +18,17 @@
     return keys;
   }
 
+  // Outside the regions, the page's heading and breadcrumbs name the run with its status.
+  var ALSO = ["#content > h2", ".breadcrumbs"];
+
   function swap(html, ids) {
     var fresh = new DOMParser().parseFromString(html, "text/html");
+    ALSO.forEach(function (selector) {
+      var now = document.querySelector(selector);
+      var next = fresh.querySelector(selector);
+      if (now && next) { now.replaceWith(next); }
+    });
+    document.title = fresh.title || document.title;
     ids.forEach(function (id) {
       var now = document.getElementById(id);
       var next = fresh.getElementById(id);

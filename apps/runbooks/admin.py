@@ -263,6 +263,7 @@ def authoring_metadata() -> dict:
                     "default": f.default,
                     "choices": list(f.choices),
                     "example": f.example,
+                    "ids": f.ids,
                 }
                 for f in a.fields
             ],

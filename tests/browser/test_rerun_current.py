@@ -122,3 +122,45 @@ def test_fix_rerun_with_current_version_and_watch_it_succeed(page, stand_in, que
     [pd_incident] = stand_in.incidents.values()
     sent = stand_in.find_requests("POST", f"/incidents/{pd_incident['id']}/responder_requests")
     assert len(sent) == 1 and sent[0]["status"] in (200, 201)
+
+
+def test_insert_variable_replaces_a_default_or_an_id_and_a_glued_id_is_refused(page, stand_in):
+    from tests.browser.test_runbook_editor import add_step, pick, runbook_header, wait_for_preview
+
+    runbook_header(page, slug="glued", name="Glued ids", trigger_on="manual")
+    add_step(page, "Create PagerDuty Incident", key="create_incident", name="Page")
+    escalate = add_step(page, "Add Responder to PagerDuty Incident", key="escalate", name="Escalate")
+    incident_id = field_input(escalate, "incident_id")
+    assert incident_id.input_value() == "{{pagerduty.incident_id}}"  # pre-filled default
+    # The trial: choosing a variable for a pre-filled field appended it. It replaces it now.
+    pick(page, escalate, "incident_id", "steps.create_incident.incident_id")
+    assert incident_id.input_value() == "{{steps.create_incident.incident_id}}"
+    # A one-id field is replaced even where the caret sits after what is there.
+    incident_id.click()
+    page.keyboard.press("End")
+    pick(page, escalate, "incident_id", "pagerduty.incident_id")
+    assert incident_id.input_value() == "{{pagerduty.incident_id}}"
+    # A list of ids gets a separator; a message field takes the variable at the caret.
+    responders = field_input(escalate, "responder_id")
+    responders.fill("PRESPND")
+    responders.click()
+    page.keyboard.press("End")
+    pick(page, escalate, "responder_id", "Activity.owner")
+    assert responders.input_value() == "PRESPND, {{Activity.owner}}"
+    message = field_input(escalate, "message")
+    message.fill("Join ")
+    message.click()
+    page.keyboard.press("End")
+    pick(page, escalate, "message", "Activity.short_id")
+    assert message.input_value() == "Join {{Activity.short_id}}"
+
+    # Two variables glued in an id field (typed this time, as a paste would) are refused at save.
+    pick(page, escalate, "incident_id", "steps.create_incident.incident_id")
+    incident_id.click()
+    page.keyboard.press("Home")
+    page.keyboard.type("QX")
+    wait_for_preview(page)
+    page.locator('input[name="_continue"]').click()
+    page.wait_for_selector(".errornote")
+    errors = page.locator("#content-main").inner_text()
+    assert "must render to a single id, but 'QX{{steps.create_incident.incident_id}}' puts text next to" in errors

@@ -40,6 +40,9 @@ class FieldSpec:
     choices: tuple[str, ...] = ()
     # Where a template must render to an email or a PagerDuty id, the picker says so.
     example: str = ""
+    # "one": the field takes a single id (or email), so a save refuses `{{a}}{{b}}`; "many": ids
+    # separated by commas or spaces. The editor's "Insert variable" replaces a one-id field's value.
+    ids: str = ""
 
 
 @dataclass(frozen=True)

@@ -142,3 +142,18 @@ def test_admin_search_finds_short_ids(failed_run, root_admin, django_capture_on_
     # A filter still applies to what the short id finds.
     runs = root_admin.get("/admin/runbooks/runbookrun/", {"q": incident.short_id, "status__exact": "succeeded"})
     assert list(runs.context["cl"].result_list) == []
+
+
+def test_api_takes_the_short_id_wherever_it_takes_the_uuid(failed_run, root_api, django_capture_on_commit_callbacks):
+    incident = failed_run.incident
+    with django_capture_on_commit_callbacks(execute=True):
+        incident_update(incident_id=IncidentFactory().pk, status="Investigating", actor="test")
+    for ref in (incident.short_id, incident.short_id.lower(), str(incident.pk)):
+        runs = root_api.get("/api/v1/runs/", {"incident": ref})
+        assert runs.status_code == 200, runs.content
+        assert [r["id"] for r in runs.json()["results"]] == [failed_run.pk]
+        assert root_api.get(f"/api/v1/incidents/{ref}/").json()["id"] == str(incident.pk)
+    dry = root_api.post(
+        f"/api/v1/runbooks/{failed_run.runbook.slug}/dry-run/", {"incident": incident.short_id}, format="json"
+    )
+    assert dry.status_code == 200 and dry.json()["incident"]["short_id"] == incident.short_id

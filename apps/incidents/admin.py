@@ -4,6 +4,7 @@ from django.core.exceptions import ValidationError
 from apps.core.errors import DomainError
 from apps.incidents import services
 from apps.incidents.models import Incident, IncidentEvent
+from apps.incidents.selectors import incident_number_from_search
 
 
 class IncidentEventInline(admin.TabularInline):
@@ -53,6 +54,14 @@ class IncidentAdmin(admin.ModelAdmin):
         ("created_at", "updated_at", "resolved_at"),
     ]
     inlines = [IncidentEventInline]
+
+    def get_search_results(self, request, queryset, search_term):
+        # The short id people read on a page (INC-12) finds its incident; "number" alone needs "12".
+        found, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        number = incident_number_from_search(search_term)
+        if number is not None:
+            found |= queryset.filter(number=number)
+        return found, may_have_duplicates
 
     def save_model(self, request, obj, form, change):
         # Through the services, so a status or severity change is an event that fires runbooks.

@@ -38,3 +38,14 @@ def incident_get(*, ref, field: str = "incident", queryset=None) -> Incident:
     if incident is None:
         raise NotFound(f"No incident {ref}", field=field)
     return incident
+
+
+_SEARCH_SHORT_ID = re.compile(r"\s*(?:[Ii][Nn][Cc]-?)?([0-9]{1,10})\s*\Z")
+
+
+def incident_number_from_search(term: str) -> int | None:
+    """The incident number in an admin search for a short id ("INC-12", "inc-12", "12"), or None."""
+    match = _SEARCH_SHORT_ID.match(term or "")
+    if match is None or int(match.group(1)) > INCIDENT_NUMBER_MAX:
+        return None
+    return int(match.group(1))

@@ -1,3 +1,4 @@
+import contextvars
 import json
 import uuid
 
@@ -6,12 +7,13 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.forms.fields import InvalidJSONInput
-from django.http import Http404, JsonResponse
+from django.http import Http404, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from apps.core.errors import DomainError
 from apps.core.limits import RUNBOOK_MAX_STEPS
@@ -20,12 +22,14 @@ from apps.core.parsers import JsonBodyError, parse_json_bytes
 from apps.core.permissions import admin_permission_required
 from apps.incidents.admin import IncidentAdmin
 from apps.incidents.models import Incident, IncidentStatus
+from apps.incidents.selectors import incident_get, incident_number_from_search
 from apps.pagerduty.models import Channel, PagerDutyConnection
-from apps.runbooks import dryrun, services, templating
+from apps.runbooks import dryrun, run_display, services, templating
 from apps.runbooks.admin_approvals import IncidentApprovalAdminMixin, RunApprovalAdminMixin
 from apps.runbooks.executors import all_actions, stored_inputs
 from apps.runbooks.executors.control import is_control
 from apps.runbooks.models import (
+    FINISHED,
     PagerDutyIncidentLink,
     Runbook,
     RunbookRun,
@@ -33,6 +37,7 @@ from apps.runbooks.models import (
     StepRun,
     StepRunExchange,
 )
+from apps.runbooks.selectors import step_run_exchanges
 from apps.runbooks.validation import StepDraft, runbook_warnings, validate_steps, validate_trigger
 from apps.runbooks.versions import (
     runbook_version_ensure,
@@ -267,6 +272,7 @@ def authoring_metadata() -> dict:
                     "choices": list(f.choices),
                     "example": f.example,
                     "kind": f.kind,
+                    "ids": f.ids,
                 }
                 for f in a.fields
             ],
@@ -660,15 +666,11 @@ class ReadOnlyInline(admin.StackedInline):
         return False
 
 
-def _pretty(value) -> str:
-    return format_html("<pre style='white-space:pre-wrap'>{}</pre>", json.dumps(value, indent=2, ensure_ascii=False))
-
-
 class StepRunInline(ReadOnlyInline):
     model = StepRun
     fields = [
-        ("key", "action", "status", "attempts"),
-        ("started_at", "finished_at"),
+        ("key", "action", "status_label", "attempts"),
+        ("started", "finished", "took"),
         "error",
         "rendered_pretty",
         "request_pretty",
@@ -679,10 +681,11 @@ class StepRunInline(ReadOnlyInline):
     readonly_fields = [
         "key",
         "action",
-        "status",
+        "status_label",
         "attempts",
-        "started_at",
-        "finished_at",
+        "started",
+        "finished",
+        "took",
         "error",
         "rendered_pretty",
         "request_pretty",
@@ -691,40 +694,48 @@ class StepRunInline(ReadOnlyInline):
         "exchanges_table",
     ]
 
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("exchanges")
+
+    @admin.display(description="Status")
+    def status_label(self, obj):
+        return run_display.status_badge(obj.status)
+
+    @admin.display(description="Started")
+    def started(self, obj):
+        return run_display.when(obj.started_at)
+
+    @admin.display(description="Finished")
+    def finished(self, obj):
+        return run_display.when(obj.finished_at)
+
+    @admin.display(description="Took")
+    def took(self, obj):
+        return run_display.duration(obj.started_at, obj.finished_at, status=obj.status)
+
     @admin.display(description="Rendered fields")
     def rendered_pretty(self, obj):
-        return _pretty(obj.rendered)
+        return run_display.json_details(obj.rendered, summary=f"{len(obj.rendered)} fields", key=f"{obj.pk}-rendered")
 
     @admin.display(description="Request (secrets redacted)")
     def request_pretty(self, obj):
-        return _pretty(obj.request)
+        sent = bool(step_run_exchanges(step_run=obj)["requests"])
+        summary = run_display.request_summary(obj.request, sent=sent)
+        return run_display.json_details(obj.request, summary=summary, key=f"{obj.pk}-request")
 
-    @admin.display(description="Response")
+    @admin.display(description="Response (to this request)")
     def response_pretty(self, obj):
-        return _pretty(obj.response)
+        summary = run_display.response_summary(obj.response, outputs=obj.outputs or {})
+        return run_display.json_details(obj.response, summary=summary, key=f"{obj.pk}-response")
 
     @admin.display(description="Outputs")
     def outputs_pretty(self, obj):
-        return _pretty(obj.outputs)
+        summary = ", ".join(f"{k}={v}" for k, v in list((obj.outputs or {}).items())[:3]) or "none"
+        return run_display.json_details(obj.outputs, summary=summary[:160], key=f"{obj.pk}-outputs")
 
-    @admin.display(description="Every HTTP attempt")
+    @admin.display(description="HTTP exchanges")
     def exchanges_table(self, obj):
-        rows = format_html_join(
-            "",
-            "<tr><td>{}</td><td>{} {}</td><td>{}</td><td>{} ms</td><td>{}</td></tr>",
-            (
-                (e.attempt, e.method, e.url, e.status or "—", e.duration_ms, e.error or _short(e.response_body))
-                for e in obj.exchanges.all()
-            ),
-        )
-        return format_html(
-            "<table><tr><th>#</th><th>Request</th><th>Status</th><th>Time</th><th>Answer</th></tr>{}</table>", rows
-        )
-
-
-def _short(body) -> str:
-    text = json.dumps(body, ensure_ascii=False) if body is not None else ""
-    return text if len(text) < 300 else text[:300] + "…"
+        return run_display.exchanges_tables(obj)
 
 
 class PagerDutyLinkInline(admin.TabularInline):
@@ -760,26 +771,61 @@ class PagerDutyLinkInline(admin.TabularInline):
         return external_link(obj.html_url)
 
 
+RERUN_PERMISSION = "runbooks.rerun_runbookrun"
+# Display methods get only the object; the page's request (for what its buttons offer) rides here,
+# per request, since the ModelAdmin instance is shared by every thread.
+_current_request: contextvars.ContextVar = contextvars.ContextVar("runbooks_admin_request", default=None)
+RERUN_LABELS = {
+    services.RerunVersion.RECORDED: "Re-run from the failed step with the recorded version",
+    services.RerunVersion.CURRENT: "Re-run from the failed step with the current version",
+}
+
+
+def _live_attrs(*, url: str, runs: list, regions: str):
+    """The element runs.js watches: where to ask, the state drawn, the regions to swap."""
+    return format_html(
+        '<div data-rb-live="{}" data-rb-signature="{}" data-rb-active="{}" data-rb-live-regions="{}" hidden></div>',
+        url,
+        run_display.live_signature(runs),
+        "true" if run_display.any_active(runs) else "false",
+        regions,
+    )
+
+
 @admin.register(RunbookRun)
 class RunbookRunAdmin(RunApprovalAdminMixin, admin.ModelAdmin):
-    list_display = ["id", "runbook", "incident", "event", "status", "executions", "created_at", "finished_at"]
-    list_filter = ["status", "runbook"]
-    search_fields = ["runbook__slug", "incident__title"]
-    readonly_fields = [
+    list_display = [
+        "id",
         "runbook",
-        "runbook_version",
+        "version_label",
         "incident",
         "event",
-        "status",
-        "error",
+        "status_label",
+        "took",
         "executions",
-        "created_at",
-        "started_at",
-        "finished_at",
+        "created",
     ]
+    list_filter = ["status", "runbook"]
+    search_fields = ["runbook__slug", "incident__title"]
+    readonly_fields = ["overview", "runbook", "incident", "event"]
     fields = readonly_fields
     inlines = [StepRunInline]
-    actions = ["rerun_from_failed"]
+    actions = ["rerun_from_failed", "rerun_from_failed_current"]
+
+    class Media:
+        css = {"all": ["runbooks/runs.css"]}
+        js = ["runbooks/runs.js"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("runbook", "runbook_version", "incident", "event")
+
+    def get_search_results(self, request, queryset, search_term):
+        # People search by the id they read on a page: INC-12 finds that incident's runs.
+        found, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        number = incident_number_from_search(search_term)
+        if number is not None:
+            found |= queryset.filter(incident__number=number)
+        return found, may_have_duplicates
 
     def has_add_permission(self, request):
         return False
@@ -788,16 +834,201 @@ class RunbookRunAdmin(RunApprovalAdminMixin, admin.ModelAdmin):
         return False
 
     def has_rerun_permission(self, request):
-        return request.user.has_perm("runbooks.rerun_runbookrun")
+        return request.user.has_perm(RERUN_PERMISSION)
 
-    @admin.action(description="Re-run from the failed step", permissions=["rerun"])
-    def rerun_from_failed(self, request, queryset):
+    @admin.display(description="Status", ordering="status")
+    def status_label(self, obj):
+        return run_display.status_badge(obj.status)
+
+    @admin.display(description="Version", ordering="runbook_version__number")
+    def version_label(self, obj):
+        return f"v{obj.runbook_version.number}" if obj.runbook_version_id else "—"
+
+    @admin.display(description="Took")
+    def took(self, obj):
+        return run_display.duration(obj.started_at, obj.finished_at, status=obj.status)
+
+    @admin.display(description="Created", ordering="created_at")
+    def created(self, obj):
+        return run_display.when(obj.created_at)
+
+    @admin.display(description="Run")
+    def overview(self, obj):
+        """Status, version, times and the re-run choices at the top of the page; also what the
+        live refresh watches and swaps while the run is in progress."""
+        runs = list(RunbookRun.objects.filter(pk=obj.pk).prefetch_related("step_runs"))
+        current = runbook_version_latest(runbook=obj.runbook)
+        version = obj.runbook_version
+        version_text = (
+            format_html(
+                '<a href="{}">v{}</a>',
+                reverse("admin:runbooks_runbook_version", args=[obj.runbook_id, version.number]),
+                version.number,
+            )
+            if version
+            else "—"
+        )
+        if version and current and current.number != version.number:
+            version_text = format_html(
+                '{} · the runbook is now at <a href="{}">v{}</a> (<a href="{}">what changed</a>)',
+                version_text,
+                reverse("admin:runbooks_runbook_version", args=[obj.runbook_id, current.number]),
+                current.number,
+                reverse("admin:runbooks_runbook_versions", args=[obj.runbook_id])
+                + f"?a={version.number}&b={current.number}",
+            )
+        buttons = ""
+        request = _current_request.get()
+        if request is not None and self.has_rerun_permission(request) and run_rerun_possible(obj):
+            rerun_url = reverse("admin:runbooks_runbookrun_rerun", args=[obj.pk])
+            buttons = format_html(
+                '<div class="rb-run-actions"><a class="button" id="rb-rerun-recorded" href="{}?version=recorded">{} '
+                '(v{})</a><a class="button" id="rb-rerun-current" href="{}?version=current">{} (v{})</a></div>',
+                rerun_url,
+                RERUN_LABELS["recorded"],
+                version.number if version else "?",
+                rerun_url,
+                RERUN_LABELS["current"],
+                current.number if current else "?",
+            )
+        return format_html(
+            '<div id="rb-run-overview" class="rb-run-overview">{}<dl>'
+            '<dt>Status</dt><dd id="rb-run-status">{}</dd><dt>Runbook version</dt><dd id="rb-run-version">{}</dd>'
+            "<dt>Created</dt><dd>{}</dd><dt>Started</dt><dd>{}</dd><dt>Finished</dt><dd>{}</dd>"
+            "<dt>Took</dt><dd>{}</dd><dt>Executions</dt><dd>{}</dd><dt>Error</dt><dd id='rb-run-error'>{}</dd>"
+            "</dl>{}{}</div>",
+            _live_attrs(
+                url=reverse("admin:runbooks_runbookrun_live") + f"?run={obj.pk}",
+                runs=runs,
+                regions="rb-run-overview step_runs-group",
+            ),
+            run_display.status_badge(obj.status),
+            version_text,
+            run_display.when(obj.created_at),
+            run_display.when(obj.started_at),
+            run_display.when(obj.finished_at),
+            run_display.duration(obj.started_at, obj.finished_at, status=obj.status),
+            obj.executions,
+            obj.error or "—",
+            buttons,
+            mark_safe('<p class="rb-live-note">This page updates itself while the run is in progress.</p>')
+            if run_display.any_active(runs)
+            else "",
+        )
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        # The overview shows re-run buttons only to those who may use them.
+        token = _current_request.set(request)
+        try:
+            response = super().change_view(request, object_id, form_url, extra_context)
+            # Rendered here, while the request is known: a TemplateResponse renders lazily.
+            return response.render() if hasattr(response, "render") else response
+        finally:
+            _current_request.reset(token)
+
+    def _rerun_selected(self, request, queryset, version):
         for run in queryset:
             try:
-                services.run_rerun_from_failed(run_id=run.pk)
-                self.message_user(request, f"Run {run.pk}: re-running from the failed step", messages.SUCCESS)
+                services.run_rerun_from_failed(run_id=run.pk, version=version)
+                self.message_user(request, f"Run {run.pk}: {RERUN_LABELS[version].lower()}", messages.SUCCESS)
             except DomainError as exc:
                 self.message_user(request, f"Run {run.pk}: {exc}", messages.WARNING)
+
+    @admin.action(description=RERUN_LABELS["recorded"], permissions=["rerun"])
+    def rerun_from_failed(self, request, queryset):
+        self._rerun_selected(request, queryset, services.RerunVersion.RECORDED)
+
+    @admin.action(description=RERUN_LABELS["current"], permissions=["rerun"])
+    def rerun_from_failed_current(self, request, queryset):
+        self._rerun_selected(request, queryset, services.RerunVersion.CURRENT)
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("live/", view(self.live_view), name="runbooks_runbookrun_live"),
+            path("<path:object_id>/rerun/", view(self.rerun_view), name="runbooks_runbookrun_rerun"),
+            *super().get_urls(),
+        ]
+
+    def live_view(self, request):
+        """Where runs.js asks whether a run (or an incident's runs) changed: statuses only."""
+        if not self.has_view_permission(request):
+            return _json_error("You may not view runs", 403)
+        runs = RunbookRun.objects.prefetch_related("step_runs").order_by("created_at")
+        if "run" in request.GET:
+            try:
+                runs = runs.filter(pk=int(request.GET["run"]))
+            except ValueError:
+                return _json_error("run must be a run id (a number)", 400)
+        elif "incident" in request.GET:
+            try:
+                incident = incident_get(ref=request.GET["incident"])
+            except DomainError as exc:
+                return _json_error(str(exc), exc.status_code)
+            runs = runs.filter(incident=incident)
+        else:
+            return _json_error("Give ?run=<id> or ?incident=<id>", 400)
+        runs = list(runs[:LIVE_RUNS_MAX])
+        return JsonResponse(
+            {
+                "signature": run_display.live_signature(runs),
+                "active": run_display.any_active(runs),
+                "runs": [{"id": run.pk, "status": run.status} for run in runs],
+            }
+        )
+
+    @admin_permission_required(RERUN_PERMISSION)
+    def rerun_view(self, request, object_id):
+        """Confirm, then re-run: says which version's steps will run and from which step."""
+        run = self.get_object(request, unquote(object_id))
+        if run is None:
+            raise Http404(f"No run with id {object_id!r}")
+        version = request.POST.get("version") or request.GET.get("version") or services.RerunVersion.RECORDED
+        if version not in services.RerunVersion.CHOICES:
+            return HttpResponseBadRequest(f"version must be recorded or current, not {version[:40]!r}")
+        error = ""
+        if request.method == "POST":
+            try:
+                services.run_rerun_from_failed(run_id=run.pk, version=version)
+            except DomainError as exc:
+                error = str(exc)
+            else:
+                self.message_user(request, f"Run {run.pk}: {RERUN_LABELS[version].lower()}.", messages.SUCCESS)
+                return redirect(reverse("admin:runbooks_runbookrun_change", args=[run.pk]))
+        current = runbook_version_latest(runbook=run.runbook)
+        first_failed = run_first_failed(run)
+        if version == services.RerunVersion.CURRENT:
+            steps = [(step.key, step.name, step.action) for step in run.runbook.steps.order_by("position", "id")]
+        else:
+            steps = [(s.key, s.name, s.action) for s in run.step_runs.order_by("position")]
+        succeeded = set(run.step_runs.filter(status="succeeded").values_list("key", flat=True))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": run,
+            "title": RERUN_LABELS[version],
+            "run": run,
+            "version": version,
+            "recorded": run.runbook_version,
+            "current": current,
+            "first_failed": first_failed,
+            "steps": [(key, name, action, key in succeeded) for key, name, action in steps],
+            "possible": run_rerun_possible(run),
+            "error": error,
+            "label": RERUN_LABELS[version],
+        }
+        return TemplateResponse(request, "admin/runbooks/runbookrun/rerun.html", context, status=400 if error else 200)
+
+
+LIVE_RUNS_MAX = 200
+
+
+def run_first_failed(run):
+    return run.step_runs.filter(status__in=["failed", "cancelled"]).order_by("position").first()
+
+
+def run_rerun_possible(run) -> bool:
+    return run.status in FINISHED and run_first_failed(run) is not None
 
 
 @admin.register(StepRunExchange)
@@ -816,12 +1047,24 @@ class RunInline(admin.TabularInline):
     model = RunbookRun
     extra = 0
     can_delete = False
-    fields = ["runbook", "event", "status", "error", "created_at", "finished_at"]
+    fields = ["runbook", "event", "status_label", "error", "created", "took"]
     readonly_fields = fields
     show_change_link = True
 
     def has_add_permission(self, request, obj=None):
         return False
+
+    @admin.display(description="Status")
+    def status_label(self, obj):
+        return run_display.status_badge(obj.status)
+
+    @admin.display(description="Created")
+    def created(self, obj):
+        return run_display.when(obj.created_at)
+
+    @admin.display(description="Took")
+    def took(self, obj):
+        return run_display.duration(obj.started_at, obj.finished_at, status=obj.status)
 
 
 # Incidents show their runs and PagerDuty links. The incidents app cannot know about runbooks
@@ -832,3 +1075,137 @@ admin.site.unregister(Incident)
 @admin.register(Incident)
 class IncidentWithRunsAdmin(IncidentApprovalAdminMixin, IncidentAdmin):
     inlines = [*IncidentAdmin.inlines, PagerDutyLinkInline, RunInline]
+    readonly_fields = [*IncidentAdmin.readonly_fields, "runs_panel"]
+
+    class Media:
+        css = {"all": ["runbooks/runs.css"]}
+        js = ["runbooks/runs.js"]
+
+    def get_fields(self, request, obj=None):
+        fields = super().get_fields(request, obj)
+        return [*fields, "runs_panel"] if obj is not None else [f for f in fields if f != "runs_panel"]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        token = _current_request.set(request)
+        try:
+            response = super().change_view(request, object_id, form_url, extra_context)
+            # Rendered here, while the request is known: a TemplateResponse renders lazily.
+            return response.render() if hasattr(response, "render") else response
+        finally:
+            _current_request.reset(token)
+
+    @admin.display(description="Runbook runs")
+    def runs_panel(self, obj):
+        """The runs the incident's last change started, live while they are in progress, and the
+        way to run any enabled runbook by hand."""
+        if obj is None or obj.pk is None:
+            return "—"
+        last = obj.events.order_by("-created_at", "-id").first()
+        runs = list(
+            RunbookRun.objects.filter(event=last)
+            .select_related("runbook", "runbook_version")
+            .prefetch_related("step_runs")
+            if last is not None
+            else []
+        )
+        watched = list(RunbookRun.objects.filter(incident=obj).prefetch_related("step_runs"))
+        rows = format_html_join(
+            "",
+            '<tr><td><a href="{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>',
+            (
+                (
+                    reverse("admin:runbooks_runbookrun_change", args=[run.pk]),
+                    run.runbook,
+                    f"v{run.runbook_version.number}" if run.runbook_version_id else "—",
+                    run_display.status_badge(run.status),
+                    run_display.duration(run.started_at, run.finished_at, status=run.status),
+                    run.error[:200],
+                )
+                for run in runs
+            ),
+        )
+        if last is None:
+            heading = "No change recorded yet."
+        else:
+            heading = format_html("Runs started by the last change ({}, {}):", last, run_display.when(last.created_at))
+        table = (
+            format_html(
+                "<table class='rb-incident-runs'><tr><th>Runbook</th><th>Version</th><th>Status</th><th>Took</th>"
+                "<th>Error</th></tr>{}</table>",
+                rows,
+            )
+            if runs
+            else format_html("<p>{}</p>", "None: no enabled runbook matched it." if last is not None else "")
+        )
+        request = _current_request.get()
+        run_link = ""
+        if request is not None and request.user.has_perm(RUN_PERMISSION):
+            run_link = format_html(
+                '<p><a class="button" id="rb-run-a-runbook" href="{}">Run a runbook…</a></p>',
+                reverse("admin:incidents_incident_run_runbook", args=[obj.pk]),
+            )
+        return format_html(
+            '<div id="rb-incident-runs">{}<p>{}</p>{}{}</div>',
+            _live_attrs(
+                url=reverse("admin:runbooks_runbookrun_live") + f"?incident={obj.pk}",
+                runs=watched,
+                regions="rb-incident-runs runbook_runs-group",
+            ),
+            heading,
+            table,
+            run_link,
+        )
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("<path:object_id>/run-runbook/", view(self.run_runbook_view), name="incidents_incident_run_runbook"),
+            *super().get_urls(),
+        ]
+
+    @admin_permission_required(RUN_PERMISSION)
+    def run_runbook_view(self, request, object_id):
+        """Any enabled runbook on this incident: choose, see the dry run, then confirm."""
+        incident = self.get_object(request, unquote(object_id))
+        if incident is None:
+            raise Http404(f"No incident with id {object_id!r}")
+        runbooks = list(Runbook.objects.filter(enabled=True).order_by("name"))
+        slug = request.POST.get("runbook") or request.GET.get("runbook") or ""
+        runbook = next((rb for rb in runbooks if rb.slug == slug), None)
+        error, results = "", None
+        if slug and runbook is None:
+            error = f"No enabled runbook {slug[:60]!r}"
+        if request.method == "POST" and runbook is not None:
+            try:
+                services.runbook_run_manually(
+                    runbook_id=runbook.pk, incident_id=incident.pk, actor=f"admin:{request.user.get_username()}"
+                )
+            except DomainError as exc:
+                error = str(exc)
+            else:
+                self.message_user(request, f"{runbook} will run on {incident.short_id}.", messages.SUCCESS)
+                return redirect(reverse("admin:incidents_incident_change", args=[incident.pk]))
+        if runbook is not None and not error:
+            try:
+                results = dryrun.runbook_dry_run(runbook=runbook, incident=incident, sample=False)
+            except DomainError as exc:
+                error = str(exc)
+            for result in results or []:
+                request_ = result.get("request") or {}
+                result["body_pretty"] = json.dumps(request_.get("body"), indent=2, ensure_ascii=False)
+        version = runbook_version_latest(runbook=runbook) if runbook is not None else None
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": incident,
+            "title": f"Run a runbook on {incident.short_id}",
+            "incident": incident,
+            "runbooks": runbooks,
+            "runbook": runbook,
+            "version": version,
+            "results": results,
+            "error": error,
+            "may_confirm": runbook is not None and results is not None and not error,
+        }
+        status = 400 if error else 200
+        return TemplateResponse(request, "admin/incidents/incident/run_runbook.html", context, status=status)

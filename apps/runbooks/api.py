@@ -23,6 +23,7 @@ from apps.runbooks.models import (
     StepRun,
     StepRunExchange,
 )
+from apps.runbooks.selectors import LOOKUP, REQUEST, step_run_exchanges
 from apps.runbooks.versions import runbook_version_latest
 
 
@@ -72,9 +73,17 @@ class RunbookSerializer(StrictModelSerializer):
 
 
 class ExchangeSerializer(StrictModelSerializer):
+    role = serializers.ChoiceField(
+        choices=[REQUEST, LOOKUP],
+        read_only=True,
+        help_text="request: an attempt at the step's own request; lookup: a read made to plan or settle it",
+    )
+    attempt = serializers.IntegerField(source="number", read_only=True, help_text="1..n within its role")
+
     class Meta:
         model = StepRunExchange
         fields = [
+            "role",
             "attempt",
             "method",
             "url",
@@ -90,7 +99,9 @@ class ExchangeSerializer(StrictModelSerializer):
 
 
 class StepRunSerializer(StrictModelSerializer):
-    exchanges = ExchangeSerializer(many=True, read_only=True)
+    exchanges = ExchangeSerializer(
+        many=True, read_only=True, help_text="Every HTTP exchange in order: the step's own request and its look-ups"
+    )
     duration_ms = serializers.IntegerField(read_only=True, allow_null=True)
 
     class Meta:
@@ -114,6 +125,12 @@ class StepRunSerializer(StrictModelSerializer):
             "duration_ms",
             "exchanges",
         ]
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        # Labelled and numbered in one pass over the (prefetched) exchanges.
+        data["exchanges"] = ExchangeSerializer(step_run_exchanges(step_run=instance)["all"], many=True).data
+        return data
 
 
 class RunSerializer(StrictModelSerializer):
@@ -165,6 +182,18 @@ class ApprovalDecisionSerializer(serializers.Serializer):
 class AlreadyDecidedSerializer(serializers.Serializer):
     message = serializers.CharField()
     decision = ApprovalDecisionSerializer()
+
+
+class RerunRequestSerializer(serializers.Serializer):
+    version = serializers.ChoiceField(
+        choices=services.RerunVersion.CHOICES,
+        default=services.RerunVersion.RECORDED,
+        help_text=(
+            "recorded (the default): the steps as this run recorded them. current: the runbook as saved now, "
+            "so a fix saved since the failure is used; the run then names the current version."
+        ),
+        error_messages={"invalid_choice": 'Expected "recorded" or "current", got {input!r}.'},
+    )
 
 
 class ManualRunSerializer(serializers.Serializer):
@@ -245,7 +274,7 @@ class DryRunResponseSerializer(serializers.Serializer):
 
 
 class RunbookVersionSerializer(StrictModelSerializer):
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
 
     class Meta:
         model = RunbookVersion
@@ -346,12 +375,16 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
     def list(self, request, *args, **kwargs):
         return super().list(request, *args, **kwargs)
 
-    @extend_schema(request=None, responses={202: RunSerializer})
+    @extend_schema(request=RerunRequestSerializer, responses={202: RunSerializer})
     @action(detail=True, methods=["post"])
     def rerun(self, request, pk=None):
-        """Re-run from the first failed step; steps that succeeded are not repeated. 409 when the
-        run is not finished or no step failed."""
-        run = services.run_rerun_from_failed(run_id=self.get_object().pk)
+        """Re-run from the first failed step; steps that succeeded are not repeated. `version`
+        says which steps run: `recorded` (the default, as before) or `current` (the runbook as
+        saved now). 409 when the run is not finished or no step failed."""
+        run = self.get_object()
+        serializer = RerunRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        run = services.run_rerun_from_failed(run_id=run.pk, version=serializer.validated_data["version"])
         return Response(self.get_serializer(run).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request=DecisionRequestSerializer, responses={200: RunSerializer, 409: AlreadyDecidedSerializer})

@@ -85,3 +85,55 @@ def approval_pending_for_run(*, run: RunbookRun) -> StepRun | None:
         .select_related("run__runbook", "run__incident")
         .first()
     )
+
+
+# --- a step's HTTP exchanges: its own request apart from the look-ups around it ------------------
+
+LOOKUP = "lookup"
+REQUEST = "request"
+READ_METHODS = ("GET", "HEAD")
+
+
+def _without_query(url: str) -> str:
+    return (url or "").split("?", 1)[0].rstrip("/")
+
+
+def exchange_is_own(*, exchange, request: dict) -> bool:
+    """Whether `exchange` is an attempt at the step's own request, rather than a look-up made to
+    plan it (GET /users/…) or to settle an ambiguous write (GET /incidents?incident_key=…).
+
+    Actions write nothing but their own request, so any write is the step's; a read is the step's
+    only when the step's request is that read (same method and path)."""
+    method = exchange.method.upper()
+    if method not in READ_METHODS:
+        return True
+    if not request or not request.get("method"):
+        return False
+    return method == str(request["method"]).upper() and _without_query(exchange.url) == _without_query(
+        request.get("url", "")
+    )
+
+
+def step_run_exchanges(*, step_run: StepRun, exchanges=None) -> dict:
+    """The step's exchanges in order, each labelled `role` (request or lookup) and numbered
+    `number` 1..n within its role: {"requests": [...], "lookups": [...], "all": [...]}.
+
+    Uses the prefetched `step_run.exchanges` when there is one, so a run page costs no query per step.
+    """
+    rows = sorted(step_run.exchanges.all() if exchanges is None else exchanges, key=lambda e: e.pk or 0)
+    requests, lookups = [], []
+    for exchange in rows:
+        own = exchange_is_own(exchange=exchange, request=step_run.request)
+        group = requests if own else lookups
+        exchange.role = REQUEST if own else LOOKUP
+        exchange.number = len(group) + 1
+        group.append(exchange)
+    return {"requests": requests, "lookups": lookups, "all": rows}
+
+
+def step_run_response(*, requests: list) -> dict:
+    """The answer to the step's own request (its last attempt), or {} when the step sent none."""
+    if not requests:
+        return {}
+    last = requests[-1]
+    return {"status": last.status, "body": last.response_body, "error": last.error}

@@ -41,7 +41,13 @@ from apps.runbooks.executors import (
 from apps.runbooks.executors.control import StepWaiting, is_control
 from apps.runbooks.models import FINISHED, OnFailure, Runbook, RunbookRun, RunStatus, StepRun, StepRunExchange
 from apps.runbooks.resolvers import LiveResolver
-from apps.runbooks.selectors import runbooks_matching_event, template_context_for_run
+from apps.runbooks.selectors import (
+    exchange_is_own,
+    runbooks_matching_event,
+    step_run_exchanges,
+    step_run_response,
+    template_context_for_run,
+)
 from apps.runbooks.versions import runbook_version_ensure
 
 logger = logging.getLogger(__name__)
@@ -215,7 +221,9 @@ def _finish(*, run: RunbookRun, token: str, stopped_by: StepRun | None) -> Runbo
 def _store_exchange(step_run: StepRun):
     def store(exchange):
         StepRunExchange.objects.create(step_run=step_run, **exchange.as_dict())
-        StepRun.objects.filter(pk=step_run.pk).update(attempts=F("attempts") + 1)
+        # Look-ups are not attempts: only a send of the step's own request counts.
+        if exchange_is_own(exchange=exchange, request=step_run.request):
+            StepRun.objects.filter(pk=step_run.pk).update(attempts=F("attempts") + 1)
 
     return store
 
@@ -253,10 +261,11 @@ def _mark_running(step_run: StepRun) -> None:
 
 
 def _end_step(step_run: StepRun, status: str, *, error: str = "") -> None:
-    last = step_run.exchanges.order_by("-id").first()
-    if last is not None:
-        step_run.response = {"status": last.status, "body": last.response_body, "error": last.error}
-    step_run.attempts = step_run.exchanges.count()
+    # The response is the answer to the step's own request, never a look-up's (a 404 from
+    # GET /users/… beside "POST /incidents" told people the wrong story).
+    own = step_run_exchanges(step_run=step_run, exchanges=list(step_run.exchanges.all()))["requests"]
+    step_run.response = step_run_response(requests=own)
+    step_run.attempts = len(own)
     step_run.status = status
     step_run.error = error
     step_run.finished_at = timezone.now()
@@ -329,29 +338,104 @@ def _perform_step(*, run: RunbookRun, step_run: StepRun, cache: dict, recovering
 # --- re-running and recovery ---------------------------------------------------------------------
 
 
+class RerunVersion:
+    """Which runbook a re-run executes. RECORDED, the default, is what re-runs always did."""
+
+    RECORDED = "recorded"  # the steps as the run recorded them (the version it started with)
+    CURRENT = "current"  # the runbook as saved now: a fix saved since the failure is used
+    CHOICES = (RECORDED, CURRENT)
+
+
 @transaction.atomic
-def run_rerun_from_failed(*, run_id) -> RunbookRun:
-    """Reset the failed step and everything after it; steps that succeeded keep their outputs."""
-    run = RunbookRun.objects.select_for_update().get(pk=run_id)
+def run_rerun_from_failed(*, run_id, version: str = RerunVersion.RECORDED) -> RunbookRun:
+    """Reset the failed step and everything after it; steps that succeeded keep their outputs.
+
+    With `version="current"` the steps still to run are taken from the runbook as saved now (by
+    key), steps added since are appended in the new order, steps removed since are skipped, and
+    the run then names the current version."""
+    if version not in RerunVersion.CHOICES:
+        raise DomainError(
+            f"version must be one of {', '.join(RerunVersion.CHOICES)}, not {str(version)[:40]!r}", field="version"
+        )
+    run = (
+        RunbookRun.objects.select_for_update(of=("self",)).select_related("runbook_version", "incident").get(pk=run_id)
+    )
     if run.status not in FINISHED:
         raise Conflict(f"Run is {run.status}; only a finished run can be re-run")
     first_failed = run.step_runs.filter(status__in=[RunStatus.FAILED, RunStatus.CANCELLED]).order_by("position").first()
     if first_failed is None:
         raise Conflict("Nothing to re-run: no step failed")
-    run.step_runs.filter(position__gte=first_failed.position).exclude(status=RunStatus.SUCCEEDED).update(
-        status=RunStatus.PENDING, error="", finished_at=None, started_at=None
-    )
+    changes = {}
+    if version == RerunVersion.CURRENT:
+        current, _ = runbook_version_ensure(runbook=run.runbook, comment="Recorded when a run was re-run")
+        _step_runs_take_current(run=run)
+        if current.pk != run.runbook_version_id:
+            recorded = run.runbook_version.number if run.runbook_version_id else None
+            changes["runbook_version"] = [recorded, current.number]
+            run.runbook_version = current
+    else:
+        run.step_runs.filter(position__gte=first_failed.position).exclude(status=RunStatus.SUCCEEDED).update(
+            status=RunStatus.PENDING, error="", finished_at=None, started_at=None
+        )
     previous = run.status
     run.status, run.error, run.finished_at = RunStatus.PENDING, "", None
-    run.save(update_fields=["status", "error", "finished_at"])
+    run.save(update_fields=["status", "error", "finished_at", "runbook_version"])
     audit_record(
         target=run,
         event="run.rerun",
-        changes={"status": [previous, run.status]},
-        details={"from_step": first_failed.key, "incident_short_id": run.incident.short_id},
+        changes={"status": [previous, run.status], **changes},
+        details={
+            "from_step": first_failed.key,
+            "incident_short_id": run.incident.short_id,
+            "version": version,
+            "runbook_version": run.runbook_version.number if run.runbook_version_id else None,
+        },
     )
     transaction.on_commit(lambda: enqueue(tasks.execute_run, run.pk, recovery=RUN_SWEEP))
     return run
+
+
+def _step_runs_take_current(*, run: RunbookRun) -> None:
+    """Point the run's step runs that did not succeed at the runbook's current steps, pending.
+    Succeeded steps are kept as they ran (never repeated: their outputs feed later steps); a step
+    removed from the runbook since is skipped with a note, so a later re-run cannot bring it back."""
+    existing = {step_run.key: step_run for step_run in run.step_runs.all()}
+    steps = list(run.runbook.steps.order_by("position", "id"))
+    keys = {step.key for step in steps}
+    for position, step in enumerate(steps):
+        step_run = existing.get(step.key)
+        if step_run is None:
+            StepRun.objects.create(
+                run=run,
+                step=step,
+                position=position,
+                key=step.key,
+                name=step.name,
+                action=step.action,
+                connection=step.connection,
+                inputs=step.inputs,
+                on_failure=step.on_failure,
+            )
+            continue
+        step_run.position = position
+        fields = ["position"]
+        if step_run.status != RunStatus.SUCCEEDED:
+            step_run.step, step_run.name, step_run.action = step, step.name, step.action
+            step_run.connection, step_run.inputs, step_run.on_failure = step.connection, step.inputs, step.on_failure
+            step_run.status, step_run.error = RunStatus.PENDING, ""
+            step_run.started_at = step_run.finished_at = None
+            fields += ["step", "name", "action", "connection", "inputs", "on_failure"]
+            fields += ["status", "error", "started_at", "finished_at"]
+        step_run.save(update_fields=fields)
+    removed = [step_run for key, step_run in existing.items() if key not in keys]
+    for offset, step_run in enumerate(sorted(removed, key=lambda sr: sr.position)):
+        step_run.position = len(steps) + offset
+        fields = ["position"]
+        if step_run.status != RunStatus.SUCCEEDED:
+            step_run.status, step_run.error = RunStatus.SKIPPED, "Not in the current version of the runbook"
+            step_run.started_at = step_run.finished_at = None
+            fields += ["status", "error", "started_at", "finished_at"]
+        step_run.save(update_fields=fields)
 
 
 def runs_recover_stalled(*, pending_after_seconds: int | None = None, max_age_hours: int = 24) -> dict:

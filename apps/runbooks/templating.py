@@ -12,6 +12,7 @@ list repeat their body n^depth times), and a rendered value has a maximum size.
 """
 
 import difflib
+import re
 from collections.abc import Iterable
 
 import chevron
@@ -105,6 +106,39 @@ def validate(template: str, *, allowed: Iterable[str]) -> None:
             raise TemplateError(f"Unknown variable {{{{{name}}}}}{hint}")
         if is_section:
             depth += 1
+
+
+_SEPARATORS = re.compile(r"[,\s]")
+
+
+def single_value_problem(template: str, *, many: bool = False) -> str | None:
+    """Why `template`, in a field that takes one id (`many`: ids separated by commas or spaces),
+    cannot render to one — two variables joined (`{{a}}{{b}}` renders to two ids glued together),
+    or text glued to a variable — or None. Sections are left to the author."""
+    try:
+        tokens = [(kind, name) for kind, name in _tokens(template) if not (kind == "literal" and not name.strip())]
+    except TemplateError:
+        return None  # reported by validate()
+    if any(kind in ("section", "inverted section") for kind, _ in tokens):
+        return None
+    shown = template if len(template) <= 120 else template[:120] + "…"
+    variables = [name.strip() for kind, name in tokens if kind in ("variable", "no escape")]
+    if not variables:
+        return None
+    if not many:
+        if len(variables) > 1:
+            return f"must render to a single id, but {shown!r} joins {len(variables)} variables; keep one of them"
+        if len(tokens) > 1:
+            return f"must render to a single id, but {shown!r} puts text next to {{{{{variables[0]}}}}}"
+        return None
+    for (kind, text), (next_kind, next_text) in zip(tokens, tokens[1:], strict=False):
+        joined = kind != "literal" and next_kind != "literal"
+        glued = (kind == "literal") != (next_kind == "literal") and not _SEPARATORS.search(
+            (text[-1:] if kind == "literal" else "") + (next_text[:1] if next_kind == "literal" else "")
+        )
+        if joined or glued:
+            return f"must render to ids separated by commas or spaces, but {shown!r} glues them together"
+    return None
 
 
 def _closest(name: str, allowed: set[str]) -> str | None:

@@ -125,6 +125,10 @@ def validate_steps(*, runbook: str, steps: list[StepDraft]) -> list[Problem]:
                 templating.validate(str(template or ""), allowed=allowed)
             except templating.TemplateError as exc:
                 problems.append(Problem(str(exc), **where, field=name))
+            ids = spec.field(name).ids
+            problem = templating.single_value_problem(str(template or ""), many=ids == "many") if ids else None
+            if problem:
+                problems.append(Problem(problem, **where, field=name))
             choices = spec.field(name).choices
             if choices and template and "{{" not in str(template) and str(template) not in choices:
                 problems.append(Problem(f"must be one of {', '.join(c for c in choices if c)}", **where, field=name))

@@ -290,7 +290,8 @@ def test_dedup_400_adopts_the_open_incident(pd, pd_connection, django_capture_on
     assert step.status == "succeeded"
     assert step.outputs["incident_id"] == "QEXIST1"
     assert step.outputs["deduplicated"] is True
-    assert step.attempts == 2
+    assert step.attempts == 1  # the look-up that found the open incident is not an attempt
+    assert step.response["status"] == 400  # the answer to its own POST, not the look-up's
     assert writes(pd) == [("POST", "/incidents")]
 
 
@@ -412,7 +413,7 @@ def test_500_retried_with_backoff_until_cap(
     step = StepRun.objects.get()
     assert step.status == "failed"
     assert [e.method for e in step.exchanges.all()] == ["POST"] * 5 + ["GET"]  # PAGERDUTY_MAX_ATTEMPTS, look-up
-    assert step.attempts == 6
+    assert step.attempts == 5
     assert "PagerDuty 500: Internal Server Error" in step.error
     assert len(waits) == 4
     assert all(0 < w <= fast_retries.PAGERDUTY_BACKOFF_CAP_SECONDS for w in waits)

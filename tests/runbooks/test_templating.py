@@ -66,3 +66,35 @@ def test_only_templating_imports_chevron():
         if "chevron" in p.read_text() and p.name != "templating.py"
     ]
     assert offenders == []
+
+
+def test_an_id_field_refuses_two_variables_glued_together():
+    from apps.runbooks.validation import StepDraft, validate_steps
+
+    steps = [
+        StepDraft(key="create_incident", action="pagerduty.create_incident", inputs={"title": "t"}),
+        StepDraft(
+            key="escalate",
+            action="pagerduty.add_responder",
+            inputs={
+                "incident_id": "{{pagerduty.incident_id}}{{steps.create_incident.incident_id}}",
+                "responder_id": "PRESPND{{Activity.owner}}",
+                "requester_id": " {{Activity.owner}} ",
+                "message": "{{Activity.short_id}}{{Activity.title}}",  # text may join variables
+            },
+        ),
+    ]
+    problems = {(p.step, p.field): p.message for p in validate_steps(runbook="r", steps=steps)}
+    assert problems == {
+        ("escalate", "incident_id"): (
+            "must render to a single id, but '{{pagerduty.incident_id}}{{steps.create_incident.incident_id}}' "
+            "joins 2 variables; keep one of them"
+        ),
+        ("escalate", "responder_id"): (
+            "must render to ids separated by commas or spaces, but 'PRESPND{{Activity.owner}}' glues them together"
+        ),
+    }
+    steps[1].inputs.update(
+        incident_id="{{steps.create_incident.incident_id}}", responder_id="PRESPND, {{Activity.owner}}"
+    )
+    assert validate_steps(runbook="r", steps=steps) == []

@@ -43,6 +43,9 @@ class FieldSpec:
     # "text": one template. Two fields take YAML structure (DESIGN.md): "mapping" (name → template,
     # e.g. custom_details) and "links" (a list of {href, text} mappings of templates).
     kind: str = "text"
+    # "one": the field takes a single id (or email), so a save refuses `{{a}}{{b}}`; "many": ids
+    # separated by commas or spaces. The editor's "Insert variable" replaces a one-id field's value.
+    ids: str = ""
 
 
 @dataclass(frozen=True)

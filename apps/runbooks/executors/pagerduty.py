@@ -42,6 +42,7 @@ LINKED_INCIDENT = FieldSpec(
     "Empty: the PagerDuty incident linked to this incident (created by an earlier step or run).",
     default="{{pagerduty.incident_id}}",
     example="{{steps.page.incident_id}}",
+    ids="one",
 )
 
 
@@ -220,12 +221,14 @@ register(
                 "PagerDuty service id",
                 "Empty: the service mapped to Activity.service, else the connection's default mapping.",
                 example="P1234AB",
+                ids="one",
             ),
             FieldSpec(
                 "responder_id",
                 "Responder (user or escalation policy)",
                 "Optional. A user id or email is assigned directly; an escalation policy id is used as such.",
                 example="PEP5678",
+                ids="one",
             ),
             RESPONDER_TYPE,
             FieldSpec(
@@ -241,7 +244,7 @@ register(
                 required=True,
                 default="ai-sre-{{Activity.id}}",
             ),
-            FieldSpec("priority_id", "Priority id", "Optional PagerDuty priority id.", example="PPRIO01"),
+            FieldSpec("priority_id", "Priority id", "Optional PagerDuty priority id.", example="PPRIO01", ids="one"),
         ),
         outputs={
             "incident_id": "PagerDuty incident id",
@@ -396,6 +399,7 @@ register(
                 "User ids, user emails or escalation policy ids, comma-separated.",
                 required=True,
                 example="PEP5678",
+                ids="many",
             ),
             RESPONDER_TYPE,
             FieldSpec(
@@ -403,6 +407,7 @@ register(
                 "Requester",
                 "PagerDuty user id or email of who is asking. Empty: the From user.",
                 example="{{Activity.owner}}",
+                ids="one",
             ),
             FieldSpec(
                 "message",

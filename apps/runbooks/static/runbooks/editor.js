@@ -325,6 +325,9 @@
       input.value = value;
       input.placeholder = placeholderFor(spec, connection);
       if (spec.name === "channel") input.setAttribute("list", "rb-channels");
+      // What "Insert variable" needs to know: the pre-filled default, and whether one id goes here.
+      input.dataset.default = spec.default || "";
+      input.dataset.ids = spec.ids || "";
       // Offer what PagerDuty ids the connection knows about: mapped/imported services, imported policies and users.
       if (spec.name === "service_id" && connection) input.setAttribute("list", `rb-services-${connection.name}`);
       if (spec.name === "responder_id" && connection) input.setAttribute("list", `rb-responders-${connection.name}`);
@@ -612,14 +615,33 @@
     input._rbSelection = { start: input.selectionStart, end: input.selectionEnd };
   }
 
+  /* Where the chosen variable goes: over the selection if there is one; over the whole value when
+     the field holds one id (two variables there render to two ids glued together) or still holds
+     its pre-filled default (appending to `{{pagerduty.incident_id}}` is never what was meant);
+     otherwise at the caret, or appended to a field never touched. */
+  function insertionRange(input) {
+    const length = input.value.length;
+    const selection = input._rbSelection || { start: length, end: length };
+    const start = Math.min(selection.start, length);
+    const end = Math.min(selection.end, length);
+    if (start !== end) return { start, end };
+    const value = input.value.trim();
+    if (input.dataset.ids === "one" || (value && value === (input.dataset.default || "").trim())) {
+      return { start: 0, end: length };
+    }
+    return { start, end };
+  }
+
   function insertVariable(name) {
     const input = pickerTarget;
     closePicker(false);
     if (!input) return;
-    const tag = `{{${name}}}`;
-    const selection = input._rbSelection || { start: input.value.length, end: input.value.length };
-    const start = Math.min(selection.start, input.value.length);
-    const end = Math.min(selection.end, input.value.length);
+    const { start, end } = insertionRange(input);
+    let tag = `{{${name}}}`;
+    // A list of ids keeps its separator: PX1 then a variable must not become PX1{{…}}.
+    if (input.dataset.ids === "many" && start === end && start > 0 && !/[,\s]$/.test(input.value.slice(0, start))) {
+      tag = `, ${tag}`;
+    }
     input.value = input.value.slice(0, start) + tag + input.value.slice(end);
     const caret = start + tag.length;
     input.focus();

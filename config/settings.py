@@ -172,6 +172,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         # Otherwise kombu keeps its exchange table in ./control, beside the code.
         "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
+        # kombu polls the queue folder once a second by default, and a status change takes two hops
+        # (dispatch, then execute): ~2 s before PagerDuty hears. A listdir every 50 ms is cheap.
+        "polling_interval": env.float("CELERY_FILESYSTEM_POLLING_INTERVAL", default=0.05),
     }
 else:
     # A message whose worker died is redelivered after this many seconds (Redis has no

@@ -25,16 +25,14 @@ install: $(STAMP)
 run: $(STAMP)
 	@$(BIN)/python bin/run --port $(PORT) --sandbox-port $(SANDBOX_PORT)
 
-# Uses the local PostgreSQL and Redis when they answer (and DATABASE_URL / REDIS_URL are unset),
-# so integration tests run here as in CI; elsewhere they skip and say why.
+# Uses the local PostgreSQL and Redis when they accept a connection (a login, a PING: not just an
+# open port) and DATABASE_URL / REDIS_URL are unset — Redis on database 15, not 0 — so integration
+# tests run here as in CI; elsewhere they skip and say why.
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python manage.py makemigrations --check --dry-run -v 1
-	@if [ -z "$$DATABASE_URL" ] && $(BIN)/python -c "import socket; socket.create_connection(('127.0.0.1', 5432), 1)" 2>/dev/null; then \
-	  export DATABASE_URL=postgres://postgres@127.0.0.1:5432/test; fi; \
-	if [ -z "$$REDIS_URL" ] && $(BIN)/python -c "import socket; socket.create_connection(('127.0.0.1', 6379), 1)" 2>/dev/null; then \
-	  export REDIS_URL=redis://127.0.0.1:6379/0; fi; \
+	@eval "$$($(BIN)/python bin/local-services)"; \
 	echo "database: $${DATABASE_URL:-sqlite (var/)}  broker: $${REDIS_URL:-none}"; \
 	$(BIN)/pytest $(PYTEST_ARGS)
 

@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "apps.oncall",
     "apps.runbooks",
     "apps.sandbox",
+    "apps.ops",
 ]
 
 MIDDLEWARE = [
@@ -201,6 +202,15 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # be on their way through the queue), and runs whose lease expired. Re-queuing is always safe.
 RUN_RECOVERY_INTERVAL = env.int("RUN_RECOVERY_INTERVAL", default=15)
 RUN_RECOVERY_PENDING_AFTER_SECONDS = env.int("RUN_RECOVERY_PENDING_AFTER_SECONDS", default=30)
+# Operations (apps.ops): /healthz calls the worker failing when its heartbeat is older than
+# HEARTBEAT_STALE_AFTER_SECONDS; /metrics answers a scraper sending `Authorization: Bearer
+# METRICS_TOKEN` (unset: only signed-in people with ops.view_metrics).
+HEARTBEAT_INTERVAL_SECONDS = env.int("HEARTBEAT_INTERVAL_SECONDS", default=10)
+HEARTBEAT_STALE_AFTER_SECONDS = env.int("HEARTBEAT_STALE_AFTER_SECONDS", default=3 * HEARTBEAT_INTERVAL_SECONDS + 15)
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
+if env("PROMETHEUS_MULTIPROC_DIR", default=""):
+    # prometheus-client's multiprocess mode: each process writes its counters here (apps/ops/metrics.py).
+    Path(env("PROMETHEUS_MULTIPROC_DIR")).mkdir(parents=True, exist_ok=True)
 CELERY_BEAT_SCHEDULE = {
     "recover-stalled-runs": {
         "task": "apps.runbooks.tasks.recover_stalled_runs",
@@ -212,6 +222,12 @@ CELERY_BEAT_SCHEDULE = {
     "oncall-sync-recovery": {
         "task": "apps.oncall.tasks.sync_recover",
         "schedule": timedelta(seconds=env.int("RUN_RECOVERY_INTERVAL", default=60)),
+    },
+    # /healthz's worker check: a task beat sends and a worker executes (apps.ops.tasks).
+    "heartbeat": {
+        "task": "apps.ops.tasks.heartbeat",
+        "schedule": timedelta(seconds=HEARTBEAT_INTERVAL_SECONDS),
+        "options": {"expires": HEARTBEAT_INTERVAL_SECONDS},
     },
     # On-call re-sync from PagerDuty: off unless ONCALL_SYNC_INTERVAL_MINUTES is set.
     **(

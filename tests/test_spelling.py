@@ -1,4 +1,4 @@
-""""PagerDuty" is one word with two capitals wherever a person reads it: model and field names as the
+""" "PagerDuty" is one word with two capitals wherever a person reads it: model and field names as the
 admin and the API schema show them, permission names, app names."""
 
 import re

@@ -249,6 +249,10 @@ RUNBOOK_RUN_LEASE_SECONDS = env.int("RUNBOOK_RUN_LEASE_SECONDS", default=120)
 # while it works and while it waits out PagerDuty's rate limit) before another worker takes over.
 ONCALL_SYNC_LEASE_SECONDS = env.int("ONCALL_SYNC_LEASE_SECONDS", default=120)
 
+# Run records (runs, steps, every exchange with PagerDuty) are kept: nobody may delete them in the
+# admin, nor the runbooks and incidents they belong to, unless this is set.
+RUN_RECORDS_DELETABLE = env.bool("RUN_RECORDS_DELETABLE", default=False)
+
 # --- PagerDuty client -----------------------------------------------------------------------
 PAGERDUTY_TIMEOUT_SECONDS = env.float("PAGERDUTY_TIMEOUT_SECONDS", default=10.0)
 PAGERDUTY_MAX_ATTEMPTS = env.int("PAGERDUTY_MAX_ATTEMPTS", default=5)

@@ -20,31 +20,19 @@ install: $(STAMP)
 # Web + worker + beat on the embedded default (SQLite under var/, filesystem broker), plus the
 # local PagerDuty stand-in unless PAGERDUTY_API_KEY points the demo at a real account; keys may
 # then be sent only to the stand-in (PAGERDUTY_ALLOWED_HOSTS), else to PagerDuty's own hosts.
-# honcho stops everything when one process exits, so the worker and beat run under bin/respawn.
+# bin/run starts and stops it all (one Ctrl-C, exit status 0); the worker and beat run under
+# bin/respawn, as a supervisor would restart them in production.
 run: $(STAMP)
-	$(BIN)/python manage.py migrate --no-input -v 0
-	$(BIN)/python manage.py collectstatic --no-input -v 0
-	@set -e; trap 'kill 0' INT TERM EXIT; \
-	if [ -z "$$PAGERDUTY_API_KEY" ]; then \
-	  $(BIN)/python manage.py pagerduty_sandbox --port $(SANDBOX_PORT) --quiet & \
-	  export PAGERDUTY_SANDBOX_URL=http://127.0.0.1:$(SANDBOX_PORT); \
-	  export PAGERDUTY_ALLOWED_HOSTS=127.0.0.1; \
-	  for i in $$(seq 1 50); do curl -sf $$PAGERDUTY_SANDBOX_URL/_sandbox/health >/dev/null && break; sleep 0.2; done; \
-	fi; \
-	$(BIN)/python manage.py demo_setup; \
-	echo "Admin: http://localhost:$(PORT)/admin/  (user admin, password admin)"; \
-	PATH=$(CURDIR)/$(BIN):$$PATH PORT=$(PORT) RESPAWN=$(CURDIR)/bin/respawn $(BIN)/honcho start -f Procfile
+	@$(BIN)/python bin/run --port $(PORT) --sandbox-port $(SANDBOX_PORT)
 
-# Uses the local PostgreSQL and Redis when they answer (and DATABASE_URL / REDIS_URL are unset),
-# so integration tests run here as in CI; elsewhere they skip and say why.
+# Uses the local PostgreSQL and Redis when they accept a connection (a login, a PING: not just an
+# open port) and DATABASE_URL / REDIS_URL are unset — Redis on database 15, not 0 — so integration
+# tests run here as in CI; elsewhere they skip and say why.
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python manage.py makemigrations --check --dry-run -v 1
-	@if [ -z "$$DATABASE_URL" ] && $(BIN)/python -c "import socket; socket.create_connection(('127.0.0.1', 5432), 1)" 2>/dev/null; then \
-	  export DATABASE_URL=postgres://postgres@127.0.0.1:5432/test; fi; \
-	if [ -z "$$REDIS_URL" ] && $(BIN)/python -c "import socket; socket.create_connection(('127.0.0.1', 6379), 1)" 2>/dev/null; then \
-	  export REDIS_URL=redis://127.0.0.1:6379/0; fi; \
+	@eval "$$($(BIN)/python bin/local-services)"; \
 	echo "database: $${DATABASE_URL:-sqlite (var/)}  broker: $${REDIS_URL:-none}"; \
 	$(BIN)/pytest $(PYTEST_ARGS)
 

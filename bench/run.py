@@ -12,6 +12,8 @@ Phases:
   3. floor: the same requests from a bare `requests` loop at the same concurrency, no engine;
   4. the storm again at PagerDuty's real limit (960/min per key), with the client's shared budget on
      (the shipped default) and, smaller, with it off, so the stand-in answers real 429s.
+  5. embedded: the latency of phase 1 on the embedded default of `make run` (SQLite, filesystem
+     broker, one worker), measured by bench/embedded.py in a process of its own.
 
 Needs PostgreSQL and Redis on 127.0.0.1 (BENCH_POSTGRES_URL, BENCH_REDIS_URL override the servers);
 without them it falls back to SQLite and the filesystem broker and says so. The database is created
@@ -464,6 +466,23 @@ def run(args, env: dict, workers: Workers) -> None:
         server.stop()
 
 
+def embedded_phase(count: int) -> None:
+    """The embedded default (what `make run` uses), measured by bench/embedded.py in a process of
+    its own: SQLite and the filesystem broker cannot share this process's settings."""
+    import subprocess
+
+    progress(f"embedded: {count} incidents on SQLite and the filesystem broker")
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL")}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "embedded.py"), "--count", str(count)],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    print(done.stdout.strip() or f"embedded: failed (exit status {done.returncode}); see the messages above")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--latency", type=int, default=500, help="incidents for the latency phase (0 skips)")
@@ -472,6 +491,7 @@ def main() -> None:
     parser.add_argument(
         "--unbudgeted", type=int, default=400, help="incidents in the storm at the limit with the client budget off"
     )
+    parser.add_argument("--embedded", type=int, default=50, help="incidents for the embedded-default latency (0 skips)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
     parser.add_argument("--concurrency", type=int, default=2, help="pool processes per worker (Procfile default)")
     args = parser.parse_args()
@@ -507,6 +527,8 @@ def main() -> None:
             shutil.rmtree(var_dir, ignore_errors=True)
         else:
             print(f"worker logs kept in {var_dir}", file=sys.stderr)
+    if args.embedded:
+        embedded_phase(args.embedded)
 
 
 if __name__ == "__main__":

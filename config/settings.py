@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "apps.oncall",
     "apps.runbooks",
     "apps.sandbox",
+    "apps.ops",
 ]
 
 MIDDLEWARE = [
@@ -159,7 +160,8 @@ AUDITLOG_STORE_JSON_CHANGES = True
 
 # --- Celery -------------------------------------------------------------------------------
 REDIS_URL = env("REDIS_URL", default="")
-CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=REDIS_URL or "filesystem://")
+# The host means nothing to the filesystem broker; naming one spares a warning in every process.
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=REDIS_URL or "filesystem://localhost/")
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = VAR_DIR / "broker"
     (_broker_dir / "queue").mkdir(parents=True, exist_ok=True)
@@ -172,6 +174,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         # Otherwise kombu keeps its exchange table in ./control, beside the code.
         "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
+        # kombu polls the queue folder once a second by default, and a status change takes two hops
+        # (dispatch, then execute): ~2 s before PagerDuty hears. A listdir every 50 ms is cheap.
+        "polling_interval": env.float("CELERY_FILESYSTEM_POLLING_INTERVAL", default=0.05),
     }
 else:
     # A message whose worker died is redelivered after this many seconds (Redis has no
@@ -199,6 +204,15 @@ RUN_RECOVERY_INTERVAL = env.int("RUN_RECOVERY_INTERVAL", default=15)
 RUN_RECOVERY_PENDING_AFTER_SECONDS = env.int("RUN_RECOVERY_PENDING_AFTER_SECONDS", default=30)
 # How often beat looks for control steps past their timeout (a wait ends at most this late).
 RUN_WAIT_SWEEP_INTERVAL = env.int("RUN_WAIT_SWEEP_INTERVAL", default=30)
+# Operations (apps.ops): /healthz calls the worker failing when its heartbeat is older than
+# HEARTBEAT_STALE_AFTER_SECONDS; /metrics answers a scraper sending `Authorization: Bearer
+# METRICS_TOKEN` (unset: only signed-in people with ops.view_metrics).
+HEARTBEAT_INTERVAL_SECONDS = env.int("HEARTBEAT_INTERVAL_SECONDS", default=10)
+HEARTBEAT_STALE_AFTER_SECONDS = env.int("HEARTBEAT_STALE_AFTER_SECONDS", default=3 * HEARTBEAT_INTERVAL_SECONDS + 15)
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
+if env("PROMETHEUS_MULTIPROC_DIR", default=""):
+    # prometheus-client's multiprocess mode: each process writes its counters here (apps/ops/metrics.py).
+    Path(env("PROMETHEUS_MULTIPROC_DIR")).mkdir(parents=True, exist_ok=True)
 CELERY_BEAT_SCHEDULE = {
     "recover-stalled-runs": {
         "task": "apps.runbooks.tasks.recover_stalled_runs",
@@ -223,6 +237,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": timedelta(seconds=RUN_RECOVERY_INTERVAL),
         "options": {"expires": RUN_RECOVERY_INTERVAL},
     },
+    # /healthz's worker check: a task beat sends and a worker executes (apps.ops.tasks).
+    "heartbeat": {
+        "task": "apps.ops.tasks.heartbeat",
+        "schedule": timedelta(seconds=HEARTBEAT_INTERVAL_SECONDS),
+        "options": {"expires": HEARTBEAT_INTERVAL_SECONDS},
+    },
     # On-call re-sync from PagerDuty: off unless ONCALL_SYNC_INTERVAL_MINUTES is set.
     **(
         {
@@ -242,6 +262,10 @@ RUNBOOK_RUN_LEASE_SECONDS = env.int("RUNBOOK_RUN_LEASE_SECONDS", default=120)
 # How long a worker planning or applying an on-call sync owns it without a sign of life (renewed
 # while it works and while it waits out PagerDuty's rate limit) before another worker takes over.
 ONCALL_SYNC_LEASE_SECONDS = env.int("ONCALL_SYNC_LEASE_SECONDS", default=120)
+
+# Run records (runs, steps, every exchange with PagerDuty) are kept: nobody may delete them in the
+# admin, nor the runbooks and incidents they belong to, unless this is set.
+RUN_RECORDS_DELETABLE = env.bool("RUN_RECORDS_DELETABLE", default=False)
 
 # --- PagerDuty client -----------------------------------------------------------------------
 # How long PagerDuty's state, as a webhook or a read last told it, is trusted before a step that

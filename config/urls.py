@@ -3,6 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from apps.pagerduty.views import pagerduty_webhook
+from apps.ops.views import healthz, metrics_view
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -11,6 +12,8 @@ urlpatterns = [
     # No login: the X-PagerDuty-Signature header authenticates (apps.pagerduty.webhooks).
     path("webhooks/pagerduty/<str:connection_name>/", pagerduty_webhook, name="pagerduty-webhook"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("healthz", healthz, name="healthz"),
+    path("metrics", metrics_view, name="metrics"),
 ]
 
 # JSON for /api/ and /webhooks/, Django's pages elsewhere.

@@ -61,6 +61,33 @@ class RoleAdminSite(admin.AdminSite):
     site_title = "Runbook automation"
     login_form = RoleAuthenticationForm
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._links: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {}
+
+    def register_link(self, app_label: str, name: str, url_name: str, permissions: tuple[str, ...]) -> None:
+        """A page that is not a model's list, shown first in its app on the index and app pages to
+        whoever has `permissions` (the page checks them itself too)."""
+        self._links.setdefault(app_label, []).append((name, url_name, tuple(permissions)))
+
+    def get_app_list(self, request, app_label=None):
+        app_list = super().get_app_list(request, app_label)
+        for app in app_list:
+            for name, url_name, permissions in reversed(self._links.get(app["app_label"], [])):
+                if request.user.has_perms(permissions):
+                    url = reverse(url_name, current_app=self.name)
+                    app["models"].insert(
+                        0,
+                        {
+                            "name": name,
+                            "object_name": url_name.split(":")[-1],
+                            "admin_url": url,
+                            "add_url": None,
+                            "view_only": True,
+                        },
+                    )
+        return app_list
+
     def has_permission(self, request):
         return user_has_role(request.user)
 

@@ -61,9 +61,13 @@ RELATED_PREVIEW = 10
 RELATED_PAGE = 50
 
 
+GAP_STYLE = "color: #ba2121; font-weight: bold"
+
+
 def _render_oncall(entries) -> str:
     if not entries:
-        return "nobody"
+        # Nobody on call is a coverage gap: said so, in the colour the who-is-on-call page uses.
+        return format_html('<span class="oncall-gap" style="{}">gap: nobody on call</span>', GAP_STYLE)
     return format_html_join(
         "",
         "<div>{}{}{} <span class='quiet'>{}</span></div>",
@@ -669,3 +673,8 @@ class SyncAdmin(admin.ModelAdmin):
                 "error": run.error,
             }
         )
+
+
+# On the admin index and the On-call app page: who is on call now (the live part lists each
+# person's next shift and contact methods).
+admin.site.register_link("oncall", "Who is on call now", "admin:oncall_now", VIEW_ONCALL)

@@ -51,6 +51,10 @@ class ConnectionStepForm(forms.Form):
                 del self.fields[name]
             self.fields["connection"].required = True
             self.fields["connection"].empty_label = None
+        # The only connection there is is the one meant: preselected (still changeable to "new").
+        only = list(PagerDutyConnection.objects.all()[:2])
+        if len(only) == 1:
+            self.fields["connection"].initial = only[0].pk
 
     def clean(self):
         data = super().clean()

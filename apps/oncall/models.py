@@ -71,7 +71,7 @@ class TeamMembership(models.Model):
 
     user = models.ForeignKey(OncallUser, on_delete=models.CASCADE, related_name="memberships")
     team = models.ForeignKey(OncallTeam, on_delete=models.SET_NULL, null=True, blank=True, related_name="memberships")
-    team_pagerduty_id = models.CharField(max_length=32)
+    team_pagerduty_id = models.CharField(max_length=32, verbose_name="team PagerDuty id")
     role = models.CharField(max_length=32, blank=True)
 
     class Meta:
@@ -106,7 +106,7 @@ class OncallSchedule(PagerDutyObject):
 
 class ScheduleLayer(models.Model):
     schedule = models.ForeignKey(OncallSchedule, on_delete=models.CASCADE, related_name="layers")
-    pagerduty_id = models.CharField(max_length=32)
+    pagerduty_id = models.CharField(max_length=32, verbose_name="PagerDuty id")
     position = models.PositiveIntegerField()
     name = models.CharField(max_length=255, blank=True)
     start = models.DateTimeField()
@@ -127,7 +127,7 @@ class ScheduleLayerMember(models.Model):
     layer = models.ForeignKey(ScheduleLayer, on_delete=models.CASCADE, related_name="members")
     position = models.PositiveIntegerField()
     user = models.ForeignKey(OncallUser, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
-    user_pagerduty_id = models.CharField(max_length=32)
+    user_pagerduty_id = models.CharField(max_length=32, verbose_name="user PagerDuty id")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["layer", "position"], name="oncall_layer_member_uniq")]
@@ -149,7 +149,7 @@ class ScheduleEntry(models.Model):
     start = models.DateTimeField()
     end = models.DateTimeField()
     user = models.ForeignKey(OncallUser, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
-    user_pagerduty_id = models.CharField(max_length=32)
+    user_pagerduty_id = models.CharField(max_length=32, verbose_name="user PagerDuty id")
 
     class Meta:
         indexes = [models.Index(fields=["schedule", "kind", "start"], name="oncall_entry_lookup")]
@@ -173,7 +173,7 @@ class OncallEscalationPolicy(PagerDutyObject):
 
 class EscalationRule(models.Model):
     policy = models.ForeignKey(OncallEscalationPolicy, on_delete=models.CASCADE, related_name="rules")
-    pagerduty_id = models.CharField(max_length=32)
+    pagerduty_id = models.CharField(max_length=32, verbose_name="PagerDuty id")
     position = models.PositiveIntegerField()
     escalation_delay_in_minutes = models.PositiveIntegerField(default=0)
 
@@ -194,7 +194,7 @@ class EscalationTarget(models.Model):
     rule = models.ForeignKey(EscalationRule, on_delete=models.CASCADE, related_name="targets")
     position = models.PositiveIntegerField()
     target_type = models.CharField(max_length=32, choices=Type.choices)
-    target_pagerduty_id = models.CharField(max_length=32)
+    target_pagerduty_id = models.CharField(max_length=32, verbose_name="target PagerDuty id")
     user = models.ForeignKey(OncallUser, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     schedule = models.ForeignKey(OncallSchedule, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
 
@@ -212,7 +212,9 @@ class OncallService(PagerDutyObject):
     escalation_policy = models.ForeignKey(
         OncallEscalationPolicy, on_delete=models.SET_NULL, null=True, blank=True, related_name="services"
     )
-    escalation_policy_pagerduty_id = models.CharField(max_length=32, blank=True)
+    escalation_policy_pagerduty_id = models.CharField(
+        max_length=32, blank=True, verbose_name="escalation policy PagerDuty id"
+    )
     team_ids = models.JSONField(default=list, blank=True, help_text="PagerDuty ids of the service's teams.")
 
     class Meta(PagerDutyObject.Meta):

@@ -18,6 +18,7 @@ import requests
 from django.conf import settings
 
 from apps.core.redaction import redact_data, redact_headers, redact_text, register_secret
+from apps.ops import metrics
 from apps.pagerduty.errors import (
     PagerDutyBadRequest,
     PagerDutyDestinationRefused,
@@ -322,6 +323,7 @@ class PagerDutyClient:
                 status=None,
             )
         exchange.duration_ms = int((time.monotonic() - started) * 1000)
+        metrics.pagerduty_request(method, response.status_code if response is not None else None)
         body = None
         if response is not None:
             body = _parse_body(response)
@@ -345,7 +347,9 @@ class PagerDutyClient:
         if self.throttle is None:
             return
         try:
-            self.throttled_seconds += self.throttle.wait(self.sleep)
+            waited = self.throttle.wait(self.sleep)
+            self.throttled_seconds += waited
+            metrics.rate_budget_waited(waited)
         except redis.RedisError as exc:
             # The limiter protects PagerDuty's budget; losing it must not stop a page from going out.
             logger.warning("PagerDuty rate limiter unavailable (%s); sending without it", exc)

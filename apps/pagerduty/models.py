@@ -252,7 +252,9 @@ class ServiceMapping(models.Model):
 
     connection = models.ForeignKey(PagerDutyConnection, on_delete=models.CASCADE, related_name="service_mappings")
     service = models.CharField(max_length=100, blank=True, help_text="Activity.service; leave empty for the default.")
-    pagerduty_service_id = models.CharField(max_length=20, validators=[pagerduty_id_validator])
+    pagerduty_service_id = models.CharField(
+        max_length=20, validators=[pagerduty_id_validator], verbose_name="PagerDuty service id"
+    )
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["connection", "service"], name="uniq_service_mapping")]

@@ -4,6 +4,7 @@ import uuid
 
 import requests
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.forms.fields import InvalidJSONInput
@@ -26,6 +27,7 @@ from apps.incidents.selectors import incident_get, incident_number_from_search
 from apps.pagerduty.models import Channel, PagerDutyConnection
 from apps.runbooks import dryrun, run_display, services, templating
 from apps.runbooks.admin_approvals import IncidentApprovalAdminMixin, RunApprovalAdminMixin
+from apps.runbooks.describe import when_text
 from apps.runbooks.executors import all_actions, stored_inputs
 from apps.runbooks.executors.control import is_control
 from apps.runbooks.models import (
@@ -396,7 +398,7 @@ def _body_bytes(body) -> str:
 class RunbookAdmin(admin.ModelAdmin):
     form = RunbookForm
     change_form_template = "admin/runbooks/runbook/change_form.html"
-    list_display = ["slug", "name", "enabled", "trigger_on", "trigger_to", "condition_severity", "updated_at"]
+    list_display = ["slug", "name", "enabled", "runs_when", "updated_at"]
     list_filter = ["enabled", "trigger_on"]
     search_fields = ["slug", "name", "description"]
     prepopulated_fields = {"slug": ["name"]}
@@ -410,6 +412,10 @@ class RunbookAdmin(admin.ModelAdmin):
             {"fields": ["condition_severity", "condition_services", "condition_environments"]},
         ),
     ]
+
+    @admin.display(description="Runs when")
+    def runs_when(self, obj):
+        return when_text(obj)
 
     class Media:
         css = {"all": ["runbooks/editor.css"]}
@@ -833,6 +839,12 @@ class RunbookRunAdmin(RunApprovalAdminMixin, admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
+    def has_delete_permission(self, request, obj=None):
+        # Run records are the account of what was sent to PagerDuty: kept unless the deployment
+        # says otherwise (RUN_RECORDS_DELETABLE). Deleting a runbook or an incident that has runs
+        # is refused for the same reason (the admin names the runs); disable a runbook instead.
+        return settings.RUN_RECORDS_DELETABLE and super().has_delete_permission(request, obj)
+
     def has_rerun_permission(self, request):
         return request.user.has_perm(RERUN_PERMISSION)
 
@@ -1041,6 +1053,9 @@ class StepRunExchangeAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    def has_delete_permission(self, request, obj=None):
+        return settings.RUN_RECORDS_DELETABLE and super().has_delete_permission(request, obj)
 
 
 class RunInline(admin.TabularInline):

@@ -239,7 +239,7 @@ class PagerDutyIncidentLink(TimeStampedModel):
 
     incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="pagerduty_links")
     connection = models.ForeignKey(PagerDutyConnection, on_delete=models.SET_NULL, null=True, related_name="+")
-    pagerduty_incident_id = models.CharField(max_length=32)
+    pagerduty_incident_id = models.CharField(max_length=32, verbose_name="PagerDuty incident id")
     incident_number = models.PositiveIntegerField(null=True, blank=True)
     html_url = models.URLField(blank=True, max_length=500)
     incident_key = models.CharField(max_length=255, blank=True)
@@ -262,6 +262,7 @@ class PagerDutyIncidentLink(TimeStampedModel):
     sent_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        verbose_name = "PagerDuty incident link"
         ordering = ["-created_at"]
         constraints = [
             models.UniqueConstraint(

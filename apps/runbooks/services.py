@@ -48,7 +48,7 @@ from apps.runbooks.selectors import (
     step_run_response,
     template_context_for_run,
 )
-from apps.runbooks.versions import runbook_version_ensure
+from apps.runbooks.versions import LOADED_FROM_YAML, runbook_version_ensure
 
 logger = logging.getLogger(__name__)
 RUN_SWEEP = "the recovery sweep queues the pending run once the broker is back (RUN_RECOVERY_PENDING_AFTER_SECONDS)"
@@ -473,7 +473,7 @@ def runs_recover_stalled(*, pending_after_seconds: int | None = None, max_age_ho
 
 
 @transaction.atomic
-def runbook_upsert_from_spec(*, spec: dict, user=None, comment: str = "Loaded from YAML") -> tuple[Runbook, bool]:
+def runbook_upsert_from_spec(*, spec: dict, user=None, comment: str = LOADED_FROM_YAML) -> tuple[Runbook, bool]:
     """Create or update a runbook by slug from a validated spec; steps are matched by key and
     updated in place, so run history keeps pointing at the same Step rows. A new version is
     recorded only when the result differs from the latest one."""

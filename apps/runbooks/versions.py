@@ -48,6 +48,25 @@ def runbook_version_ensure(*, runbook: Runbook, user=None, comment: str = "") ->
     return version, True
 
 
+# The comment of a version written by `load_runbooks`: how a version that came from a file is told
+# apart from an edit made in the admin or the API.
+LOADED_FROM_YAML = "Loaded from YAML"
+
+
+def runbook_edit_since_load(*, runbook: Runbook) -> RunbookVersion | None:
+    """The version showing the runbook was changed since it was last loaded from YAML, or None when
+    what is stored is still what a file loaded (or no version says otherwise)."""
+    latest = runbook_version_latest(runbook=runbook)
+    if latest is None:
+        return None
+    if latest.comment != LOADED_FROM_YAML or latest.created_by_id is not None:
+        return latest
+    if _canonical(latest.spec) != _canonical(runbook_to_spec(runbook)):
+        # Changed without a version being written (the ORM, a shell): as much an edit.
+        return latest
+    return None
+
+
 def runbook_version_get(*, runbook: Runbook, number) -> RunbookVersion:
     try:
         return runbook.versions.get(number=int(number))

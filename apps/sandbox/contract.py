@@ -30,8 +30,20 @@ EVENTS_SPEC_ENV = "PAGERDUTY_EVENTS_OPENAPI_SPEC"
 REPO_DIR = Path(__file__).resolve().parents[2]
 DEFAULT_REST_SPEC = REPO_DIR.parent / "shared" / "pagerduty" / "reference" / "REST" / "openapiv3.json"
 DEFAULT_EVENTS_SPEC = REPO_DIR.parent / "shared" / "pagerduty" / "reference" / "events-v2" / "openapiv3.json"
+# Where the specs come from: PagerDuty publishes them in this repository, at the paths above.
+SPEC_SOURCE = "https://github.com/PagerDuty/api-schema"
 MAX_ERRORS = 10
 _METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
+
+
+def spec_hint(events: bool = False) -> str:
+    """How to get the spec and point the project at it, for skip messages."""
+    env, path = (
+        (EVENTS_SPEC_ENV, "reference/events-v2/openapiv3.json")
+        if events
+        else (REST_SPEC_ENV, "reference/REST/openapiv3.json")
+    )
+    return f"download {path} from {SPEC_SOURCE} and set {env} to its path"
 
 
 def rest_spec_path() -> Path:
@@ -333,7 +345,7 @@ class ContractChecker:
         """Why the REST check is skipped, or None when it runs."""
         if self._rest_error is None:
             return None
-        return f"{self._rest_error} (set {REST_SPEC_ENV})"
+        return f"{self._rest_error} ({spec_hint()})"
 
     @property
     def events_enabled(self) -> bool:
@@ -359,7 +371,7 @@ class ContractChecker:
                 self._events = load_spec(self.events_path, base_path="/v2")
             except SpecUnavailable as exc:
                 self._events_error = str(exc)
-                announce_skip(f"Events API: {exc} (set {EVENTS_SPEC_ENV})")
+                announce_skip(f"Events API: {exc} ({spec_hint(events=True)})")
         return self._events
 
     def check_rest(

@@ -7,13 +7,11 @@ missing service fails instead, so a green CI always means these ran.
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 from django.conf import settings
@@ -34,13 +32,15 @@ RUNBOOKS = ROOT / "runbooks"
 QUEUE = f"test-{uuid.uuid4().hex[:8]}"
 
 
-def _reachable(url: str, default_port: int) -> bool:
-    parts = urlsplit(url)
+def _redis_problem(url: str) -> str | None:
+    """Why Redis at `url` cannot be used (it must answer PING: an open port is not enough), or None."""
+    import redis
+
     try:
-        socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), timeout=1).close()
-        return True
-    except OSError:
-        return False
+        redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2).ping()
+    except redis.RedisError as exc:
+        return str(exc)
+    return None
 
 
 def _unavailable(reason: str):
@@ -54,8 +54,10 @@ def real_services():
     if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
         _unavailable("integration tests need PostgreSQL: set DATABASE_URL=postgres://…")
     broker = settings.CELERY_BROKER_URL
-    if not broker.startswith("redis://") or not _reachable(broker, 6379):
+    if not broker.startswith("redis://"):
         _unavailable(f"integration tests need Redis: set REDIS_URL=redis://… (broker is {broker!r})")
+    if problem := _redis_problem(broker):
+        _unavailable(f"integration tests need Redis, and {broker} does not answer PING: {problem}")
 
 
 class WorkerProcess:

@@ -179,3 +179,17 @@ def test_now_page_needs_the_permission_to_read_oncall_data(client, imported, san
     sandbox.state.reset_requests()
     assert client.get("/admin/oncall/oncallschedule/now/", {"live": "1"}).status_code == 403
     assert sandbox.state.requests == []
+
+
+def test_who_is_on_call_is_linked_from_the_admin_index_for_whoever_may_read_it(client, role_user):
+    client.force_login(role_user("Viewers"))
+    for page in ("/admin/", "/admin/oncall/"):
+        html = client.get(page).content.decode()
+        assert '<a href="/admin/oncall/oncallschedule/now/">Who is on call now</a>' in html, page
+
+
+def test_a_schedule_or_policy_with_nobody_on_call_is_flagged_as_a_gap(boss, imported):
+    schedule = OncallSchedule.objects.get(pagerduty_id=CHECKOUT_SCHEDULE_ID)
+    schedule.entries.all().delete()
+    html = boss.get(f"/admin/oncall/oncallschedule/{schedule.pk}/change/").content.decode()
+    assert "gap: nobody on call" in html

@@ -165,3 +165,13 @@ def test_applying_needs_the_apply_permission(client, django_user_model, sandbox,
     assert response.status_code == 403
     run.refresh_from_db()
     assert run.status == SyncRun.Status.PLANNED
+
+
+def test_the_only_connection_is_preselected(client, role_user, sandbox_connection):
+    client.force_login(role_user("On-call managers"))
+    page = client.get(WIZARD).content.decode()
+    assert f'<option value="{sandbox_connection.pk}" selected>' in page
+    # With a second one, the person chooses.
+    type(sandbox_connection).objects.create(name="other", from_email="sre@example.com")
+    page = client.get(WIZARD).content.decode()
+    assert "selected>" not in page.split('name="connection-connection"')[1].split("</select>")[0]

@@ -112,3 +112,56 @@ def test_steps_removed_from_yaml_are_removed(tmp_path):
     (tmp_path / "e.yaml").write_text(yaml.safe_dump(spec))
     call_command("load_runbooks", str(tmp_path / "e.yaml"))
     assert list(Runbook.objects.get(slug="escalate-responder").steps.values_list("key", flat=True)) == ["page"]
+
+
+def test_keep_edited_leaves_a_runbook_changed_since_it_was_loaded_and_says_so(tmp_path, django_user_model):
+    """`make run` restarts load the example runbooks with --keep-edited: an admin edit survives."""
+    from io import StringIO
+
+    from apps.runbooks.versions import runbook_version_ensure
+
+    for source in REPO_RUNBOOKS.glob("*.yaml"):
+        (tmp_path / source.name).write_text(source.read_text())
+    call_command("load_runbooks", str(tmp_path), "--keep-edited", stdout=StringIO())
+    edited = Runbook.objects.get(slug="page-on-critical")
+    edited.name = "Page on-call (tuned by hand)"
+    edited.save()
+    runbook_version_ensure(runbook=edited, user=django_user_model.objects.create_user("ana"), comment="tuned")
+    # The file of another runbook changed upstream (a pull): that one is still loaded over.
+    resolve = tmp_path / "resolve-on-closure.yaml"
+    resolve.write_text(resolve.read_text().replace("name: ", "name: Renamed ", 1))
+
+    out = StringIO()
+    call_command("load_runbooks", str(tmp_path), "--keep-edited", stdout=out)
+    text = out.getvalue()
+    assert "kept page-on-critical: changed since it was loaded (version 2 by ana" in text
+    assert f"To replace it with the file: python manage.py load_runbooks {tmp_path / 'page-on-critical.yaml'}" in text
+    assert "2 runbook(s) loaded, 1 kept as edited" in text
+    assert Runbook.objects.get(slug="page-on-critical").name == "Page on-call (tuned by hand)"
+    assert Runbook.objects.get(slug="resolve-on-closure").name.startswith("Renamed ")
+
+    # A change made without a version (a shell) counts as an edit too.
+    Runbook.objects.filter(slug="resolve-on-closure").update(name="by hand")
+    out = StringIO()
+    call_command("load_runbooks", str(tmp_path), "--keep-edited", stdout=out)
+    assert "kept resolve-on-closure" in out.getvalue()
+
+    # Without the flag the files win, as before.
+    call_command("load_runbooks", str(tmp_path), stdout=StringIO())
+    assert Runbook.objects.get(slug="page-on-critical").name == "Page on-call for SEV0/SEV1"
+
+
+def test_demo_setup_keeps_admin_edits_to_the_example_runbooks(monkeypatch):
+    from io import StringIO
+
+    monkeypatch.delenv("PAGERDUTY_API_KEY", raising=False)
+    monkeypatch.delenv("PAGERDUTY_SANDBOX_URL", raising=False)
+    call_command("demo_setup", stdout=StringIO())
+    runbook = Runbook.objects.get(slug="escalate-responder")
+    step = runbook.steps.get(key="escalate")
+    step.inputs = {**step.inputs, "responder_id": "PFIXED1"}
+    step.save()
+    out = StringIO()
+    call_command("demo_setup", stdout=out)
+    assert "kept escalate-responder" in out.getvalue()
+    assert runbook.steps.get(key="escalate").inputs["responder_id"] == "PFIXED1"

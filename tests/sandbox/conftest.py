@@ -18,6 +18,7 @@ from apps.sandbox import (
     rest_spec_path,
     seed_account,
 )
+from apps.sandbox.contract import spec_hint
 
 PD_ACCEPT = "application/vnd.pagerduty+json;version=2"
 
@@ -65,8 +66,7 @@ def require_spec(events: bool = False) -> None:
     path = events_spec_path() if events else rest_spec_path()
     if path.is_file():
         return
-    env = "PAGERDUTY_EVENTS_OPENAPI_SPEC" if events else "PAGERDUTY_OPENAPI_SPEC"
-    message = f"PagerDuty OpenAPI spec not found at {path}; set {env} to run the contract tests"
+    message = f"PagerDuty OpenAPI spec not found at {path}; to run the contract tests, {spec_hint(events)}"
     if os.environ.get("CI") == "true":
         pytest.fail(f"{message} (CI=true: the spec must be present)")
     pytest.skip(message)

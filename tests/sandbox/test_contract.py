@@ -110,6 +110,9 @@ def test_missing_spec_skips_the_check(tmp_path, capsys):
     checker = ContractChecker(rest_spec=tmp_path / "absent.json", events_spec=tmp_path / "absent-events.json")
     assert not checker.enabled
     assert "absent.json not found" in checker.reason
+    # The skip says where the spec comes from and how to point the project at it.
+    assert "reference/REST/openapiv3.json from https://github.com/PagerDuty/api-schema" in checker.reason
+    assert "set PAGERDUTY_OPENAPI_SPEC" in checker.reason
     state = SandboxState(contract=checker)
     assert not state.contract_enabled
     with SandboxServer(state).start() as server:

@@ -47,7 +47,7 @@ class Command(BaseCommand):
     help = (
         "First-run setup for `make run`: an admin user and one demo user per role, the `default` PagerDuty connection (the local stand-in, "
         "or a real account from PAGERDUTY_* variables), the example runbooks and a few demo incidents. "
-        "Safe to run again: it only creates what is missing."
+        "Safe to run again: it only creates what is missing, and leaves example runbooks edited since they were loaded alone."
     )
 
     def handle(self, *args, **options):
@@ -74,7 +74,8 @@ class Command(BaseCommand):
             connection.service_mappings.update_or_create(service="", defaults={"pagerduty_service_id": "PSVC001"})
             self.stdout.write(f"Connection 'default' → local PagerDuty stand-in at {url}")
 
-        call_command("load_runbooks", str(Path(settings.BASE_DIR) / "runbooks"))
+        # Edits made in the admin survive a restart: a runbook changed since it was loaded is kept.
+        call_command("load_runbooks", str(Path(settings.BASE_DIR) / "runbooks"), "--keep-edited", stdout=self.stdout)
 
         if not Incident.objects.exists():
             for title, summary, severity, environment, service, move_to in DEMO_INCIDENTS:

@@ -1,5 +1,8 @@
 """`python manage.py pagerduty_sandbox`: serve the local PagerDuty stand-in until interrupted."""
 
+import signal
+from pathlib import Path
+
 from django.core.management.base import BaseCommand, CommandError
 
 from apps.sandbox import (
@@ -11,6 +14,7 @@ from apps.sandbox import (
     SandboxState,
     seed_account,
 )
+from apps.sandbox.persistence import StateFile
 
 
 def _statuses(value: str) -> list[int]:
@@ -57,6 +61,11 @@ class Command(BaseCommand):
         parser.add_argument("--fault-seed", type=int, default=0, help="seed of the random-failure generator")
         parser.add_argument("--no-contract", action="store_true", help="skip the OpenAPI request check")
         parser.add_argument("--quiet", action="store_true", help="do not log each request")
+        parser.add_argument(
+            "--state-file",
+            type=Path,
+            help="keep incidents, notes and events in this JSON file across restarts (`make run`: var/sandbox-state.json)",
+        )
 
     def handle(self, *args, **options):
         if options["rate_limit_per_minute"] < 1:
@@ -92,6 +101,8 @@ class Command(BaseCommand):
             services=options["services"],
             seed=options["seed"],
         )
+        state_file = StateFile(state, options["state_file"]) if options["state_file"] else None
+        restored = state_file.load() if state_file else None
         server = SandboxServer(state, host=options["host"], port=options["port"], log_requests=not options["quiet"])
         try:
             server.start()
@@ -109,13 +120,24 @@ class Command(BaseCommand):
             "directory: "
             + ", ".join(f"{counts[k]} {k}" for k in ("users", "teams", "schedules", "escalation_policies", "services")),
             f"admin_api: {server.url}/_sandbox/",
+            *([restored] if restored else []),
         ]
         for line in lines:
             self.stdout.write(line)
         self.stdout.flush()
+        if state_file:
+            state_file.start()
+
+        # SIGTERM (a supervisor stopping it) ends it like Ctrl-C: the state is saved, no traceback.
+        def interrupt(signum, frame):
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, interrupt)
         try:
             server.wait()
         except KeyboardInterrupt:
             pass
         finally:
             server.stop()
+            if state_file:
+                state_file.stop()

@@ -2,8 +2,8 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from apps.pagerduty.views import pagerduty_webhook
 from apps.ops.views import healthz, metrics_view
+from apps.pagerduty.views import pagerduty_webhook
 
 urlpatterns = [
     path("admin/", admin.site.urls),

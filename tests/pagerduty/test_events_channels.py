@@ -265,3 +265,15 @@ def test_a_loaded_routing_key_is_scrubbed_from_log_text(channel):
 
     loaded = Channel.objects.get().routing_key  # reading it registers it for redaction
     assert redact_text(f"event refused for {loaded}") == "event refused for ***redacted***"
+
+
+def test_demo_setup_points_the_monitoring_channel_at_the_stand_in(db, pd, fast_retries, monkeypatch):
+    monkeypatch.delenv("PAGERDUTY_API_KEY", raising=False)
+    monkeypatch.delenv("PAGERDUTY_ROUTING_KEY", raising=False)
+    monkeypatch.setenv("PAGERDUTY_SANDBOX_URL", "http://127.0.0.1:8765")
+    management.call_command("demo_setup", stdout=io.StringIO())
+    from apps.sandbox import CHECKOUT_INTEGRATION_KEY
+
+    channel = Channel.objects.get(name="monitoring")
+    # The stand-in's checkout service integration: events sent through the channel open incidents there.
+    assert (channel.events_url, channel.routing_key) == ("http://127.0.0.1:8765", CHECKOUT_INTEGRATION_KEY)

@@ -10,10 +10,12 @@ from django.core.management.base import BaseCommand
 from apps.core.roles import ONCALL_MANAGERS, PAGERDUTY_ADMINS, RESPONDERS, RUNBOOK_AUTHORS, VIEWERS
 from apps.incidents.models import Incident
 from apps.incidents.services import incident_create, incident_update
-from apps.pagerduty.models import PagerDutyConnection
-from apps.pagerduty.services import connection_upsert
+from apps.pagerduty.models import Channel, PagerDutyConnection
+from apps.pagerduty.services import channel_upsert, connection_upsert
 
 SANDBOX_TOKEN = "sandbox-token"
+# The integration key of the stand-in's checkout service (PSVC001): events sent with it open incidents there.
+SANDBOX_ROUTING_KEY = "5a4db0c0ffee4e0b9c1d2e3f4a5b6c7d"
 DEMO_USERS = [
     ("viewer", VIEWERS),
     ("responder", RESPONDERS),
@@ -45,8 +47,8 @@ DEMO_INCIDENTS = [
 
 class Command(BaseCommand):
     help = (
-        "First-run setup for `make run`: an admin user and one demo user per role, the `default` PagerDuty connection (the local stand-in, "
-        "or a real account from PAGERDUTY_* variables), the example runbooks and a few demo incidents. "
+        "First-run setup for `make run`: an admin user and one demo user per role, the `default` PagerDuty connection and "
+        "the `monitoring` Events API channel (the local stand-in, or a real account from PAGERDUTY_* variables), the example runbooks and a few demo incidents. "
         "Safe to run again: it only creates what is missing, and leaves example runbooks edited since they were loaded alone."
     )
 
@@ -73,6 +75,12 @@ class Command(BaseCommand):
             )
             connection.service_mappings.update_or_create(service="", defaults={"pagerduty_service_id": "PSVC001"})
             self.stdout.write(f"Connection 'default' → local PagerDuty stand-in at {url}")
+        if os.environ.get("PAGERDUTY_ROUTING_KEY"):
+            call_command("pagerduty_channel", "monitoring", "--from-env")
+        elif os.environ.get("PAGERDUTY_SANDBOX_URL") and not Channel.objects.filter(name="monitoring").exists():
+            url = os.environ["PAGERDUTY_SANDBOX_URL"]
+            channel_upsert(name="monitoring", routing_key=SANDBOX_ROUTING_KEY, events_url=url)
+            self.stdout.write(f"Events API channel 'monitoring' → local PagerDuty stand-in at {url}")
 
         # Edits made in the admin survive a restart: a runbook changed since it was loaded is kept.
         call_command("load_runbooks", str(Path(settings.BASE_DIR) / "runbooks"), "--keep-edited", stdout=self.stdout)

@@ -133,7 +133,12 @@ def approval_decide(*, run_id, user, approve: bool, comment: str = "") -> Runboo
     approvals = run.step_runs.filter(action=APPROVAL)
     step_run = approvals.filter(status=RunStatus.WAITING).first()
     if step_run is None:
-        decided = approvals.exclude(outputs={}).order_by("-position").first()
+        decided = (
+            approvals.filter(status__in=[RunStatus.SUCCEEDED, RunStatus.FAILED])
+            .exclude(outputs={})
+            .order_by("-position")
+            .first()
+        )
         if decided is not None and (decided.outputs or {}).get("decision"):
             if not may_approve(user=user, step_run=decided):
                 raise NotAnApprover(_refusal(decided))

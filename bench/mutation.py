@@ -107,6 +107,13 @@ def main() -> int:
     if not args.keep and MUTANTS.exists():
         # mutmut never refreshes an unmutated source file it copied before: start clean.
         shutil.rmtree(MUTANTS)
+    for path in configured_modules():
+        # A run stopped while writing a module's mutants leaves it empty and newer than its source,
+        # which mutmut then takes as done: make it generate that module again.
+        copy = MUTANTS / path
+        if copy.exists() and copy.stat().st_size == 0 and (ROOT / path).stat().st_size:
+            for leftover in (copy, Path(f"{copy}.meta"), Path(f"{copy}.spans")):
+                leftover.unlink(missing_ok=True)
 
     rows = []
     for path in modules:

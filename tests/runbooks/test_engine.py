@@ -531,6 +531,24 @@ def test_resolve_uses_linked_incident_without_pasted_id(pd, pd_connection, djang
     assert resolution == "done at " + incident.resolved_at.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def test_a_resolved_incident_is_not_resolved_again(pd, pd_connection, django_capture_on_commit_callbacks):
+    # page-and-resolve resolves at Monitoring; resolve-on-closure fires later at Resolved. PagerDuty
+    # already answered "resolved" to the first PUT, and a resolved incident never reopens there.
+    make_runbook()
+    resolve = {"key": "resolve", "action": "pagerduty.resolve_incident", "with": {}}
+    make_runbook("resolve-at-monitoring", steps=[resolve], trigger={"on": "status_changed", "to": ["Monitoring"]})
+    make_runbook("resolve-on-closure", steps=[resolve], trigger={"on": "status_changed", "to": ["Resolved"]})
+    incident = IncidentFactory()
+    add_create_ok(pd, incident_id="QLINKED")
+    change_status(incident, "Investigating", django_capture_on_commit_callbacks)
+    pd.add(responses.PUT, f"{PD_URL}/incidents/QLINKED", json={"incident": pd_incident("QLINKED", status="resolved")})
+    change_status(incident, "Monitoring", django_capture_on_commit_callbacks)
+    change_status(incident, "Resolved", django_capture_on_commit_callbacks)
+    assert writes(pd) == [("POST", "/incidents"), ("PUT", "/incidents/QLINKED")]
+    last = StepRun.objects.filter(run__runbook__slug="resolve-on-closure").get()
+    assert last.status == "succeeded" and last.outputs["already_resolved"] is True
+
+
 def test_template_error_at_run_time_fails_step_naming_field(pd, pd_connection, django_capture_on_commit_callbacks):
     runbook = make_runbook()
     step = runbook.steps.get()

@@ -443,8 +443,9 @@ class ResolveIncident(Action):
     def execute(self, ctx: StepContext, planned: PlannedRequest) -> dict:
         incident_id = planned.path.split("/")[2]
         link = PagerDutyIncidentLink.objects.filter(incident=ctx.incident, pagerduty_incident_id=incident_id).first()
-        if link is not None and link.mirrored_at is not None and link.status == "resolved":
-            # Resolved in PagerDuty (its webhook or a read said so): nothing to send, and no echo to wait for.
+        if link is not None and link.status == "resolved":
+            # PagerDuty said so (its webhook, a read, or its answer to our own resolve), and a resolved
+            # PagerDuty incident never reopens: nothing to send, and no echo to wait for.
             return {"incident_id": incident_id, "status": "resolved", "already_resolved": True}
         if link is not None:
             mirror.link_mark_sent(link=link, status="resolved", step_run=ctx.step_run)

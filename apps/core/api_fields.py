@@ -69,7 +69,7 @@ _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
 _PORT = r"(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
 _PCHAR = r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})"
 HTTP_URL = RegexValidator(
-    rf"^[Hh][Tt][Tt][Pp][Ss]?://(?:(?:{_LABEL}\.)+[A-Za-z]{{2,63}}|localhost|{_OCTET}(?:\.{_OCTET}){{3}})"
+    rf"^[Hh][Tt][Tt][Pp][Ss]?://(?:(?:{_LABEL}\.)+[A-Za-z]{{2,63}}|[Ll][Oo][Cc][Aa][Ll][Hh][Oo][Ss][Tt]|{_OCTET}(?:\.{_OCTET}){{3}})"
     rf"(?::{_PORT})?(?:/{_PCHAR}*)?(?:\?(?:{_PCHAR}|\?)*)?\Z",
     "Enter an http(s) URL: a host name, localhost or an IPv4 address, an optional port up to 65535, "
     "no spaces or fragment.",

@@ -69,3 +69,22 @@ def resolve_incident_payload(*, resolution: str = "") -> dict:
     if resolution:
         incident["resolution"] = resolution
     return {"incident": incident}
+
+
+def webhook_subscription_payload(
+    *, url: str, events: list[str], filter_type: str, filter_id: str = "", description: str = ""
+) -> dict:
+    """POST /webhook_subscriptions: v3 HTTP delivery of `events` to `url`, for the account, a
+    service or a team."""
+    filter_ = {"type": filter_type}
+    if filter_id:
+        filter_["id"] = filter_id
+    return {
+        "webhook_subscription": {
+            "type": "webhook_subscription",
+            "delivery_method": {"type": "http_delivery_method", "url": url},
+            "description": description,
+            "events": list(events),
+            "filter": filter_,
+        }
+    }

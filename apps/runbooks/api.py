@@ -215,7 +215,8 @@ class DryRunResponseSerializer(serializers.Serializer):
 
 
 class RunbookVersionSerializer(StrictModelSerializer):
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    # Null for versions recorded without a person (loaded from YAML, recorded when a run started).
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
 
     class Meta:
         model = RunbookVersion

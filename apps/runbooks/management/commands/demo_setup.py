@@ -6,12 +6,16 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
+from django.urls import reverse
 
+from apps.core.errors import DomainError
 from apps.core.roles import ONCALL_MANAGERS, PAGERDUTY_ADMINS, RESPONDERS, RUNBOOK_AUTHORS, VIEWERS
 from apps.incidents.models import Incident
 from apps.incidents.services import incident_create, incident_update
+from apps.pagerduty.errors import PagerDutyError
 from apps.pagerduty.models import PagerDutyConnection
 from apps.pagerduty.services import connection_upsert
+from apps.pagerduty.subscriptions import webhook_subscribe
 
 SANDBOX_TOKEN = "sandbox-token"
 DEMO_USERS = [
@@ -74,6 +78,8 @@ class Command(BaseCommand):
             connection.service_mappings.update_or_create(service="", defaults={"pagerduty_service_id": "PSVC001"})
             self.stdout.write(f"Connection 'default' → local PagerDuty stand-in at {url}")
 
+        self._subscribe_to_the_stand_in()
+
         call_command("load_runbooks", str(Path(settings.BASE_DIR) / "runbooks"))
 
         if not Incident.objects.exists():
@@ -91,3 +97,19 @@ class Command(BaseCommand):
                     # Queued now, run by the worker once it starts: the demo pages on first boot.
                     incident_update(incident_id=incident.pk, status=move_to, actor="demo")
             self.stdout.write(f"Created {len(DEMO_INCIDENTS)} demo incidents")
+
+    def _subscribe_to_the_stand_in(self):
+        """The stand-in starts empty with every `make run`: subscribe again, so what a person does
+        there (POST /_sandbox/incidents/<id>/acknowledge) comes back here as webhooks."""
+        url = os.environ.get("PAGERDUTY_SANDBOX_URL")
+        connection = PagerDutyConnection.objects.filter(name="default", api_url=url).first() if url else None
+        if connection is None:
+            return
+        hook = settings.SITE_URL + reverse("pagerduty-webhook", args=[connection.name])
+        try:
+            webhook_subscribe(connection=connection, url=hook)
+        except (DomainError, PagerDutyError) as exc:
+            self.stderr.write(f"Webhooks from the stand-in not subscribed: {exc}")
+            return
+        PagerDutyConnection.objects.filter(pk=connection.pk).update(pagerduty_resolve_resolves_incident=True)
+        self.stdout.write(f"The stand-in delivers webhooks to {hook}; a PagerDuty resolve resolves our incident")

@@ -1,17 +1,23 @@
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.http import HttpResponseNotAllowed
 from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from apps.core.errors import DomainError
 from apps.core.limits import PAGERDUTY_API_KEY_MAX
 from apps.core.permissions import admin_permission_required
+from apps.pagerduty.errors import PagerDutyError
 from apps.pagerduty.models import Channel, PagerDutyConnection, ServiceMapping, UrgencyMapping
 from apps.pagerduty.services import channel_test, connection_test
+from apps.pagerduty.subscriptions import SECRET_MAX, URL_MAX, connection_delete, webhook_subscribe
 from apps.pagerduty.validators import validate_api_key, validate_routing_key
 
 TEST_PERMISSION = "pagerduty.test_pagerdutyconnection"
+WEBHOOKS_PERMISSION = "pagerduty.manage_webhooks_pagerdutyconnection"
 
 
 class PagerDutyConnectionForm(forms.ModelForm):
@@ -29,9 +35,27 @@ class PagerDutyConnectionForm(forms.ModelForm):
         ),
     )
 
+    new_webhook_secret = forms.CharField(
+        label="Webhook secret",
+        required=False,
+        strip=True,
+        max_length=SECRET_MAX,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text=(
+            "Signing secret of a webhook subscription made in PagerDuty's UI. Write-only; the current one is kept as "
+            "the previous secret (still accepted) until the next change. Subscribing from here stores it for you."
+        ),
+    )
+
     class Meta:
         model = PagerDutyConnection
-        fields = ["name", "from_email", "api_url", "events_url", "subdomain"]
+        fields = ["name", "from_email", "api_url", "events_url", "subdomain", "pagerduty_resolve_resolves_incident"]
+
+    def clean_new_webhook_secret(self):
+        secret = self.cleaned_data.get("new_webhook_secret") or ""
+        if secret and not secret.isprintable():
+            raise forms.ValidationError("A webhook secret is printable text.")
+        return secret
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -46,7 +70,21 @@ class PagerDutyConnectionForm(forms.ModelForm):
         # Before the model's own clean() runs (in _post_clean): a changed URL is accepted only with a key.
         if data.get("new_api_key"):
             self.instance.enter_api_key(data["new_api_key"])
+        if data.get("new_webhook_secret") and data["new_webhook_secret"] != self.instance.webhook_secret:
+            if self.instance.webhook_secret:
+                self.instance.webhook_secret_previous = self.instance.webhook_secret
+            self.instance.webhook_secret = data["new_webhook_secret"]
         return data
+
+
+class WebhookSubscriptionForm(forms.Form):
+    url = forms.CharField(
+        label="Public URL",
+        max_length=URL_MAX,
+        help_text="Where PagerDuty delivers: https (http only on loopback), ending in /webhooks/pagerduty/<name>/.",
+    )
+    service_id = forms.CharField(label="Only this service", required=False, max_length=32)
+    team_id = forms.CharField(label="Only this team", required=False, max_length=32)
 
 
 class ServiceMappingInline(admin.TabularInline):
@@ -58,13 +96,41 @@ class ServiceMappingInline(admin.TabularInline):
 class PagerDutyConnectionAdmin(admin.ModelAdmin):
     form = PagerDutyConnectionForm
     list_display = ["name", "api_url", "from_email", "key_status", "test_status", "last_tested_at"]
-    readonly_fields = ["key_status", "last_tested_at", "last_test_ok", "last_test_message"]
+    readonly_fields = [
+        "key_status",
+        "webhook_status",
+        "last_tested_at",
+        "last_test_ok",
+        "last_test_message",
+    ]
     inlines = [ServiceMappingInline]
     change_form_template = "admin/pagerduty/pagerdutyconnection/change_form.html"
 
     def get_fields(self, request, obj=None):
         fields = ["name", "new_api_key", "from_email", "api_url", "events_url", "subdomain"]
-        return fields + (["key_status", "last_tested_at", "last_test_ok", "last_test_message"] if obj else [])
+        fields += ["pagerduty_resolve_resolves_incident", "new_webhook_secret"]
+        return fields + (
+            ["key_status", "webhook_status", "last_tested_at", "last_test_ok", "last_test_message"] if obj else []
+        )
+
+    @admin.display(description="Webhooks")
+    def webhook_status(self, obj):
+        if not obj or not obj.webhook_secret:
+            return "no secret: webhooks from PagerDuty are refused (403)"
+        rotating = " and the previous one (rotation)" if obj.webhook_secret_previous else ""
+        subscription = (
+            f"subscription {obj.webhook_subscription_id}" if obj.webhook_subscription_id else "made in PagerDuty"
+        )
+        return f"{subscription}; secret stored (encrypted){rotating}"
+
+    def delete_model(self, request, obj):
+        note = connection_delete(connection=obj)
+        if note:
+            self.message_user(request, note, messages.INFO)
+
+    def delete_queryset(self, request, queryset):
+        for connection in queryset:
+            self.delete_model(request, connection)
 
     @admin.display(description="API key")
     def key_status(self, obj):
@@ -85,11 +151,17 @@ class PagerDutyConnectionAdmin(admin.ModelAdmin):
                 self.admin_site.admin_view(self.test_view),
                 name="pagerduty_pagerdutyconnection_test",
             ),
+            path(
+                "<int:pk>/webhook-subscription/",
+                self.admin_site.admin_view(self.webhook_subscription_view),
+                name="pagerduty_pagerdutyconnection_webhook_subscription",
+            ),
             *super().get_urls(),
         ]
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         context["may_test_connection"] = request.user.has_perm(TEST_PERMISSION)
+        context["may_manage_webhooks"] = request.user.has_perm(WEBHOOKS_PERMISSION)
         return super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
 
     @admin_permission_required(TEST_PERMISSION)
@@ -100,6 +172,32 @@ class PagerDutyConnectionAdmin(admin.ModelAdmin):
         ok, message = connection_test(connection=connection)
         messages.add_message(request, messages.SUCCESS if ok else messages.ERROR, message)
         return redirect(reverse("admin:pagerduty_pagerdutyconnection_change", args=[pk]))
+
+    @admin_permission_required(WEBHOOKS_PERMISSION)
+    def webhook_subscription_view(self, request, pk):
+        connection = get_object_or_404(PagerDutyConnection, pk=pk)
+        back = reverse("admin:pagerduty_pagerdutyconnection_change", args=[pk])
+        initial = {"url": settings.SITE_URL + reverse("pagerduty-webhook", args=[connection.name])}
+        form = WebhookSubscriptionForm(request.POST or None, initial=initial)
+        if request.method == "POST" and form.is_valid():
+            try:
+                made = webhook_subscribe(connection=connection, **form.cleaned_data)
+            except (DomainError, PagerDutyError) as exc:
+                form.add_error(None, str(exc))
+            else:
+                messages.success(
+                    request, f"Subscribed: PagerDuty delivers to {made['url']} ({made['id']}); the secret is stored."
+                )
+                return redirect(back)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "original": connection,
+            "form": form,
+            "title": f"Webhook subscription of {connection.name}",
+            "back": back,
+        }
+        return TemplateResponse(request, "admin/pagerduty/pagerdutyconnection/webhook_subscription.html", context)
 
 
 @admin.register(UrgencyMapping)

@@ -1,13 +1,15 @@
+from django.core.validators import RegexValidator
 from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from apps.core.api_fields import StrictCharField, StrictModelSerializer, StrictURLField
+from apps.core.api_fields import StrictBooleanField, StrictCharField, StrictModelSerializer, StrictURLField
 from apps.core.errors import Conflict
 from apps.core.limits import PAGERDUTY_API_KEY_MAX
-from apps.pagerduty import services
+from apps.pagerduty import services, subscriptions
+from apps.pagerduty.errors import PagerDutyError
 from apps.pagerduty.models import Channel, PagerDutyConnection
 from apps.pagerduty.validators import (
     DESTINATION_FIELDS,
@@ -17,6 +19,7 @@ from apps.pagerduty.validators import (
     routing_key_problem,
     validate_pagerduty_url,
 )
+from apps.pagerduty.webhooks import INCIDENT_EVENT_TYPES
 
 # Spaces and line breaks around a pasted key are trimmed; the key itself is printable ASCII (a
 # header value). The schema says exactly that, so a client knows what will be accepted.
@@ -94,6 +97,10 @@ class PagerDutyConnectionSerializer(StrictModelSerializer):
     api_url = PagerDutyURLField(required=False, help_text="EU accounts: https://api.eu.pagerduty.com")
     events_url = PagerDutyURLField(required=False, help_text="EU accounts: https://events.eu.pagerduty.com")
     has_api_key = serializers.BooleanField(read_only=True)
+    has_webhook_secret = serializers.SerializerMethodField(help_text="A webhook signing secret is stored (never shown)")
+    pagerduty_resolve_resolves_incident = StrictBooleanField(
+        required=False, help_text="A PagerDuty resolve of a linked incident resolves ours (off by default)"
+    )
     openapi_extra = _URL_NEEDS_KEY
 
     class Meta:
@@ -107,13 +114,26 @@ class PagerDutyConnectionSerializer(StrictModelSerializer):
             "api_url",
             "events_url",
             "subdomain",
+            "pagerduty_resolve_resolves_incident",
+            "has_webhook_secret",
+            "webhook_subscription_id",
             "last_tested_at",
             "last_test_ok",
             "last_test_message",
             "created_at",
             "updated_at",
         ]
-        read_only_fields = ["last_tested_at", "last_test_ok", "last_test_message", "created_at", "updated_at"]
+        read_only_fields = [
+            "webhook_subscription_id",
+            "last_tested_at",
+            "last_test_ok",
+            "last_test_message",
+            "created_at",
+            "updated_at",
+        ]
+
+    def get_has_webhook_secret(self, obj) -> bool:
+        return bool(obj.webhook_secret)
 
     def validate(self, attrs):
         if self.instance is None and not attrs.get("api_key"):
@@ -130,6 +150,7 @@ class PagerDutyConnectionSerializer(StrictModelSerializer):
             "api_url": instance.api_url,
             "events_url": instance.events_url,
             "subdomain": instance.subdomain,
+            "pagerduty_resolve_resolves_incident": instance.pagerduty_resolve_resolves_incident,
             **validated_data,
         }
         if data["name"] != instance.name:
@@ -146,6 +167,43 @@ class ConnectionTestResultSerializer(serializers.Serializer):
     message = serializers.CharField(help_text="What PagerDuty answered, or why it could not be reached")
 
 
+class WebhookSubscriptionCreateSerializer(serializers.Serializer):
+    url = StrictCharField(
+        max_length=subscriptions.URL_MAX,
+        validators=[RegexValidator(subscriptions.WEBHOOK_URL.pattern, "An https URL (http only on localhost).")],
+        help_text="Public URL PagerDuty delivers to, https (http only on localhost): …/webhooks/pagerduty/<name>/",
+    )
+    service_id = StrictCharField(
+        required=False,
+        max_length=32,
+        allow_blank=True,
+        validators=[RegexValidator(subscriptions.PAGERDUTY_ID_OR_BLANK, "A PagerDuty service id, like P1234AB.")],
+        help_text="Only this service's incidents; empty: the whole account",
+    )
+    events = serializers.ListField(
+        child=serializers.ChoiceField(choices=INCIDENT_EVENT_TYPES),
+        required=False,
+        max_length=len(INCIDENT_EVENT_TYPES),
+        help_text="Event types; default (or empty) every incident event type",
+    )
+
+
+class WebhookSubscriptionSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    url = serializers.CharField()
+    events = serializers.ListField(child=serializers.CharField())
+    filter = serializers.DictField()
+    active = serializers.BooleanField()
+    temporarily_disabled = serializers.BooleanField()
+    description = serializers.CharField(allow_blank=True)
+
+
+class WebhookSubscriptionResultSerializer(serializers.Serializer):
+    ok = serializers.BooleanField()
+    message = serializers.CharField()
+    subscription = WebhookSubscriptionSerializer(allow_null=True, help_text="Without its secret; null when not made")
+
+
 class PagerDutyConnectionViewSet(viewsets.ModelViewSet):
     serializer_class = PagerDutyConnectionSerializer
     queryset = PagerDutyConnection.objects.all()
@@ -157,6 +215,7 @@ class PagerDutyConnectionViewSet(viewsets.ModelViewSet):
         "partial_update": ["pagerduty.change_pagerdutyconnection"],
         "destroy": ["pagerduty.delete_pagerdutyconnection"],
         "test": ["pagerduty.test_pagerdutyconnection"],
+        "webhook_subscription": ["pagerduty.manage_webhooks_pagerdutyconnection"],
     }
 
     def get_serializer_class(self):
@@ -174,6 +233,30 @@ class PagerDutyConnectionViewSet(viewsets.ModelViewSet):
         # monitor) must not mistake a wrong key for this service being down.
         ok, message = services.connection_test(connection=self.get_object())
         return Response({"ok": ok, "message": message})
+
+    @extend_schema(
+        request=WebhookSubscriptionCreateSerializer,
+        responses={201: WebhookSubscriptionResultSerializer, 200: WebhookSubscriptionResultSerializer},
+        description="Create the connection's webhook subscription at PagerDuty (POST /webhook_subscriptions). Its "
+        "signing secret, which PagerDuty shows only in this answer, is stored encrypted and never returned; a "
+        "secret already stored is kept as the previous one, still accepted, until the next subscription. 201 when "
+        "made; 200 with `ok` false and PagerDuty's refusal in `message` when PagerDuty refused or failed (the "
+        "request to this API was valid).",
+    )
+    @action(detail=True, methods=["post"], url_path="webhook-subscription")
+    def webhook_subscription(self, request, pk=None):
+        connection = self.get_object()
+        data = WebhookSubscriptionCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            made = subscriptions.webhook_subscribe(connection=connection, **data.validated_data)
+        except PagerDutyError as exc:
+            return Response({"ok": False, "message": f"PagerDuty refused: {exc}", "subscription": None})
+        message = f"Subscribed: PagerDuty delivers to {made['url']}; the signing secret is stored."
+        return Response({"ok": True, "message": message, "subscription": made}, status=201)
+
+    def perform_destroy(self, instance):
+        subscriptions.connection_delete(connection=instance)
 
 
 # --- Events API v2 channels ----------------------------------------------------------------------

@@ -533,6 +533,22 @@ class PagerDutyClient:
         )
         return _expect(answer, "incident")
 
+    # --- webhook subscriptions (v3) --------------------------------------------------------------
+
+    def create_webhook_subscription(self, payload: dict) -> dict:
+        # Not retried after an ambiguous attempt: a second subscription would deliver everything twice.
+        answer = self.request("POST", "/webhook_subscriptions", json=payload, retry_ambiguous=False)
+        return _expect(answer, "webhook_subscription")
+
+    def list_webhook_subscriptions(self) -> list:
+        return self.list_all("/webhook_subscriptions", "webhook_subscriptions")
+
+    def delete_webhook_subscription(self, subscription_id: str) -> None:
+        self.request("DELETE", f"/webhook_subscriptions/{subscription_id}")
+
+    def ping_webhook_subscription(self, subscription_id: str) -> None:
+        self.request("POST", f"/webhook_subscriptions/{subscription_id}/ping")
+
 
 class PagerDutyEventsClient(PagerDutyClient):
     """Events API v2 (`POST {events_url}/v2/enqueue`): the same transport as the REST client —

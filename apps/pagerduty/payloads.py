@@ -140,3 +140,22 @@ def event_payload(
     if links:
         event["links"] = [{"href": link["href"], "text": link.get("text") or link["href"]} for link in links]
     return event
+
+
+def webhook_subscription_payload(
+    *, url: str, events: list[str], filter_type: str, filter_id: str = "", description: str = ""
+) -> dict:
+    """POST /webhook_subscriptions: v3 HTTP delivery of `events` to `url`, for the account, a
+    service or a team."""
+    filter_ = {"type": filter_type}
+    if filter_id:
+        filter_["id"] = filter_id
+    return {
+        "webhook_subscription": {
+            "type": "webhook_subscription",
+            "delivery_method": {"type": "http_delivery_method", "url": url},
+            "description": description,
+            "events": list(events),
+            "filter": filter_,
+        }
+    }

@@ -46,6 +46,7 @@ def connection_upsert(
     api_url: str = "",
     events_url: str = "",
     subdomain: str = "",
+    pagerduty_resolve_resolves_incident: bool | None = None,
 ) -> PagerDutyConnection:
     """Create or update by name. A blank api_key keeps the stored one (the key is write-only); a blank
     events_url is the one that goes with api_url (US, EU, or the same host for the stand-in).
@@ -64,6 +65,8 @@ def connection_upsert(
     connection.api_url = api_url or DEFAULT_API_URL
     connection.events_url = events_url or events_url_for(connection.api_url)
     connection.subdomain = subdomain or ""
+    if pagerduty_resolve_resolves_incident is not None:
+        connection.pagerduty_resolve_resolves_incident = pagerduty_resolve_resolves_incident
     connection.full_clean()
     connection.save()
     return connection

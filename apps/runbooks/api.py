@@ -274,6 +274,7 @@ class DryRunResponseSerializer(serializers.Serializer):
 
 
 class RunbookVersionSerializer(StrictModelSerializer):
+    # Null for versions recorded without a person (loaded from YAML, recorded when a run started).
     created_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
 
     class Meta:

@@ -47,6 +47,7 @@ from .state import (
     public,
     validate_event,
 )
+from .webhooks import hub_for
 
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 25
@@ -296,13 +297,17 @@ def list_incidents(state: SandboxState, req: Request) -> tuple[int, dict]:
 def create_incident(state: SandboxState, req: Request) -> tuple[int, dict]:
     requester = state.requester(req.headers.get("From"))
     incident = state.create_incident(req.json, requester)
+    hub_for(state).emit("incident.triggered", incident, state.user_ref(requester["id"]))
     return 201, {"incident": public(incident)}
 
 
 def bulk_update_incidents(state: SandboxState, req: Request) -> tuple[int, dict]:
     requester = state.requester(req.headers.get("From"))
     with state.lock:
+        before = {i["id"]: i["status"] for i in state.incidents.values()}
         incidents = state.bulk_update(req.json, requester)
+        for incident in incidents:
+            emit_status_change(state, incident, before.get(incident["id"]), requester)
         return 200, {
             "incidents": [public(i) for i in incidents],
             "limit": len(incidents),
@@ -323,7 +328,23 @@ def update_incident(state: SandboxState, req: Request, incident_id: str) -> tupl
     if data is None:
         raise invalid('The request body must be {"incident": {"type": "incident_reference", ...}}')
     with state.lock:
-        return 200, {"incident": public(state.update_incident(incident_id, data, requester))}
+        before = state.get_incident(incident_id)["status"]
+        incident = state.update_incident(incident_id, data, requester)
+        emit_status_change(state, incident, before, requester)
+        return 200, {"incident": public(incident)}
+
+
+def emit_status_change(state: SandboxState, incident: dict, before: str | None, requester: dict) -> None:
+    """The webhook PagerDuty sends when an incident's status changed."""
+    after = incident["status"]
+    if after == before:
+        return
+    event_type = {
+        "acknowledged": "incident.acknowledged",
+        "resolved": "incident.resolved",
+        "triggered": "incident.reopened" if before == "resolved" else "incident.unacknowledged",
+    }[after]
+    hub_for(state).emit(event_type, incident, state.user_ref(requester["id"]))
 
 
 def create_responder_request(state: SandboxState, req: Request, incident_id: str) -> tuple[int, dict]:
@@ -336,8 +357,21 @@ def create_responder_request(state: SandboxState, req: Request, incident_id: str
 def create_note(state: SandboxState, req: Request, incident_id: str) -> tuple[int, dict]:
     requester = state.requester(req.headers.get("From"))
     with state.lock:
-        state.get_incident(incident_id)
-        return 200, {"note": state.add_note(incident_id, req.json, requester)}
+        incident = state.get_incident(incident_id)
+        note = state.add_note(incident_id, req.json, requester)
+        emit_note(state, incident, note, requester)
+        return 200, {"note": note}
+
+
+def emit_note(state: SandboxState, incident: dict, note: dict, requester: dict) -> None:
+    data = {
+        "id": note["id"],
+        "type": "incident_note",
+        "content": note["content"],
+        "trimmed": False,
+        "incident": {"id": incident["id"], "type": "incident_reference", "html_url": incident.get("html_url")},
+    }
+    hub_for(state).emit("incident.annotated", incident, state.user_ref(requester["id"]), data)
 
 
 def list_notes(state: SandboxState, req: Request, incident_id: str) -> tuple[int, dict]:
@@ -839,6 +873,30 @@ def list_oncalls(state: SandboxState, req: Request) -> tuple[int, dict]:
         return 200, paginate(req, "oncalls", rows, render)
 
 
+def create_webhook_subscription(state: SandboxState, req: Request) -> tuple[int, dict]:
+    return 200, {"webhook_subscription": hub_for(state).subscribe(req.json)}
+
+
+def list_webhook_subscriptions(state: SandboxState, req: Request) -> tuple[int, dict]:
+    hub = hub_for(state)
+    return 200, paginate(req, "webhook_subscriptions", [hub.render(s) for s in list(hub.subscriptions.values())])
+
+
+def get_webhook_subscription(state: SandboxState, req: Request, subscription_id: str) -> tuple[int, dict]:
+    hub = hub_for(state)
+    return 200, {"webhook_subscription": hub.render(hub.get(subscription_id))}
+
+
+def delete_webhook_subscription(state: SandboxState, req: Request, subscription_id: str) -> tuple[int, None]:
+    hub_for(state).delete(subscription_id)
+    return 204, None
+
+
+def ping_webhook_subscription(state: SandboxState, req: Request, subscription_id: str) -> tuple[int, None]:
+    hub_for(state).ping(subscription_id)
+    return 202, None
+
+
 ID = r"(?P<{}>[^/]+)"
 ROUTES: list[tuple[str, str, Callable]] = [
     ("GET", "/incidents", list_incidents),
@@ -869,6 +927,11 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("GET", "/services/{service_id}", get_service),
     ("GET", "/priorities", list_priorities),
     ("GET", "/abilities", list_abilities),
+    ("POST", "/webhook_subscriptions", create_webhook_subscription),
+    ("GET", "/webhook_subscriptions", list_webhook_subscriptions),
+    ("GET", "/webhook_subscriptions/{subscription_id}", get_webhook_subscription),
+    ("DELETE", "/webhook_subscriptions/{subscription_id}", delete_webhook_subscription),
+    ("POST", "/webhook_subscriptions/{subscription_id}/ping", ping_webhook_subscription),
 ]
 
 
@@ -1081,12 +1144,64 @@ def handle_admin(state: SandboxState, req: Request) -> Response:
             except ValueError as exc:
                 return bad(f"invalid script entry: {exc}")
             return Response(200, {"script": [dict(e) for e in state.faults.script]})
+        if key[1].startswith("/_sandbox/webhooks") or key[1].startswith("/_sandbox/incidents/"):
+            return handle_webhook_admin(state, req, key, bad)
         if key == ("POST", "/_sandbox/reset"):
+            hub_for(state).reset()
             state.reset()
             return Response(200, {"status": "reset", "counts": state.counts()})
         if key == ("POST", "/_sandbox/config"):
             return _admin_config(state, req.json if isinstance(req.json, dict) else {}, bad)
     return Response(404, {"error": {"message": "Not Found", "code": 2100, "errors": [f"no admin endpoint {key}"]}})
+
+
+def handle_webhook_admin(state: SandboxState, req: Request, key: tuple[str, str], bad) -> Response:
+    """`GET/POST /_sandbox/webhooks` (subscriptions with their secrets, deliveries; switches) and
+    `POST /_sandbox/incidents/{id}/{acknowledge|resolve|note}` ({"user": email or id,
+    "content"}): what a person would do in PagerDuty's UI, with the webhooks that follow."""
+    hub = hub_for(state)
+    data = req.json if isinstance(req.json, dict) else {}
+    if key == ("GET", "/_sandbox/webhooks"):
+        return Response(200, hub.snapshot())
+    if key == ("POST", "/_sandbox/webhooks"):
+        unknown = set(data) - {"bad_signature", "retry_delays"}
+        if unknown:
+            return bad(f"unknown webhook settings {sorted(unknown)}; allowed: bad_signature, retry_delays")
+        if "bad_signature" in data:
+            hub.bad_signature = bool(data["bad_signature"])
+        if "retry_delays" in data:
+            delays = data["retry_delays"]
+            if (
+                not isinstance(delays, list)
+                or len(delays) > 10
+                or not all(isinstance(d, int | float) and 0 <= d <= 60 for d in delays)
+            ):
+                return bad("retry_delays: a list of at most 10 waits of 0–60 seconds")
+            hub.retry_delays = [float(d) for d in delays]
+        return Response(200, hub.snapshot())
+    parts = key[1].strip("/").split("/")
+    if key[0] != "POST" or len(parts) != 4 or parts[1] != "incidents":
+        return Response(404, {"error": {"message": "Not Found", "code": 2100, "errors": [f"no admin endpoint {key}"]}})
+    incident_id, act = parts[2], parts[3]
+    user_value = str(data.get("user") or RESPONDER_EMAIL)
+    user = state.users.get(user_value) or state.users.get(state._users_by_email.get(user_value.lower(), ""))
+    if user is None:
+        return bad(f"no user {user_value!r} on this account")
+    try:
+        if act in ("acknowledge", "resolve"):
+            status = {"acknowledge": "acknowledged", "resolve": "resolved"}[act]
+            before = state.get_incident(incident_id)["status"]
+            incident = state.update_incident(incident_id, {"type": "incident_reference", "status": status}, user)
+            emit_status_change(state, incident, before, user)
+            return Response(200, {"incident": public(incident)})
+        if act == "note":
+            incident = state.get_incident(incident_id)
+            note = state.add_note(incident_id, {"note": {"content": str(data.get("content") or "")}}, user)
+            emit_note(state, incident, note, user)
+            return Response(200, {"note": note})
+    except ApiError as error:
+        return Response(error.status, error.body())
+    return bad(f"unknown act {act!r}: acknowledge, resolve or note")
 
 
 def _admin_config(state: SandboxState, data: dict, bad) -> Response:

@@ -6,12 +6,16 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
+from django.urls import reverse
 
+from apps.core.errors import DomainError
 from apps.core.roles import ONCALL_MANAGERS, PAGERDUTY_ADMINS, RESPONDERS, RUNBOOK_AUTHORS, VIEWERS
 from apps.incidents.models import Incident
 from apps.incidents.services import incident_create, incident_update
+from apps.pagerduty.errors import PagerDutyError
 from apps.pagerduty.models import Channel, PagerDutyConnection
 from apps.pagerduty.services import channel_upsert, connection_upsert
+from apps.pagerduty.subscriptions import webhook_subscribe
 
 SANDBOX_TOKEN = "sandbox-token"
 # The integration key of the stand-in's checkout service (PSVC001): events sent with it open incidents there.
@@ -82,6 +86,8 @@ class Command(BaseCommand):
             channel_upsert(name="monitoring", routing_key=SANDBOX_ROUTING_KEY, events_url=url)
             self.stdout.write(f"Events API channel 'monitoring' → local PagerDuty stand-in at {url}")
 
+        self._subscribe_to_the_stand_in()
+
         # Edits made in the admin survive a restart: a runbook changed since it was loaded is kept.
         call_command("load_runbooks", str(Path(settings.BASE_DIR) / "runbooks"), "--keep-edited", stdout=self.stdout)
 
@@ -100,3 +106,19 @@ class Command(BaseCommand):
                     # Queued now, run by the worker once it starts: the demo pages on first boot.
                     incident_update(incident_id=incident.pk, status=move_to, actor="demo")
             self.stdout.write(f"Created {len(DEMO_INCIDENTS)} demo incidents")
+
+    def _subscribe_to_the_stand_in(self):
+        """The stand-in starts empty with every `make run`: subscribe again, so what a person does
+        there (POST /_sandbox/incidents/<id>/acknowledge) comes back here as webhooks."""
+        url = os.environ.get("PAGERDUTY_SANDBOX_URL")
+        connection = PagerDutyConnection.objects.filter(name="default", api_url=url).first() if url else None
+        if connection is None:
+            return
+        hook = settings.SITE_URL + reverse("pagerduty-webhook", args=[connection.name])
+        try:
+            webhook_subscribe(connection=connection, url=hook)
+        except (DomainError, PagerDutyError) as exc:
+            self.stderr.write(f"Webhooks from the stand-in not subscribed: {exc}")
+            return
+        PagerDutyConnection.objects.filter(pk=connection.pk).update(pagerduty_resolve_resolves_incident=True)
+        self.stdout.write(f"The stand-in delivers webhooks to {hook}; a PagerDuty resolve resolves our incident")

@@ -164,3 +164,30 @@ def test_insert_variable_replaces_a_default_or_an_id_and_a_glued_id_is_refused(p
     page.wait_for_selector(".errornote")
     errors = page.locator("#content-main").inner_text()
     assert "must render to a single id, but 'QX{{steps.create_incident.incident_id}}' puts text next to" in errors
+
+
+def test_incident_page_runs_a_runbook_after_a_dry_run_and_shows_it_live(page, stand_in, queued):
+    make_runbook("by-hand", steps=[PAGE], trigger={"on": "manual"})
+    incident = IncidentFactory(owner=ADMIN_EMAIL, severity=1)
+    page.goto(f"/admin/incidents/incident/{incident.pk}/change/")
+    page.locator("#rb-run-a-runbook").click()
+    page.locator("#rb-runbook").select_option("by-hand")
+    page.locator("#rb-preview").click()
+    # The dry run first: the exact request, nothing sent, nothing recorded.
+    assert "POST" in page.locator("#rb-dry-run-results").inner_text()
+    assert stand_in.find_requests("POST", "/incidents") == []
+    assert not RunbookRun.objects.exists()
+    page.locator("#rb-run-confirm").click()
+    page.wait_for_url(f"**/admin/incidents/incident/{incident.pk}/change/")
+    panel = page.locator("#rb-incident-runs")
+    assert "Runs started by the last change" in panel.inner_text()
+    assert panel.locator(".rb-run-pending").is_visible()
+    page.fill("#id_summary", "typed while the run goes on")
+    page.evaluate("window.rbNotReloaded = true")
+
+    services.run_execute(run_id=queued[-1])
+    page.wait_for_selector("#rb-incident-runs .rb-run-succeeded", timeout=10_000)
+    assert page.evaluate("window.rbNotReloaded") is True
+    # Only the runs were redrawn: what the person was typing in the form is still there.
+    assert page.input_value("#id_summary") == "typed while the run goes on"
+    assert page.locator("#runbook_runs-group .rb-run-succeeded").count() == 1

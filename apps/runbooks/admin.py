@@ -21,6 +21,7 @@ from apps.core.permissions import admin_permission_required
 from apps.incidents.admin import IncidentAdmin
 from apps.incidents.models import Incident, IncidentStatus
 from apps.pagerduty.models import PagerDutyConnection
+from apps.pagerduty.webhooks import INCIDENT_EVENT_TYPES
 from apps.runbooks import dryrun, services, templating
 from apps.runbooks.executors import all_actions
 from apps.runbooks.models import (
@@ -31,7 +32,7 @@ from apps.runbooks.models import (
     StepRun,
     StepRunExchange,
 )
-from apps.runbooks.validation import StepDraft, validate_steps, validate_trigger
+from apps.runbooks.validation import StepDraft, validate_pagerduty_variables, validate_steps, validate_trigger
 from apps.runbooks.versions import (
     runbook_version_ensure,
     runbook_version_get,
@@ -160,7 +161,9 @@ class StepFormSet(forms.BaseInlineFormSet):
             drafts.append(StepDraft(data["key"], data["action"], data.get("inputs") or {}, data.get("on_failure")))
         runbook_name = getattr(self.instance, "slug", "") or "new runbook"
         per_field: dict[forms.BaseForm, dict] = {}
-        for problem in validate_steps(runbook=runbook_name, steps=drafts):
+        on = getattr(self.instance, "trigger_on", "") or ""
+        found = validate_pagerduty_variables(runbook=runbook_name, on=on, steps=drafts)
+        for problem in [*found, *validate_steps(runbook=runbook_name, steps=drafts)]:
             form = forms_by_key.get(problem.step)
             if form is None:
                 raise forms.ValidationError(str(problem))
@@ -190,6 +193,13 @@ class RunbookForm(forms.ModelForm):
     trigger_from = forms.MultipleChoiceField(
         choices=STATUS_CHOICES, required=False, widget=forms.CheckboxSelectMultiple
     )
+    trigger_events = forms.MultipleChoiceField(
+        choices=[(e, e) for e in INCIDENT_EVENT_TYPES],
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="For on: pagerduty_event — which PagerDuty events; none ticked = any. "
+        "Steps may then use {{PagerDuty.*}} (agent, status, note…).",
+    )
     condition_severity = forms.TypedMultipleChoiceField(
         choices=SEVERITY_CHOICES, coerce=int, required=False, widget=forms.CheckboxSelectMultiple
     )
@@ -212,6 +222,7 @@ class RunbookForm(forms.ModelForm):
             "trigger_on",
             "trigger_to",
             "trigger_from",
+            "trigger_events",
             "condition_severity",
             "condition_services",
             "condition_environments",
@@ -224,6 +235,7 @@ class RunbookForm(forms.ModelForm):
             on=data.get("trigger_on"),
             to=data.get("trigger_to") or [],
             from_=data.get("trigger_from") or [],
+            events=data.get("trigger_events") or [],
         ):
             self.add_error(None, problem.message)
         return data
@@ -286,6 +298,10 @@ def authoring_metadata() -> dict:
             "PagerDuty": [
                 {"name": f"pagerduty.{name}", "description": description, "example": ex}
                 for name, (description, ex) in templating.PAGERDUTY_FIELDS.items()
+            ]
+            + [
+                {"name": f"PagerDuty.{name}", "description": f"{description} (on: pagerduty_event)", "example": ex}
+                for name, (description, ex) in templating.PAGERDUTY_EVENT_FIELDS.items()
             ],
         },
         "connections": connections,
@@ -385,7 +401,7 @@ class RunbookAdmin(admin.ModelAdmin):
     readonly_fields = ["versions_summary"]
     fieldsets = [
         (None, {"fields": ["slug", "name", "description", "enabled"]}),
-        ("Trigger", {"fields": ["trigger_on", "trigger_to", "trigger_from"]}),
+        ("Trigger", {"fields": ["trigger_on", "trigger_to", "trigger_from", "trigger_events"]}),
         (
             "Conditions (all must hold)",
             {"fields": ["condition_severity", "condition_services", "condition_environments"]},

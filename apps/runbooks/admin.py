@@ -25,6 +25,7 @@ from apps.incidents.admin import IncidentAdmin
 from apps.incidents.models import Incident, IncidentStatus
 from apps.incidents.selectors import incident_get, incident_number_from_search
 from apps.pagerduty.models import Channel, PagerDutyConnection
+from apps.pagerduty.webhooks import INCIDENT_EVENT_TYPES
 from apps.runbooks import dryrun, run_display, services, templating
 from apps.runbooks.admin_approvals import IncidentApprovalAdminMixin, RunApprovalAdminMixin
 from apps.runbooks.describe import when_text
@@ -40,7 +41,13 @@ from apps.runbooks.models import (
     StepRunExchange,
 )
 from apps.runbooks.selectors import step_run_exchanges
-from apps.runbooks.validation import StepDraft, runbook_warnings, validate_steps, validate_trigger
+from apps.runbooks.validation import (
+    StepDraft,
+    runbook_warnings,
+    validate_pagerduty_variables,
+    validate_steps,
+    validate_trigger,
+)
 from apps.runbooks.versions import (
     runbook_version_ensure,
     runbook_version_get,
@@ -175,7 +182,9 @@ class StepFormSet(forms.BaseInlineFormSet):
             drafts.append(StepDraft(data["key"], data["action"], data.get("inputs") or {}, data.get("on_failure")))
         runbook_name = getattr(self.instance, "slug", "") or "new runbook"
         per_field: dict[forms.BaseForm, dict] = {}
-        for problem in validate_steps(runbook=runbook_name, steps=drafts):
+        on = getattr(self.instance, "trigger_on", "") or ""
+        found = validate_pagerduty_variables(runbook=runbook_name, on=on, steps=drafts)
+        for problem in [*found, *validate_steps(runbook=runbook_name, steps=drafts)]:
             form = forms_by_key.get(problem.step)
             if form is None:
                 raise forms.ValidationError(str(problem))
@@ -205,6 +214,13 @@ class RunbookForm(forms.ModelForm):
     trigger_from = forms.MultipleChoiceField(
         choices=STATUS_CHOICES, required=False, widget=forms.CheckboxSelectMultiple
     )
+    trigger_events = forms.MultipleChoiceField(
+        choices=[(e, e) for e in INCIDENT_EVENT_TYPES],
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="For on: pagerduty_event — which PagerDuty events; none ticked = any. "
+        "Steps may then use {{PagerDuty.*}} (agent, status, note…).",
+    )
     condition_severity = forms.TypedMultipleChoiceField(
         choices=SEVERITY_CHOICES, coerce=int, required=False, widget=forms.CheckboxSelectMultiple
     )
@@ -227,6 +243,7 @@ class RunbookForm(forms.ModelForm):
             "trigger_on",
             "trigger_to",
             "trigger_from",
+            "trigger_events",
             "condition_severity",
             "condition_services",
             "condition_environments",
@@ -239,6 +256,7 @@ class RunbookForm(forms.ModelForm):
             on=data.get("trigger_on"),
             to=data.get("trigger_to") or [],
             from_=data.get("trigger_from") or [],
+            events=data.get("trigger_events") or [],
         ):
             self.add_error(None, problem.message)
         return data
@@ -305,6 +323,10 @@ def authoring_metadata() -> dict:
             "PagerDuty": [
                 {"name": f"pagerduty.{name}", "description": description, "example": ex}
                 for name, (description, ex) in templating.PAGERDUTY_FIELDS.items()
+            ]
+            + [
+                {"name": f"PagerDuty.{name}", "description": f"{description} (on: pagerduty_event)", "example": ex}
+                for name, (description, ex) in templating.PAGERDUTY_EVENT_FIELDS.items()
             ],
         },
         "connections": connections,
@@ -406,7 +428,7 @@ class RunbookAdmin(admin.ModelAdmin):
     readonly_fields = ["versions_summary"]
     fieldsets = [
         (None, {"fields": ["slug", "name", "description", "enabled"]}),
-        ("Trigger", {"fields": ["trigger_on", "trigger_to", "trigger_from"]}),
+        ("Trigger", {"fields": ["trigger_on", "trigger_to", "trigger_from", "trigger_events"]}),
         (
             "Conditions (all must hold)",
             {"fields": ["condition_severity", "condition_services", "condition_environments"]},

@@ -170,6 +170,7 @@ class _Run:
         self.cache: dict = {}
         self.clients: dict[str, tuple] = {}
         self.failed_stop: str = ""
+        self.pagerduty_event = "incident.acknowledged"
 
     def connection(self, name: str):
         if name not in self.clients:
@@ -191,7 +192,14 @@ class _Run:
         return self.clients[("channel", name)]
 
     def context(self) -> dict:
-        return {"Activity": self.activity, "steps": self.outputs, "pagerduty": {"incident_id": self.linked}}
+        return {
+            "Activity": self.activity,
+            "steps": self.outputs,
+            "pagerduty": {"incident_id": self.linked},
+            # A sample event: what a runbook on: pagerduty_event would see (the picker's examples).
+            "PagerDuty": {name: example for name, (_, example) in templating.PAGERDUTY_EVENT_FIELDS.items()}
+            | {"event_type": self.pagerduty_event, "incident_id": self.linked or SAMPLE_LINKED_INCIDENT},
+        }
 
 
 def _result(step: StepSource) -> dict:

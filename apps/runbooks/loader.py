@@ -23,12 +23,13 @@ from apps.runbooks.validation import (
     StepDraft,
     runbook_warnings,
     validate_conditions,
+    validate_pagerduty_variables,
     validate_steps,
     validate_trigger,
 )
 
 TOP_KEYS = {"slug", "name", "description", "enabled", "trigger", "conditions", "steps"}
-TRIGGER_KEYS = {"on", "to", "from"}
+TRIGGER_KEYS = {"on", "to", "from", "events"}
 CONDITION_KEYS = {"severity", "services", "environments"}
 STEP_KEYS = {"key", "name", "action", "connection", "with", "on_failure"}
 
@@ -164,10 +165,11 @@ def spec_problems(spec, *, source: str = "") -> list[Problem]:
         trigger = {}
     problems += [Problem(f"trigger: unknown key {key!r}", slug) for key in sorted(set(trigger) - TRIGGER_KEYS, key=str)]
     if trigger:
-        lists = {name: _as_list(trigger.get(name)) for name in ("to", "from")}
+        lists = {name: _as_list(trigger.get(name)) for name in ("to", "from", "events")}
         for name, values in lists.items():
             if not all(isinstance(value, str) for value in values):
-                problems.append(Problem(f"trigger.{name} must be a list of statuses", slug))
+                what = "PagerDuty event types" if name == "events" else "statuses"
+                problems.append(Problem(f"trigger.{name} must be a list of {what}", slug))
                 lists[name] = []
         on = trigger.get("on")
         problems += validate_trigger(
@@ -175,6 +177,7 @@ def spec_problems(spec, *, source: str = "") -> list[Problem]:
             on=on if isinstance(on, str) else f"<a {type(on).__name__}>",
             to=lists["to"],
             from_=lists["from"],
+            events=lists["events"],
         )
     conditions = spec.get("conditions") or {}
     if not isinstance(conditions, dict):
@@ -231,6 +234,8 @@ def spec_problems(spec, *, source: str = "") -> list[Problem]:
                 else f"<a {type(on_failure).__name__}>",
             )
         )
+    on = trigger.get("on") if isinstance(trigger, dict) else None
+    problems += validate_pagerduty_variables(runbook=slug, on=on if isinstance(on, str) else "", steps=drafts)
     return problems + validate_steps(runbook=slug, steps=drafts)
 
 
@@ -320,6 +325,8 @@ def trigger_spec(runbook: Runbook) -> dict:
             trigger["to"] = list(runbook.trigger_to)
         if runbook.trigger_from:
             trigger["from"] = list(runbook.trigger_from)
+    if runbook.trigger_on == TriggerOn.PAGERDUTY_EVENT and runbook.trigger_events:
+        trigger["events"] = list(runbook.trigger_events)
     return trigger
 
 

@@ -7,6 +7,7 @@ _KIND_FOR_TRIGGER = {
     TriggerOn.CREATED: IncidentEventKind.CREATED,
     TriggerOn.STATUS_CHANGED: IncidentEventKind.STATUS_CHANGED,
     TriggerOn.SEVERITY_CHANGED: IncidentEventKind.SEVERITY_CHANGED,
+    TriggerOn.PAGERDUTY_EVENT: IncidentEventKind.PAGERDUTY_EVENT,
 }
 
 
@@ -15,6 +16,12 @@ def runbook_matches(runbook: Runbook, event: IncidentEvent, incident: Incident) 
         # Asked for by name: the person chose it, triggers and conditions do not apply.
         return event.runbook_slug == runbook.slug
     if not runbook.enabled or _KIND_FOR_TRIGGER.get(runbook.trigger_on) != event.kind:
+        return False
+    if (
+        event.kind == IncidentEventKind.PAGERDUTY_EVENT
+        and runbook.trigger_events
+        and event.pagerduty_event_type not in runbook.trigger_events
+    ):
         return False
     if event.kind == IncidentEventKind.STATUS_CHANGED:
         if runbook.trigger_to and event.to_status not in runbook.trigger_to:

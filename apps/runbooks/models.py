@@ -15,6 +15,7 @@ class TriggerOn(models.TextChoices):
     STATUS_CHANGED = "status_changed"
     SEVERITY_CHANGED = "severity_changed"
     MANUAL = "manual"
+    PAGERDUTY_EVENT = "pagerduty_event", "PagerDuty event"
 
 
 class OnFailure(models.TextChoices):
@@ -62,6 +63,10 @@ class Runbook(TimeStampedModel):
     # Empty list = any. Status lists apply to status_changed only.
     trigger_to = models.JSONField(default=list, blank=True, help_text="Statuses the incident changes to")
     trigger_from = models.JSONField(default=list, blank=True, help_text="Statuses the incident changes from")
+    # on: pagerduty_event — which PagerDuty event types (incident.acknowledged…); empty = any.
+    trigger_events = models.JSONField(
+        default=list, blank=True, help_text="PagerDuty event types (on: pagerduty_event); empty = any"
+    )
     condition_severity = models.JSONField(default=list, blank=True, help_text="Severities 0–4; empty = any")
     condition_services = models.JSONField(
         default=list,

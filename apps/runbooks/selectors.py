@@ -1,6 +1,6 @@
 from datetime import UTC, datetime
 
-from apps.incidents.models import Incident, IncidentEvent
+from apps.incidents.models import Incident, IncidentEvent, IncidentEventKind
 from apps.runbooks import matcher, templating
 from apps.runbooks.executors import get_action
 from apps.runbooks.models import Runbook, RunbookRun, RunStatus, StepRun
@@ -45,12 +45,19 @@ def template_context_for_run(*, run: RunbookRun) -> dict:
             step_run.key: step_run.outputs for step_run in run.step_runs.all() if step_run.status == RunStatus.SUCCEEDED
         },
         "pagerduty": {"incident_id": linked_incident_id(incident=run.incident)},
+        # Only for runbooks started by a PagerDuty event: elsewhere {{PagerDuty.*}} is an unknown variable.
+        **(
+            {"PagerDuty": templating.pagerduty_event_context(run.event.details or {})}
+            if run.event.kind == IncidentEventKind.PAGERDUTY_EVENT
+            else {}
+        ),
     }
 
 
 def template_names_for_step(*, earlier_steps) -> list[str]:
     """Every variable a step's templates may use: Activity, pagerduty, and earlier steps' outputs."""
-    names = templating.activity_names() + templating.pagerduty_names()
+    # PagerDuty.* is checked against the trigger by validate_pagerduty_variables (runbook level).
+    names = templating.activity_names() + templating.pagerduty_names() + templating.pagerduty_event_names()
     for step in earlier_steps:
         try:
             outputs = get_action(step.action).outputs

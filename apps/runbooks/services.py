@@ -490,6 +490,7 @@ def runbook_upsert_from_spec(*, spec: dict, user=None, comment: str = LOADED_FRO
     runbook.trigger_on = trigger["on"]
     runbook.trigger_to = as_list(trigger.get("to"))
     runbook.trigger_from = as_list(trigger.get("from"))
+    runbook.trigger_events = as_list(trigger.get("events"))
     runbook.condition_severity = as_list(conditions.get("severity"))
     runbook.condition_services = as_list(conditions.get("services"))
     runbook.condition_environments = as_list(conditions.get("environments"))

@@ -47,6 +47,19 @@ ACTIVITY_FIELDS: dict[str, tuple[str, str]] = {
 PAGERDUTY_FIELDS: dict[str, tuple[str, str]] = {
     "incident_id": ("PagerDuty incident linked to this incident (empty if none)", "Q1ABCDEF2GHIJK"),
 }
+# The PagerDuty event that started a runbook `on: pagerduty_event` (IncidentEvent.details).
+PAGERDUTY_EVENT_FIELDS: dict[str, tuple[str, str]] = {
+    "event_type": ("PagerDuty event type", "incident.acknowledged"),
+    "occurred_at": ("When it happened in PagerDuty, ISO 8601 UTC", "2026-11-23T10:05:00+00:00"),
+    "agent": ("Who did it: a user's or a service's name", "Alice Ng"),
+    "agent_id": ("PagerDuty id of who did it", "PUSER01"),
+    "incident_id": ("PagerDuty incident id", "Q1ABCDEF2GHIJK"),
+    "incident_number": ("PagerDuty incident number", "1234"),
+    "status": ("PagerDuty status after the event", "acknowledged"),
+    "urgency": ("PagerDuty urgency", "high"),
+    "priority": ("PagerDuty priority name (empty if none)", "P1"),
+    "note": ("The note or message (incident.annotated, responder events)", "Rolled back deploy 42"),
+}
 
 
 class TemplateError(Exception):
@@ -275,3 +288,12 @@ def activity_names() -> list[str]:
 
 def pagerduty_names() -> list[str]:
     return [f"pagerduty.{name}" for name in PAGERDUTY_FIELDS]
+
+
+def pagerduty_event_names() -> list[str]:
+    return [f"PagerDuty.{name}" for name in PAGERDUTY_EVENT_FIELDS]
+
+
+def pagerduty_event_context(details: dict) -> dict:
+    """`PagerDuty.*` from what the timeline kept of the event: every name present, as text."""
+    return {name: "" if details.get(name) is None else str(details.get(name))[:2000] for name in PAGERDUTY_EVENT_FIELDS}

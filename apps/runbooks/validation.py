@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from apps.core.errors import DomainError
 from apps.core.limits import CONDITION_LIST_MAX
 from apps.incidents.models import IncidentStatus
+from apps.pagerduty.webhooks import INCIDENT_EVENT_TYPES
 from apps.runbooks import templating
 from apps.runbooks.executors import get_action
 from apps.runbooks.models import OnFailure, TriggerOn, step_key_validator
@@ -39,10 +40,23 @@ class StepDraft:
     on_failure: str = OnFailure.STOP
 
 
-def validate_trigger(*, runbook: str, on: str, to: list, from_: list) -> list[Problem]:
+def validate_trigger(*, runbook: str, on: str, to: list, from_: list, events: list = ()) -> list[Problem]:
     problems = []
     if on not in TriggerOn.values:
         problems.append(Problem(f"trigger.on must be one of {', '.join(TriggerOn.values)}, not {on!r}", runbook))
+    if events and on != TriggerOn.PAGERDUTY_EVENT:
+        problems.append(Problem("trigger.events only applies to on: pagerduty_event", runbook))
+    if len(events or []) > len(INCIDENT_EVENT_TYPES):
+        problems.append(Problem(f"trigger.events lists more than the {len(INCIDENT_EVENT_TYPES)} event types", runbook))
+    for value in list(events or [])[: len(INCIDENT_EVENT_TYPES) + 1]:
+        if value not in INCIDENT_EVENT_TYPES:
+            problems.append(
+                Problem(
+                    f"trigger.events: unknown PagerDuty event type {str(value)[:60]!r} "
+                    f"(expected {', '.join(INCIDENT_EVENT_TYPES)})",
+                    runbook,
+                )
+            )
     for name, values in (("to", to), ("from", from_)):
         if values and on != TriggerOn.STATUS_CHANGED:
             problems.append(Problem(f"trigger.{name} only applies to on: status_changed", runbook))
@@ -52,6 +66,25 @@ def validate_trigger(*, runbook: str, on: str, to: list, from_: list) -> list[Pr
                     Problem(
                         f"trigger.{name}: unknown status {value!r} (expected {', '.join(IncidentStatus.values)})",
                         runbook,
+                    )
+                )
+    return problems
+
+
+def validate_pagerduty_variables(*, runbook: str, on: str, steps: list[StepDraft]) -> list[Problem]:
+    """{{PagerDuty.*}} exists only when a PagerDuty event started the run."""
+    if on == TriggerOn.PAGERDUTY_EVENT:
+        return []
+    problems = []
+    for step in steps:
+        for name, template in (step.inputs or {}).items() if isinstance(step.inputs, dict) else []:
+            if isinstance(template, str) and "PagerDuty." in template:
+                problems.append(
+                    Problem(
+                        "PagerDuty.* variables exist only in runbooks with trigger on: pagerduty_event",
+                        runbook,
+                        step.key,
+                        name,
                     )
                 )
     return problems

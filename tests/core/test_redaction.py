@@ -94,6 +94,7 @@ def test_registered_secrets_are_redacted_by_value_anywhere_in_data():
         ("Authorization", f"Token token={API_KEY}", f"Token token={REDACTED}"),
         ("authorization", "Bearer abc.def", f"Bearer {REDACTED}"),
         ("Authorization", "bare-secret", REDACTED),
+        ("Authorization", "Bearer part-one part-two", f"Bearer {REDACTED}"),
         ("X-Routing-Key", ROUTING_KEY, REDACTED),
         ("x-routing-key", ROUTING_KEY, REDACTED),
         ("Cookie", "sessionid=abc", REDACTED),

@@ -18,6 +18,15 @@ def _insert_fields(model):
     return [f for f in meta.local_concrete_fields if f is not meta.auto_field and not f.generated]
 
 
+def prepared_for_insert(obj):
+    """`obj` with the values an INSERT now would give it (auto_now_add, auto_now…), to be written
+    later as they are by insert_and_update: a row written after the fact keeps its time."""
+    for field in _insert_fields(type(obj)):
+        setattr(obj, field.attname, field.pre_save(obj, add=True))
+    obj._prepared_for_insert = True
+    return obj
+
+
 def insert_and_update(obj, model, pk, values: dict) -> None:
     """INSERT `obj` and UPDATE the row `pk` of `model` with `values` (as QuerySet.update takes them).
 
@@ -25,13 +34,14 @@ def insert_and_update(obj, model, pk, values: dict) -> None:
     Elsewhere two statements in one transaction."""
     using = router.db_for_write(type(obj))
     db = connections[using]
+    raw = getattr(obj, "_prepared_for_insert", False)
     if db.vendor != "postgresql":
         with transaction.atomic(using=using):
-            obj.save(force_insert=True, using=using)
+            obj.save_base(raw=raw, force_insert=True, using=using)
             model.objects.using(using).filter(pk=pk).update(**values)
         return
     insert = InsertQuery(type(obj))
-    insert.insert_values(_insert_fields(type(obj)), [obj])
+    insert.insert_values(_insert_fields(type(obj)), [obj], raw=raw)
     [(insert_sql, insert_params)] = insert.get_compiler(using=using).as_sql()
     update = UpdateQuery(model)
     update.add_update_values(values)

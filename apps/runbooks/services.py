@@ -8,6 +8,7 @@ Idempotency, in order of defence:
 4. the PagerDuty incident link and incident_key dedup — a re-run reuses the open incident.
 """
 
+import contextlib
 import logging
 import time
 import uuid
@@ -24,7 +25,7 @@ from apps.core.errors import Conflict, DomainError
 from apps.core.limits import STORED_BODY_MAX_CHARS
 from apps.core.queueing import enqueue
 from apps.core.redaction import redact_data, redact_headers
-from apps.core.sql import insert_and_update
+from apps.core.sql import insert_and_update, prepared_for_insert
 from apps.core.validators import storable_json
 from apps.incidents.models import IncidentEvent
 from apps.incidents.services import incident_trigger_runbook
@@ -232,6 +233,18 @@ class _Lease:
         _sleep(seconds)
 
 
+class _Session(requests.Session):
+    """A session that calls `before_send` before each request leaves: the step writes its
+    previous attempt first (_StepRecord)."""
+
+    before_send = None
+
+    def request(self, *args, **kwargs):
+        if self.before_send is not None:
+            self.before_send()
+        return super().request(*args, **kwargs)
+
+
 class _Execution:
     """One execution of a run: what its steps share instead of reading it again for each step —
     the run and its steps as loaded, the lease, the connections by name, one HTTP session per
@@ -248,9 +261,9 @@ class _Execution:
             self._connections[name] = connection_get(name=name)
         return self._connections[name]
 
-    def session(self, name: str) -> requests.Session:
+    def session(self, name: str) -> "_Session":
         if name not in self._sessions:
-            self._sessions[name] = requests.Session()
+            self._sessions[name] = _Session()
         return self._sessions[name]
 
     def close(self) -> None:
@@ -327,30 +340,49 @@ def _finish(execution: _Execution, *, stopped_by: StepRun | None) -> RunbookRun:
 
 
 class _StepRecord:
-    """What one execution of a step writes, each as one statement: every HTTP attempt as it
-    happens (the exchange and the step's attempt count together), the `running` mark with the
-    rendered fields and the planned request, then the end."""
+    """What one execution of a step writes, one statement per change: the `running` mark (with
+    the rendered fields and the planned request), then the end; and every HTTP attempt.
+
+    An attempt is written with the step's next write, in the same statement (apps.core.sql:
+    the exchange INSERTed and the step UPDATEd, its attempt count included): the running mark for
+    a look-up made while planning, the end for the step's last request. It never waits longer: an
+    attempt still unwritten is written before the step's next request leaves and before any wait
+    (a backoff, a 429, the rate budget). A worker killed between an answer and that write leaves
+    the step as a kill during the request does: `running`, settled by reconcile(), which asks
+    PagerDuty when it finds no answer recorded."""
 
     def __init__(self, step_run: StepRun):
         self.step_run = step_run
-        self.last = None  # this execution's last exchange
+        self.last = None  # this execution's last answer, as the step shows it
+        self._unwritten: StepRunExchange | None = None
 
     def store_exchange(self, exchange) -> None:
-        insert_and_update(
-            StepRunExchange(step_run=self.step_run, **exchange.as_dict()),
-            StepRun,
-            self.step_run.pk,
-            {"attempts": F("attempts") + 1},
-        )
+        self.flush()
+        self._unwritten = prepared_for_insert(StepRunExchange(step_run=self.step_run, **exchange.as_dict()))
         self.step_run.attempts += 1
         # Cut as the exchange's own column cuts it, so the step shows what the exchange row holds.
         body = storable_json(exchange.response_body, max_chars=STORED_BODY_MAX_CHARS)
         self.last = {"status": exchange.status, "body": body, "error": exchange.error}
 
+    def flush(self) -> None:
+        if self._unwritten is not None:
+            self.write()
+
+    def sleeping(self, sleep):
+        def sleep_after_writing(seconds: float) -> None:
+            self.flush()
+            sleep(seconds)
+
+        return sleep_after_writing
+
     def write(self, **values) -> None:
         for name, value in values.items():
             setattr(self.step_run, name, value)
-        StepRun.objects.filter(pk=self.step_run.pk).update(**values)
+        exchange, self._unwritten = self._unwritten, None
+        if exchange is None:
+            StepRun.objects.filter(pk=self.step_run.pk).update(**values)
+        else:
+            insert_and_update(exchange, StepRun, self.step_run.pk, {**values, "attempts": F("attempts") + 1})
 
     def mark_running(self, *, rendered: dict, request: dict) -> None:
         """Written, and committed, just before the step's write: from here on a dead worker leaves the
@@ -393,6 +425,8 @@ def _execute_step(execution: _Execution, step_run: StepRun) -> None:
     except (StepFailed, templating.TemplateError, DomainError, PagerDutyError) as exc:
         record.end(RunStatus.FAILED, error=str(exc), **unsaved)
     except OperationalError:
+        with contextlib.suppress(OperationalError):
+            record.flush()  # the last answer, if the database still takes it
         raise  # the database is unwell: let the task retry rather than record a false failure
     except Exception as exc:  # a bug must fail one step visibly, not wedge the run
         logger.exception("run %s step %s: unexpected error", execution.run.pk, step_run.key)
@@ -412,11 +446,13 @@ def _perform_step(
     unsaved["rendered"] = redact_data(rendered)
     name = step_run.connection or "default"
     connection = execution.connection(name)
+    session = execution.session(name)
+    session.before_send = record.flush
     client = connection_client(
         connection=connection,
         on_exchange=record.store_exchange,
-        sleep=execution.lease.sleep,
-        session=execution.session(name),
+        sleep=record.sleeping(execution.lease.sleep),
+        session=session,
     )
     ctx = StepContext(
         incident=run.incident,

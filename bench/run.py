@@ -607,11 +607,14 @@ def run(args, env: dict, workers: Workers) -> None:
             workers.start(PAGERDUTY_RATE_LIMIT_PER_MINUTE=CLIENT_BUDGET)
             burst = settings.PAGERDUTY_RATE_LIMIT_BURST
             r = accounts_phase(state, args.accounts, burst)
+            together = sum(a["requests"] for a in r["per"].values()) / r["elapsed"]
+            capacity = f"; the engine's own pace with limits raised (2.) was {ours:.1f} steps/s" if ours else ""
             print(
                 f"5. three accounts at once (a connection and key each, stand-in {PAGERDUTY_LIMIT}/min per key, client "
                 f"budget {CLIENT_BUDGET}/min per key, burst {burst}): {r['incidents']} incidents × 3 steps in "
                 f"{r['elapsed']:.1f} s; runs not succeeded {r['failed']}; duplicates {r['duplicates']} (never paged "
-                f"{r['missing']})"
+                f"{r['missing']})\n    together {together:.1f} requests/s for a demand of "
+                f"{len(ACCOUNTS) * CLIENT_BUDGET / 60:.1f}/s{capacity}"
             )
             for account, a in r["per"].items():
                 print(

@@ -33,6 +33,20 @@ def postgresql():
         pytest.skip("the query budget is measured on PostgreSQL: set DATABASE_URL=postgres://…")
 
 
+def commits(queries) -> int:
+    """Each COMMIT, and each write outside a transaction (autocommit: it commits on its own)."""
+    count, inside = 0, False
+    for query in queries.captured_queries:
+        sql = query["sql"]
+        if sql == "BEGIN":
+            inside = True
+        elif sql in ("COMMIT", "ROLLBACK"):
+            inside, count = False, count + (sql == "COMMIT")
+        elif not inside and sql.startswith(("INSERT", "UPDATE", "DELETE", "WITH")):
+            count += 1
+    return count
+
+
 def test_three_step_run_stays_within_the_query_budget(postgresql, pd, pd_connection, monkeypatch):
     spec = three_step_runbook(slug="budget", name="budget", to_status="Identified", requester_id="PSREADM")
     runbook_upsert_from_spec(spec=spec)
@@ -53,7 +67,7 @@ def test_three_step_run_stays_within_the_query_budget(postgresql, pd, pd_connect
     assert [s.status for s in run.step_runs.order_by("position")] == ["succeeded"] * 3
     assert StepRunExchange.objects.filter(step_run__run=run).count() == 3
     assert PagerDutyIncidentLink.objects.get().status == "resolved"
-    print(f"\nqueries for one 3-step run on PostgreSQL: {len(queries)} (budget {BUDGET})")
+    print(f"\nqueries for one 3-step run on PostgreSQL: {len(queries)} (budget {BUDGET}), commits {commits(queries)}")
     for query in queries.captured_queries:
         print("   ", query["sql"][:160])
     assert len(queries) <= BUDGET, f"{len(queries)} queries for one 3-step run; the budget is {BUDGET}"

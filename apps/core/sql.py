@@ -56,7 +56,8 @@ def insert_and_update(obj, model, pk, values: dict) -> None:
 
 
 def upsert(obj, *, unique_fields: list[str], update_fields: list[str]) -> None:
-    """INSERT `obj`, or on a conflict on `unique_fields` UPDATE `update_fields` of the row there.
+    """INSERT `obj`, or on a conflict on `unique_fields` UPDATE `update_fields` of the row there;
+    `obj` gets the row's primary key (RETURNING, in the same statement), as save() would give it.
 
     bulk_create(update_conflicts=True) writes the same statement inside a transaction of its own
     (two more round trips); update_or_create takes a transaction, a locking read and a savepoint."""
@@ -70,4 +71,12 @@ def upsert(obj, *, unique_fields: list[str], update_fields: list[str]) -> None:
         unique_fields=[meta.get_field(name) for name in unique_fields],
     )
     query.insert_values(_insert_fields(model), [obj])
-    query.get_compiler(using=using).execute_sql(returning_fields=None)
+    # Callers go on using the row by its key (the webhook mirror marks the link it just made).
+    if connections[using].features.can_return_columns_from_insert:
+        [(pk,)] = query.get_compiler(using=using).execute_sql(returning_fields=[meta.pk])
+    else:
+        query.get_compiler(using=using).execute_sql(returning_fields=None)
+        lookup = {meta.get_field(name).attname: getattr(obj, meta.get_field(name).attname) for name in unique_fields}
+        pk = model._default_manager.using(using).filter(**lookup).values_list("pk", flat=True).get()
+    obj.pk = pk
+    obj._state.adding, obj._state.db = False, using

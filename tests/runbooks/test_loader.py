@@ -136,7 +136,7 @@ def test_keep_edited_leaves_a_runbook_changed_since_it_was_loaded_and_says_so(tm
     text = out.getvalue()
     assert "kept page-on-critical: changed since it was loaded (version 2 by ana" in text
     assert f"To replace it with the file: python manage.py load_runbooks {tmp_path / 'page-on-critical.yaml'}" in text
-    assert "2 runbook(s) loaded, 1 kept as edited" in text
+    assert f"{len(list(REPO_RUNBOOKS.glob('*.yaml'))) - 1} runbook(s) loaded, 1 kept as edited" in text
     assert Runbook.objects.get(slug="page-on-critical").name == "Page on-call (tuned by hand)"
     assert Runbook.objects.get(slug="resolve-on-closure").name.startswith("Renamed ")
 

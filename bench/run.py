@@ -11,9 +11,12 @@ Phases:
      limits raised out of the way: steps/s, duplicates, 429s, requests vs. the minimum;
   3. floor: the same requests from a bare `requests` loop at the same concurrency, no engine;
   4. the storm again at PagerDuty's real limit (960/min per key), with the client's shared budget on
-     (the shipped default) and, smaller, with it off, so the stand-in answers real 429s.
-  5. embedded: the latency of phase 1 on the embedded default of `make run` (SQLite, filesystem
+     (the shipped default) and, smaller, with it off, so the stand-in answers real 429s;
+  5. three PagerDuty accounts (connections with keys of their own) stormed at once at the shipped
+     budget: each must run at its own limit, none waiting on another's;
+  6. embedded: the latency of phase 1 on the embedded default of `make run` (SQLite, filesystem
      broker, one worker), measured by bench/embedded.py in a process of its own.
+Before the workers start, the bench counts the SQL statements of one 3-step run (in this process).
 
 Needs PostgreSQL and Redis on 127.0.0.1 (BENCH_POSTGRES_URL, BENCH_REDIS_URL override the servers);
 without them it falls back to SQLite and the filesystem broker and says so. The database is created
@@ -27,6 +30,7 @@ import os
 import platform
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -49,6 +53,7 @@ TOKEN = f"bench-{RUN_ID}"
 QUEUE = f"bench-{RUN_ID}"
 POSTGRES_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+ACCOUNTS = ("a", "b", "c")
 PAGERDUTY_LIMIT = 960  # requests a minute per key, PagerDuty's REST limit
 CLIENT_BUDGET = 900  # PAGERDUTY_RATE_LIMIT_PER_MINUTE as shipped
 RAISED = 1_000_000  # a per-minute limit nothing here can reach
@@ -226,7 +231,7 @@ def latency_phase(state, count: int) -> dict:
             progress(f"latency: {n}/{count}")
 
     # Where the time went, from the rows the engine wrote (wall clock, same machine).
-    hops = {"dispatch": [], "execute": [], "step": []}
+    hops = {"dispatch": [], "claim": [], "step": []}
     ids = [i.pk for i in incidents]
     events = dict(
         IncidentEvent.objects.filter(incident_id__in=ids, kind="status_changed").values_list(
@@ -237,7 +242,7 @@ def latency_phase(state, count: int) -> dict:
         first = StepRunExchange.objects.filter(step_run__run=run).order_by("id").first()
         sent = first.created_at.timestamp() - first.duration_ms / 1000
         hops["dispatch"].append((run.created_at - events[run.incident_id]).total_seconds() * 1000)
-        hops["execute"].append((run.started_at - run.created_at).total_seconds() * 1000)
+        hops["claim"].append((run.started_at - run.created_at).total_seconds() * 1000)
         hops["step"].append((sent - run.started_at.timestamp()) * 1000)
     return {
         "latencies": latencies,
@@ -292,6 +297,130 @@ def storm_phase(state, count: int, label: str) -> dict:
         "lookups": sum(1 for r in received if r["method"] == "GET"),
         "attempts": exchanges.count(),
         "http_ms": statistics.mean(exchanges.values_list("duration_ms", flat=True) or [0]),
+    }
+
+
+def queries_phase() -> dict:
+    """The SQL statements of one 3-step run (bench-storm: create, add a responder, resolve), from
+    the dispatch task picking the status change up to the run's end, executed in this process
+    against the stand-in: what tests/runbooks/test_query_budget.py counts, on this database."""
+    from unittest import mock
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from apps.incidents.models import IncidentEvent
+    from apps.incidents.services import incident_create, incident_update
+    from apps.runbooks import tasks
+    from apps.runbooks.services import event_dispatch
+
+    published = []
+    with mock.patch.object(tasks.dispatch_incident_event, "delay", published.append):
+        incident = incident_create(title="queries", severity=2, owner="sre@example.com")
+        incident_update(incident_id=incident.pk, status="Identified")
+    event = IncidentEvent.objects.get(incident=incident, kind="status_changed")
+    for other in published:
+        if other != event.pk:
+            event_dispatch(event_id=other)  # the `created` event: matches nothing, is stamped dispatched
+    with CaptureQueriesContext(connection) as queries:
+        run = event_dispatch(event_id=event.pk)
+    commits = sum(1 for q in queries.captured_queries if q["sql"] == "COMMIT")
+    writes = sum(1 for q in queries.captured_queries if q["sql"].startswith(("INSERT", "UPDATE", "WITH")))
+    # Outside a transaction every write commits on its own; the rest commit with COMMIT.
+    in_transactions = _statements_in_transactions(queries.captured_queries)
+    return {
+        "queries": len(queries),
+        "commits": commits + writes - in_transactions,
+        "status": run.status if run else "not run",
+    }
+
+
+def _statements_in_transactions(captured) -> int:
+    """Writes between BEGIN and COMMIT (they share that transaction's commit)."""
+    inside, count = False, 0
+    for query in captured:
+        sql = query["sql"]
+        if sql == "BEGIN":
+            inside = True
+        elif sql in ("COMMIT", "ROLLBACK"):
+            inside = False
+        elif inside and sql.startswith(("INSERT", "UPDATE", "WITH")):
+            count += 1
+    return count
+
+
+def setup_accounts(server) -> None:
+    """A connection per account, each with a key of its own, and a runbook per account firing on
+    → Monitoring for incidents of the service named after it."""
+    from apps.pagerduty.services import connection_upsert
+    from apps.runbooks.services import runbook_upsert_from_spec
+
+    for account in ACCOUNTS:
+        name = f"acct-{account}"
+        connection = connection_upsert(
+            name=name, api_key=f"{TOKEN}-{account}", from_email="sre@example.com", api_url=server.url
+        )
+        connection.service_mappings.create(service="", pagerduty_service_id="PSVC001")
+        spec = three_step_runbook(
+            slug=f"bench-{name}", name=f"Bench: account {account}", to_status="Monitoring", requester_id="PSREADM"
+        )
+        spec["conditions"] = {"services": [name]}
+        for step in spec["steps"]:
+            step["connection"] = name
+        runbook_upsert_from_spec(spec=spec, comment="bench")
+
+
+def accounts_phase(state, per_account: int, burst: int) -> dict:
+    """Incidents of the three accounts' services, interleaved, all moved to Monitoring at once."""
+    from apps.incidents.services import incident_create, incident_update
+    from apps.runbooks.models import FINISHED, RunbookRun
+
+    state.reset()
+    incidents = [
+        incident_create(title=f"account {account} {n}", severity=2, service=f"acct-{account}", owner="sre@example.com")
+        for n in range(per_account)
+        for account in ACCOUNTS
+    ]
+    ids = [i.pk for i in incidents]
+    wait_until_dispatched()
+    started = time.monotonic()
+    for incident_id in ids:
+        incident_update(incident_id=incident_id, status="Monitoring")
+    runs = RunbookRun.objects.filter(incident_id__in=ids)
+    finished, last_change = 0, time.monotonic()
+    while finished < len(ids):
+        time.sleep(0.25)
+        now_finished = runs.filter(status__in=FINISHED).count()
+        if now_finished != finished:
+            finished, last_change = now_finished, time.monotonic()
+        if time.monotonic() - last_change > STUCK_AFTER:
+            raise SystemExit(f"accounts storm: stuck at {finished}/{len(ids)} runs finished")
+    elapsed = time.monotonic() - started
+    with state.lock:
+        received = list(state.requests)
+        keys = Counter(i["incident_key"] for i in state.incidents.values())
+    per = {}
+    for account in ACCOUNTS:
+        token = f"Token token={TOKEN}-{account}"
+        mine = sorted(
+            (r for r in received if (r.get("headers") or {}).get("Authorization") == token), key=lambda r: r["arrived"]
+        )
+        arrivals = [r["arrived"] for r in mine]
+        # The steady rate, after the budget's initial burst: what the account sustains.
+        steady = (len(arrivals) - 1 - burst) / (arrivals[-1] - arrivals[burst]) * 60 if len(arrivals) > burst + 1 else 0
+        per[account] = {
+            "requests": len(mine),
+            "throttled": sum(1 for r in mine if r["status"] == 429),
+            "span": arrivals[-1] - arrivals[0] if arrivals else 0,
+            "steady_per_minute": steady,
+        }
+    return {
+        "incidents": len(ids),
+        "elapsed": elapsed,
+        "failed": runs.exclude(status="succeeded").count(),
+        "duplicates": sum(n - 1 for n in keys.values() if n > 1),
+        "missing": len({f"ai-sre-{i}" for i in ids} - set(keys)),
+        "per": per,
     }
 
 
@@ -383,6 +512,7 @@ def setup_data(server) -> None:
         slug="bench-storm", name="Bench: page, add a responder, resolve", to_status="Identified", requester_id="PSREADM"
     )
     runbook_upsert_from_spec(spec=spec, comment="bench")
+    setup_accounts(server)
 
 
 def run(args, env: dict, workers: Workers) -> None:
@@ -391,7 +521,8 @@ def run(args, env: dict, workers: Workers) -> None:
     from apps.sandbox import SandboxServer, seed_account
 
     # The OpenAPI check is off: on two cores it would compete with the workers for CPU.
-    state = make_timed_state_class()(tokens={TOKEN}, rate_limit_per_minute=RAISED, contract=False)
+    tokens = {TOKEN, *(f"{TOKEN}-{account}" for account in ACCOUNTS)}
+    state = make_timed_state_class()(tokens=tokens, rate_limit_per_minute=RAISED, contract=False)
     seed_account(state, users=50, teams=5, schedules=5, escalation_policies=5, services=5, seed=1)
     server = SandboxServer(state, host="127.0.0.1", port=0).start()
     try:
@@ -407,7 +538,15 @@ def run(args, env: dict, workers: Workers) -> None:
             f"({workers.slots} pool processes); PagerDuty stand-in in this process on {server.url} "
             "(OpenAPI check off)"
         )
+        print(f"load average at the start (1, 5, 15 min): {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
         overall = time.monotonic()
+
+        if args.queries:
+            q = queries_phase()
+            print(
+                f"0. one 3-step run (create, add responder, resolve) from the dispatch task to its end: "
+                f"{q['queries']} SQL statements, {q['commits']} commits (run {q['status']})"
+            )
 
         progress("starting workers (client budget raised out of the way)")
         workers.start(PAGERDUTY_RATE_LIMIT_PER_MINUTE=RAISED)
@@ -420,7 +559,7 @@ def run(args, env: dict, workers: Workers) -> None:
                 f"page-on-critical, {len(lat)} incidents one at a time): p50 {percentile(lat, 50):.1f} ms, "
                 f"p95 {percentile(lat, 95):.1f} ms, p99 {percentile(lat, 99):.1f} ms, max {max(lat):.1f} ms\n"
                 f"    medians per hop: event → run created (dispatch task) {hops['dispatch']:.1f} ms, run created → "
-                f"claimed (execute task) {hops['execute']:.1f} ms, claimed → request sent {hops['step']:.1f} ms; "
+                f"claimed {hops['claim']:.1f} ms, claimed → request sent {hops['step']:.1f} ms; "
                 f"runs not succeeded {r['failed']}, PagerDuty incidents {r['pd_incidents']}"
             )
 
@@ -461,6 +600,29 @@ def run(args, env: dict, workers: Workers) -> None:
                     r,
                 )
             )
+        if args.accounts:
+            progress(
+                f"three accounts at once: {args.accounts} incidents each, client budget {CLIENT_BUDGET}/min per key"
+            )
+            workers.start(PAGERDUTY_RATE_LIMIT_PER_MINUTE=CLIENT_BUDGET)
+            burst = settings.PAGERDUTY_RATE_LIMIT_BURST
+            r = accounts_phase(state, args.accounts, burst)
+            together = sum(a["requests"] for a in r["per"].values()) / r["elapsed"]
+            capacity = f"; the engine's own pace with limits raised (2.) was {ours:.1f} steps/s" if ours else ""
+            print(
+                f"5. three accounts at once (a connection and key each, stand-in {PAGERDUTY_LIMIT}/min per key, client "
+                f"budget {CLIENT_BUDGET}/min per key, burst {burst}): {r['incidents']} incidents × 3 steps in "
+                f"{r['elapsed']:.1f} s; runs not succeeded {r['failed']}; duplicates {r['duplicates']} (never paged "
+                f"{r['missing']})\n    together {together:.1f} requests/s for a demand of "
+                f"{len(ACCOUNTS) * CLIENT_BUDGET / 60:.1f}/s{capacity}"
+            )
+            for account, a in r["per"].items():
+                print(
+                    f"    account {account}: {a['requests']} requests in {a['span']:.1f} s, steady "
+                    f"{a['steady_per_minute']:.0f}/min after the burst = {a['steady_per_minute'] / CLIENT_BUDGET:.1%} "
+                    f"of its budget; 429s {a['throttled']}"
+                )
+        print(f"load average at the end (1, 5, 15 min): {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
         print(f"whole bench: {(time.monotonic() - overall) / 60:.1f} min")
     finally:
         server.stop()
@@ -469,8 +631,6 @@ def run(args, env: dict, workers: Workers) -> None:
 def embedded_phase(count: int) -> None:
     """The embedded default (what `make run` uses), measured by bench/embedded.py in a process of
     its own: SQLite and the filesystem broker cannot share this process's settings."""
-    import subprocess
-
     progress(f"embedded: {count} incidents on SQLite and the filesystem broker")
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL")}
     done = subprocess.run(
@@ -491,7 +651,13 @@ def main() -> None:
     parser.add_argument(
         "--unbudgeted", type=int, default=400, help="incidents in the storm at the limit with the client budget off"
     )
+    parser.add_argument(
+        "--accounts", type=int, default=200, help="incidents per account in the three-account storm (0 skips)"
+    )
     parser.add_argument("--embedded", type=int, default=50, help="incidents for the embedded-default latency (0 skips)")
+    parser.add_argument(
+        "--no-queries", dest="queries", action="store_false", help="skip counting one run's SQL statements"
+    )
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
     parser.add_argument("--concurrency", type=int, default=2, help="pool processes per worker (Procfile default)")
     args = parser.parse_args()

@@ -19,10 +19,14 @@ logger = logging.getLogger(__name__)
 BROKER_ERRORS = (OperationalError, KombuConnectionError, RedisError, OSError)
 
 
-def enqueue(task, *args, recovery: str) -> bool:
-    """`task.delay(*args)`; on a broker error log it, naming what will pick the work up, and return False."""
+def enqueue(task, *args, recovery: str, countdown: float | None = None) -> bool:
+    """`task.delay(*args)` (after `countdown` seconds, if given); on a broker error log it, naming what
+    will pick the work up, and return False."""
     try:
-        task.delay(*args)
+        if countdown:
+            task.apply_async(args, countdown=countdown)
+        else:
+            task.delay(*args)
     except BROKER_ERRORS as exc:
         logger.warning(
             "broker unavailable, %s%r not queued (%s: %s); %s",

@@ -342,7 +342,8 @@ def conditions_spec(runbook: Runbook) -> dict:
     }
 
 
-def runbook_to_spec(runbook: Runbook) -> dict:
+def runbook_to_spec(runbook: Runbook, *, steps=None) -> dict:
+    """The runbook as runbooks-as-code; `steps` in order when the caller already holds them (else read)."""
     trigger, conditions = trigger_spec(runbook), conditions_spec(runbook)
     spec = {"slug": runbook.slug, "name": runbook.name}
     if runbook.description:
@@ -351,7 +352,7 @@ def runbook_to_spec(runbook: Runbook) -> dict:
     if conditions:
         spec["conditions"] = conditions
     spec["steps"] = []
-    for step in runbook.steps.order_by("position", "id"):
+    for step in runbook.steps.order_by("position", "id") if steps is None else steps:
         item = {"key": step.key}
         if step.name:
             item["name"] = step.name

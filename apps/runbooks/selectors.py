@@ -38,13 +38,17 @@ def activity_for(*, incident: Incident) -> dict:
     }
 
 
-def template_context_for_run(*, run: RunbookRun) -> dict:
+def template_context_for_run(*, run: RunbookRun, step_runs=None, templates=None) -> dict:
+    """What a step's templates see. `step_runs`: the run's steps as the caller holds them (else read).
+    `templates`: the ones about to be rendered; the linked PagerDuty incident is looked up only when
+    one of them can name it (no template mentions `pagerduty`: the value is never read)."""
+    if step_runs is None:
+        step_runs = run.step_runs.all()
+    mentioned = templates is None or any("pagerduty" in str(template) for template in templates)
     return {
         "Activity": activity_for(incident=run.incident),
-        "steps": {
-            step_run.key: step_run.outputs for step_run in run.step_runs.all() if step_run.status == RunStatus.SUCCEEDED
-        },
-        "pagerduty": {"incident_id": linked_incident_id(incident=run.incident)},
+        "steps": {step_run.key: step_run.outputs for step_run in step_runs if step_run.status == RunStatus.SUCCEEDED},
+        "pagerduty": {"incident_id": linked_incident_id(incident=run.incident) if mentioned else ""},
         # Only for runbooks started by a PagerDuty event: elsewhere {{PagerDuty.*}} is an unknown variable.
         **(
             {"PagerDuty": templating.pagerduty_event_context(run.event.details or {})}

@@ -8,11 +8,13 @@ Idempotency, in order of defence:
 4. the PagerDuty incident link and incident_key dedup — a re-run reuses the open incident.
 """
 
+import contextlib
 import logging
 import time
 import uuid
 from datetime import timedelta
 
+import requests
 from django.conf import settings
 from django.db import IntegrityError, OperationalError, transaction
 from django.db.models import F, Q
@@ -20,8 +22,11 @@ from django.utils import timezone
 
 from apps.audit.services import audit_record
 from apps.core.errors import Conflict, DomainError
+from apps.core.limits import STORED_BODY_MAX_CHARS
 from apps.core.queueing import enqueue
 from apps.core.redaction import redact_data, redact_headers
+from apps.core.sql import insert_and_update, prepared_for_insert
+from apps.core.validators import storable_json
 from apps.incidents.models import IncidentEvent
 from apps.incidents.services import incident_trigger_runbook
 from apps.pagerduty.errors import PagerDutyError
@@ -39,6 +44,7 @@ from apps.runbooks.executors import (
     uses_channel,
 )
 from apps.runbooks.executors.control import StepWaiting, is_control
+from apps.runbooks.loader import runbook_to_spec
 from apps.runbooks.models import FINISHED, OnFailure, Runbook, RunbookRun, RunStatus, StepRun, StepRunExchange
 from apps.runbooks.resolvers import LiveResolver
 from apps.runbooks.selectors import (
@@ -48,7 +54,7 @@ from apps.runbooks.selectors import (
     step_run_response,
     template_context_for_run,
 )
-from apps.runbooks.versions import LOADED_FROM_YAML, runbook_version_ensure
+from apps.runbooks.versions import LOADED_FROM_YAML, runbook_version_ensure, runbook_version_latest, versions_match
 
 logger = logging.getLogger(__name__)
 RUN_SWEEP = "the recovery sweep queues the pending run once the broker is back (RUN_RECOVERY_PENDING_AFTER_SECONDS)"
@@ -57,22 +63,69 @@ RUN_SWEEP = "the recovery sweep queues the pending run once the broker is back (
 # --- starting runs -------------------------------------------------------------------------------
 
 
-def runs_create_for_event(*, event_id: int) -> list[RunbookRun]:
-    """Start one run per matching runbook. Safe to call any number of times for the same event."""
+def event_dispatch(*, event_id: int) -> RunbookRun | None:
+    """What the dispatch task does: start the event's runs and execute the first one right here,
+    so the common case (one matching runbook) is one broker round trip, not two. Further runs are
+    queued for other workers. Returns the run executed here, if any.
+
+    A redelivered message (the worker died while executing) creates nothing, and carries on with
+    the event's first unfinished run under the usual lease: still leased by the dead worker, it is
+    queued for when the lease expires, as a redelivered execute_run would be retried."""
+    created = runs_create_for_event(event_id=event_id, queue_from=1)
+    if created:
+        run = created[0]
+    else:
+        run = (
+            RunbookRun.objects.filter(event_id=event_id, status__in=[RunStatus.PENDING, RunStatus.RUNNING])
+            .order_by("pk")
+            .first()
+        )
+        if run is None:
+            return None
+    try:
+        return run_execute(run_id=run.pk, run=run if created else None)
+    except LeaseHeld as held:
+        enqueue(tasks.execute_run, run.pk, countdown=held.seconds_left + 1, recovery=RUN_SWEEP)
+        return None
+
+
+def runs_create_for_event(*, event_id: int, queue_from: int = 0) -> list[RunbookRun]:
+    """Start one run per matching runbook. Safe to call any number of times for the same event.
+
+    Every created run from the `queue_from`-th on is queued for a worker; those before it are the
+    caller's to execute right away: they are created already leased to it (`lease_token`), as a
+    claim would have left them, so nobody else takes them while the lease lasts, and a caller that
+    dies leaves them to the recovery sweep once it expires (event_dispatch executes the first)."""
     event = IncidentEvent.objects.select_related("incident").filter(pk=event_id).first()
     if event is None:
         return []
     created = []
+    stamped = event.dispatched_at is not None
     for runbook in runbooks_matching_event(event=event):
         try:
             with transaction.atomic():
-                run = run_create(runbook=runbook, event=event)
+                run, step_runs = _run_create(runbook=runbook, event=event, leased=len(created) < queue_from)
+                # In the first run's transaction: no statement of its own, and never a run without it.
+                stamped = stamped or _stamp_dispatched(event)
         except IntegrityError:
             continue  # this (runbook, event) already has its run
+        if not run.lease_token:
+            transaction.on_commit(lambda run_id=run.pk: enqueue(tasks.execute_run, run_id, recovery=RUN_SWEEP))
+        elif all(step_run.pk for step_run in step_runs):
+            # Executed by the caller: it starts from the rows just written instead of reading them
+            # back, held as prefetch_related would hold them.
+            prefetched = run.step_runs.all()
+            prefetched._result_cache, prefetched._prefetch_done = step_runs, True
+            run._prefetched_objects_cache = {"step_runs": prefetched}
         created.append(run)
-        transaction.on_commit(lambda run_id=run.pk: enqueue(tasks.execute_run, run_id, recovery=RUN_SWEEP))
-    IncidentEvent.objects.filter(pk=event.pk, dispatched_at__isnull=True).update(dispatched_at=timezone.now())
+    if not stamped:
+        _stamp_dispatched(event)
     return created
+
+
+def _stamp_dispatched(event: IncidentEvent) -> bool:
+    IncidentEvent.objects.filter(pk=event.pk, dispatched_at__isnull=True).update(dispatched_at=timezone.now())
+    return True
 
 
 @transaction.atomic
@@ -96,11 +149,26 @@ def runbook_run_manually(*, runbook_id, incident_id, actor: str = "") -> Inciden
 
 
 def run_create(*, runbook: Runbook, event: IncidentEvent) -> RunbookRun:
-    # Normally the latest saved version; written here only if the runbook changed by a path that
-    # records none (shell, data migration), so every run names exactly what it executed.
-    version, _ = runbook_version_ensure(runbook=runbook, comment="Recorded when a run started")
-    run = RunbookRun.objects.create(runbook=runbook, runbook_version=version, incident=event.incident, event=event)
-    StepRun.objects.bulk_create(
+    return _run_create(runbook=runbook, event=event)[0]
+
+
+def _run_create(*, runbook: Runbook, event: IncidentEvent, leased: bool = False) -> tuple[RunbookRun, list[StepRun]]:
+    # The steps as matched (prefetched with the runbook), so the run and its version describe the
+    # same runbook even if it is being edited right now.
+    steps = sorted(runbook.steps.all(), key=lambda step: (step.position, step.pk))
+    # Normally the latest saved version, read without locking: one that matches is the right one
+    # whoever else is saving. It is written here only if the runbook changed by a path that records
+    # none (shell, data migration), so every run names exactly what it executed.
+    version = runbook_version_latest(runbook=runbook)
+    if version is None or not versions_match(version, runbook_to_spec(runbook, steps=steps)):
+        version, _ = runbook_version_ensure(runbook=runbook, comment="Recorded when a run started")
+    run = RunbookRun(runbook=runbook, runbook_version=version, incident=event.incident, event=event)
+    if leased:
+        # Exactly what _claim writes, in the same INSERT.
+        run.status, run.lease_token, run.lease_expires_at = RunStatus.RUNNING, uuid.uuid4().hex, _lease_until()
+        run.executions, run.started_at = 1, timezone.now()
+    run.save(force_insert=True)
+    step_runs = StepRun.objects.bulk_create(
         [
             StepRun(
                 run=run,
@@ -113,10 +181,10 @@ def run_create(*, runbook: Runbook, event: IncidentEvent) -> RunbookRun:
                 inputs=step.inputs,
                 on_failure=step.on_failure,
             )
-            for index, step in enumerate(runbook.steps.order_by("position", "id"))
+            for index, step in enumerate(steps)
         ]
     )
-    return run
+    return run, step_runs
 
 
 # --- executing runs ------------------------------------------------------------------------------
@@ -134,158 +202,314 @@ def _lease_until():
     return timezone.now() + timedelta(seconds=settings.RUNBOOK_RUN_LEASE_SECONDS)
 
 
-def _claim(run_id, token: str) -> bool:
+def _claim(run_id, token: str):
+    """Take the run if nobody holds it; returns the lease's expiry, or None."""
     now = timezone.now()
+    until = _lease_until()
     claimable = Q(status=RunStatus.PENDING) | Q(status=RunStatus.RUNNING, lease_expires_at__lt=now)
     claimable |= Q(status=RunStatus.RUNNING, lease_expires_at__isnull=True)
-    return bool(
-        RunbookRun.objects.filter(claimable, pk=run_id).update(
-            status=RunStatus.RUNNING,
-            lease_token=token,
-            lease_expires_at=_lease_until(),
-            executions=F("executions") + 1,
-            started_at=now,
-        )
+    claimed = RunbookRun.objects.filter(claimable, pk=run_id).update(
+        status=RunStatus.RUNNING,
+        lease_token=token,
+        lease_expires_at=until,
+        executions=F("executions") + 1,
+        started_at=now,
     )
-
-
-def _renew(run_id, token: str, *, extra_seconds: float = 0) -> bool:
-    until = _lease_until() + timedelta(seconds=extra_seconds)
-    return bool(RunbookRun.objects.filter(pk=run_id, lease_token=token).update(lease_expires_at=until))
+    return until if claimed else None
 
 
 def _sleep(seconds: float) -> None:
     time.sleep(seconds)
 
 
-def _lease_keeping_sleep(run_id, token: str):
-    """A step waiting out a 429 or a backoff keeps its lease, so nobody takes the run over meanwhile."""
+class _Lease:
+    """The run's lease as this execution holds it.
 
-    def sleep(seconds: float) -> None:
-        _renew(run_id, token, extra_seconds=seconds)
+    Renewed only when less than half of it would be left, not before every step: while a lease
+    has time left nobody can take the run over (a claim needs it expired), so renewing it sooner
+    would only cost a write. A lease found taken over when renewing stops the execution."""
+
+    def __init__(self, run_id, token: str, expires_at):
+        self.run_id, self.token, self.expires_at = run_id, token, expires_at
+
+    def keep(self, *, extra_seconds: float = 0) -> bool:
+        now = timezone.now()
+        lease = settings.RUNBOOK_RUN_LEASE_SECONDS
+        if self.expires_at >= now + timedelta(seconds=extra_seconds + lease / 2):
+            return True
+        until = now + timedelta(seconds=lease + extra_seconds)
+        if not RunbookRun.objects.filter(pk=self.run_id, lease_token=self.token).update(lease_expires_at=until):
+            return False
+        self.expires_at = until
+        return True
+
+    def sleep(self, seconds: float) -> None:
+        """A step waiting out a 429, a backoff or the rate budget keeps its lease, so nobody takes the run over meanwhile."""
+        self.keep(extra_seconds=seconds)
         _sleep(seconds)
 
-    return sleep
+
+class _Session(requests.Session):
+    """A session that calls `before_send` before each request leaves: the step writes its
+    previous attempt first (_StepRecord)."""
+
+    before_send = None
+
+    def request(self, *args, **kwargs):
+        if self.before_send is not None:
+            self.before_send()
+        return super().request(*args, **kwargs)
 
 
-def run_execute(*, run_id) -> RunbookRun | None:
+class _Execution:
+    """One execution of a run: what its steps share instead of reading it again for each step —
+    the run and its steps as loaded, the lease, the connections and Events API channels by name,
+    one HTTP session per connection or channel (kept alive between the steps), the resolver's cache."""
+
+    def __init__(self, run: RunbookRun, step_runs: list[StepRun], lease: _Lease):
+        self.run, self.step_runs, self.lease = run, step_runs, lease
+        self.cache: dict = {}
+        self._connections: dict = {}
+        self._channels: dict = {}
+        self._sessions: dict = {}
+
+    def connection(self, name: str):
+        if name not in self._connections:
+            self._connections[name] = connection_get(name=name)
+        return self._connections[name]
+
+    def channel(self, name: str):
+        if name not in self._channels:
+            self._channels[name] = channel_get(name=name)
+        return self._channels[name]
+
+    def session(self, name: str) -> "_Session":
+        if name not in self._sessions:
+            self._sessions[name] = _Session()
+        return self._sessions[name]
+
+    def close(self) -> None:
+        for session in self._sessions.values():
+            session.close()
+
+
+def run_execute(*, run_id, run: RunbookRun | None = None) -> RunbookRun | None:
     """Execute a run's unfinished steps in order. Returns None if there was nothing to do.
 
-    Raises LeaseHeld when another worker holds the run, so the caller can try again later.
+    `run`: a run its creator made already leased to itself (runs_create_for_event), executed from
+    the rows as written, without claiming or reading it back. Raises LeaseHeld when another worker
+    holds the run, so the caller can try again later.
     """
-    token = uuid.uuid4().hex
-    if not _claim(run_id, token):
-        run = RunbookRun.objects.filter(pk=run_id).first()
-        if run is None or run.status in FINISHED or run.status == RunStatus.WAITING:
-            return None  # a waiting run is resumed by apps.runbooks.waits, never by a message
-        seconds_left = (run.lease_expires_at - timezone.now()).total_seconds() if run.lease_expires_at else 0
-        raise LeaseHeld(max(seconds_left, 0))
-    run = RunbookRun.objects.select_related("incident", "runbook").get(pk=run_id)
-    cache: dict = {}
-    stopped_by = None
-    for step_run in run.step_runs.order_by("position"):
-        if step_run.status in FINISHED:
+    if run is None:
+        token = uuid.uuid4().hex
+        until = _claim(run_id, token)
+        if until is None:
+            current = RunbookRun.objects.filter(pk=run_id).first()
+            if current is None or current.status in FINISHED or current.status == RunStatus.WAITING:
+                return None  # a waiting run is resumed by apps.runbooks.waits, never by a message
+            left = (current.lease_expires_at - timezone.now()).total_seconds() if current.lease_expires_at else 0
+            raise LeaseHeld(max(left, 0))
+        run = RunbookRun.objects.select_related("incident", "runbook", "event").get(pk=run_id)
+    else:
+        token, until = run.lease_token, run.lease_expires_at
+    execution = _Execution(run, sorted(run.step_runs.all(), key=lambda s: s.position), _Lease(run.pk, token, until))
+    try:
+        stopped_by = None
+        for step_run in execution.step_runs:
+            if step_run.status in FINISHED:
+                if step_run.status == RunStatus.FAILED and step_run.on_failure == OnFailure.STOP:
+                    stopped_by = step_run
+                    break
+                continue
+            if not execution.lease.keep():
+                logger.warning("run %s: lease lost to another worker; stopping here", run.pk)
+                return run
+            _execute_step(execution, step_run)
+            if step_run.status == RunStatus.WAITING:
+                return RunbookRun.objects.get(pk=run.pk)  # parked: this worker is free
             if step_run.status == RunStatus.FAILED and step_run.on_failure == OnFailure.STOP:
                 stopped_by = step_run
                 break
-            continue
-        if not _renew(run.pk, token):
-            logger.warning("run %s: lease lost to another worker; stopping here", run.pk)
-            return run
-        _execute_step(run=run, step_run=step_run, cache=cache, token=token)
-        if step_run.status == RunStatus.WAITING:
-            return RunbookRun.objects.get(pk=run.pk)  # parked: this worker is free
-        if step_run.status == RunStatus.FAILED and step_run.on_failure == OnFailure.STOP:
-            stopped_by = step_run
-            break
-    return _finish(run=run, token=token, stopped_by=stopped_by)
+    finally:
+        execution.close()
+    return _finish(execution, stopped_by=stopped_by)
 
 
-def _finish(*, run: RunbookRun, token: str, stopped_by: StepRun | None) -> RunbookRun:
+def _finish(execution: _Execution, *, stopped_by: StepRun | None) -> RunbookRun:
+    run = execution.run
     if stopped_by is not None:
-        run.step_runs.filter(status=RunStatus.PENDING).update(
-            status=RunStatus.CANCELLED, error=f"Not run: step {stopped_by.key!r} failed (on_failure: stop)"
-        )
-    statuses = set(run.step_runs.values_list("status", flat=True))
+        error = f"Not run: step {stopped_by.key!r} failed (on_failure: stop)"
+        run.step_runs.filter(status=RunStatus.PENDING).update(status=RunStatus.CANCELLED, error=error)
+        for step_run in execution.step_runs:
+            if step_run.status == RunStatus.PENDING:
+                step_run.status, step_run.error = RunStatus.CANCELLED, error
+    statuses = {step_run.status for step_run in execution.step_runs}
     status = RunStatus.FAILED if RunStatus.FAILED in statuses else RunStatus.SUCCEEDED
     error = f"Step {stopped_by.key!r} failed: {stopped_by.error}" if stopped_by else ""
     if not stopped_by and status == RunStatus.FAILED:
         error = "One or more steps failed (on_failure: continue)"
-    RunbookRun.objects.filter(pk=run.pk, lease_token=token).update(
-        status=status, finished_at=timezone.now(), error=error, lease_token="", lease_expires_at=None
-    )
-    run.refresh_from_db()
+    values = {
+        "status": status,
+        "finished_at": timezone.now(),
+        "error": error,
+        "lease_token": "",
+        "lease_expires_at": None,
+    }
+    if RunbookRun.objects.filter(pk=run.pk, lease_token=execution.lease.token).update(**values):
+        for name, value in values.items():
+            setattr(run, name, value)
+    else:
+        run.refresh_from_db()  # taken over meanwhile: the other execution's record stands
     return run
 
 
-def _store_exchange(step_run: StepRun):
-    def store(exchange):
-        StepRunExchange.objects.create(step_run=step_run, **exchange.as_dict())
-        # Look-ups are not attempts: only a send of the step's own request counts.
-        if exchange_is_own(exchange=exchange, request=step_run.request):
-            StepRun.objects.filter(pk=step_run.pk).update(attempts=F("attempts") + 1)
+class _StepRecord:
+    """What one execution of a step writes, one statement per change: the `running` mark (with
+    the rendered fields and the planned request), then the end; and every HTTP attempt.
 
-    return store
+    An attempt is written with the step's next write, in the same statement (apps.core.sql:
+    the exchange INSERTed and the step UPDATEd, its attempt count included): the running mark for
+    a look-up made while planning, the end for the step's last request. It never waits longer: an
+    attempt still unwritten is written before the step's next request leaves and before any wait
+    (a backoff, a 429, the rate budget). A worker killed between an answer and that write leaves
+    the step as a kill during the request does: `running`, settled by reconcile(), which asks
+    PagerDuty when it finds no answer recorded."""
+
+    def __init__(self, step_run: StepRun):
+        self.step_run = step_run
+        self.last = None  # this execution's last answer to the step's own request, as the step shows it
+        self._unwritten: StepRunExchange | None = None
+        self._unwritten_is_own = False
+
+    def store_exchange(self, exchange) -> None:
+        self.flush()
+        self._unwritten = prepared_for_insert(StepRunExchange(step_run=self.step_run, **exchange.as_dict()))
+        # Look-ups are not attempts, and their answers are not the step's (a 404 from GET /users/…
+        # beside "POST /incidents" told people the wrong story): only the step's own request counts.
+        self._unwritten_is_own = exchange_is_own(exchange=exchange, request=self.step_run.request)
+        if self._unwritten_is_own:
+            self.step_run.attempts += 1
+            # Cut as the exchange's own column cuts it, so the step shows what the exchange row holds.
+            body = storable_json(exchange.response_body, max_chars=STORED_BODY_MAX_CHARS)
+            self.last = {"status": exchange.status, "body": body, "error": exchange.error}
+
+    def flush(self) -> None:
+        if self._unwritten is not None:
+            self.write()
+
+    def sleeping(self, sleep):
+        def sleep_after_writing(seconds: float) -> None:
+            self.flush()
+            sleep(seconds)
+
+        return sleep_after_writing
+
+    def write(self, **values) -> None:
+        for name, value in values.items():
+            setattr(self.step_run, name, value)
+        exchange, self._unwritten = self._unwritten, None
+        if exchange is None:
+            StepRun.objects.filter(pk=self.step_run.pk).update(**values)
+        else:
+            if self._unwritten_is_own:
+                values = {**values, "attempts": F("attempts") + 1}
+            insert_and_update(exchange, StepRun, self.step_run.pk, values)
+
+    def mark_running(self, *, rendered: dict, request: dict) -> None:
+        """Written, and committed, just before the step's write: from here on a dead worker leaves the
+        step `running`, and the next execution reconciles with PagerDuty instead of sending blindly.
+        Look-ups before this point are repeated freely."""
+        self.write(
+            status=RunStatus.RUNNING,
+            error="",
+            started_at=self.step_run.started_at or timezone.now(),
+            finished_at=None,
+            rendered=rendered,
+            request=request,
+        )
+
+    def end(self, status: str, *, error: str = "", outputs: dict | None = None, rendered: dict | None = None) -> None:
+        values = {"status": status, "error": error, "finished_at": timezone.now()}
+        if outputs is not None:
+            values["outputs"] = outputs
+        if rendered is not None:
+            values["rendered"] = rendered  # the step ended before it was marked running
+        if self.last is not None:
+            values["response"] = self.last
+        elif self.step_run.attempts:
+            # Nothing sent by this execution (adopted, or failed before sending): show the earlier
+            # answer to the step's own request. (An attempt still unwritten is a look-up: it is not read.)
+            own = step_run_exchanges(step_run=self.step_run, exchanges=list(self.step_run.exchanges.all()))
+            values["response"] = step_run_response(requests=own["requests"])
+        else:
+            values["response"] = {}  # the step sent no request of its own: no answer to show
+        self.write(**values)
 
 
-def _execute_step(*, run: RunbookRun, step_run: StepRun, cache: dict, token: str) -> None:
+def _execute_step(execution: _Execution, step_run: StepRun) -> None:
     # Found `running`: a previous execution died during this step's write (it may have happened).
     recovering = step_run.status == RunStatus.RUNNING
+    record = _StepRecord(step_run)
+    unsaved: dict = {}  # the rendered fields, until the running mark (or the end) writes them
     try:
-        outputs = _perform_step(run=run, step_run=step_run, cache=cache, recovering=recovering, token=token)
+        outputs = _perform_step(execution, step_run, record, recovering=recovering, unsaved=unsaved)
     except StepWaiting:
-        pass  # parked by waits.step_wait; resumed later
+        pass  # parked by waits.step_wait (the rendered fields with it); resumed by apps.runbooks.waits
     except StepSkipped as exc:
-        _end_step(step_run, RunStatus.SKIPPED, error=str(exc))
+        record.end(RunStatus.SKIPPED, error=str(exc), **unsaved)
     except (StepFailed, templating.TemplateError, DomainError, PagerDutyError) as exc:
-        _end_step(step_run, RunStatus.FAILED, error=str(exc))
+        record.end(RunStatus.FAILED, error=str(exc), **unsaved)
     except OperationalError:
+        with contextlib.suppress(OperationalError):
+            record.flush()  # the last answer, if the database still takes it
         raise  # the database is unwell: let the task retry rather than record a false failure
     except Exception as exc:  # a bug must fail one step visibly, not wedge the run
-        logger.exception("run %s step %s: unexpected error", run.pk, step_run.key)
-        _end_step(step_run, RunStatus.FAILED, error=f"Internal error: {type(exc).__name__}: {exc}")
+        logger.exception("run %s step %s: unexpected error", execution.run.pk, step_run.key)
+        record.end(RunStatus.FAILED, error=f"Internal error: {type(exc).__name__}: {exc}", **unsaved)
+    except BaseException:
+        # The worker is being stopped (SystemExit, KeyboardInterrupt): an answer it holds is still
+        # written, so the next execution adopts it instead of asking PagerDuty. (A SIGKILL writes
+        # nothing: reconcile() asks.)
+        with contextlib.suppress(Exception):
+            record.flush()
+        raise
     else:
-        step_run.outputs = outputs
-        _end_step(step_run, RunStatus.SUCCEEDED)
+        # `unsaved` still holds the rendered fields when the step ended without a running mark
+        # (a control step that finished at once).
+        record.end(RunStatus.SUCCEEDED, outputs=outputs, **unsaved)
 
 
-def _mark_running(step_run: StepRun) -> None:
-    """Written, and committed, just before the step's write: from here on a dead worker leaves the
-    step `running`, and the next execution reconciles with PagerDuty instead of sending blindly.
-    Look-ups before this point are repeated freely."""
-    step_run.status = RunStatus.RUNNING
-    step_run.error = ""
-    step_run.started_at = step_run.started_at or timezone.now()
-    step_run.finished_at = None
-    step_run.save(update_fields=["status", "error", "started_at", "finished_at"])
-
-
-def _end_step(step_run: StepRun, status: str, *, error: str = "") -> None:
-    # The response is the answer to the step's own request, never a look-up's (a 404 from
-    # GET /users/… beside "POST /incidents" told people the wrong story).
-    own = step_run_exchanges(step_run=step_run, exchanges=list(step_run.exchanges.all()))["requests"]
-    step_run.response = step_run_response(requests=own)
-    step_run.attempts = len(own)
-    step_run.status = status
-    step_run.error = error
-    step_run.finished_at = timezone.now()
-    step_run.save()
-
-
-def _perform_step(*, run: RunbookRun, step_run: StepRun, cache: dict, recovering: bool, token: str) -> dict:
+def _perform_step(
+    execution: _Execution, step_run: StepRun, record: _StepRecord, *, recovering: bool, unsaved: dict
+) -> dict:
+    run = execution.run
     spec = get_action(step_run.action)
-    context = template_context_for_run(run=run)
-    rendered = templating.render_fields(spec.with_defaults(step_run.inputs), context)
-    step_run.rendered = redact_data(rendered)
-    step_run.save(update_fields=["rendered"])
+    fields = spec.with_defaults(step_run.inputs)
+    context = template_context_for_run(run=run, step_runs=execution.step_runs, templates=fields.values())
+    rendered = templating.render_fields(fields, context)
+    unsaved["rendered"] = redact_data(rendered)
     if is_control(step_run.action):
-        return waits.step_wait(run=run, step_run=step_run, spec=spec, rendered=rendered, token=token)
+        # No request, so no running mark: the step parks (writing the rendered fields the wait
+        # is decided by), or ends at once and the end writes them.
+        return waits.step_wait(
+            run=run,
+            step_run=step_run,
+            spec=spec,
+            rendered=rendered,
+            token=execution.lease.token,
+            stored_rendered=unsaved["rendered"],
+        )
     previous_exchanges = list(step_run.exchanges.all()) if recovering else []
     if spec.target == TARGET_CHANNEL:
         # Events name a channel (its routing key is the credential), never a connection.
-        channel = channel_get(name=(rendered.get("channel") or "").strip())
+        channel = execution.channel((rendered.get("channel") or "").strip())
+        session = execution.session(f"channel:{channel.name}")
+        session.before_send = record.flush
         client = channel_client(
-            channel=channel, on_exchange=_store_exchange(step_run), sleep=_lease_keeping_sleep(run.pk, token)
+            channel=channel,
+            on_exchange=record.store_exchange,
+            sleep=record.sleeping(execution.lease.sleep),
+            session=session,
         )
         ctx = StepContext(
             incident=run.incident,
@@ -298,14 +522,20 @@ def _perform_step(*, run: RunbookRun, step_run: StepRun, cache: dict, recovering
             previous_exchanges=previous_exchanges,
         )
     else:
-        connection = connection_get(name=step_run.connection or "default")
+        name = step_run.connection or "default"
+        connection = execution.connection(name)
+        session = execution.session(f"connection:{name}")
+        session.before_send = record.flush
         client = connection_client(
-            connection=connection, on_exchange=_store_exchange(step_run), sleep=_lease_keeping_sleep(run.pk, token)
+            connection=connection,
+            on_exchange=record.store_exchange,
+            sleep=record.sleeping(execution.lease.sleep),
+            session=session,
         )
         ctx = StepContext(
             incident=run.incident,
             rendered=rendered,
-            resolver=LiveResolver(incident=run.incident, connection=connection, client=client, cache=cache),
+            resolver=LiveResolver(incident=run.incident, connection=connection, client=client, cache=execution.cache),
             default_from=connection.from_email,
             connection=connection,
             client=client,
@@ -315,16 +545,15 @@ def _perform_step(*, run: RunbookRun, step_run: StepRun, cache: dict, recovering
         )
     action = spec.implementation
     planned = action.plan(ctx)
-    step_run.request = {
+    request = {
         "method": planned.method,
         "url": client.api_url.rstrip("/") + planned.path,
         "headers": redact_headers(client.request_headers(True, planned.from_email)),
         "body": redact_data(planned.body),
     }
     if planned.notes:
-        step_run.request["notes"] = list(planned.notes)
-    step_run.save(update_fields=["request"])
-    _mark_running(step_run)
+        request["notes"] = list(planned.notes)
+    record.mark_running(rendered=unsaved.pop("rendered"), request=request)
     if recovering:
         try:
             adopted = action.reconcile(ctx, planned)

@@ -9,9 +9,12 @@ from apps.runbooks import services, waits
 logger = logging.getLogger(__name__)
 
 
-@shared_task(acks_late=True)
-def dispatch_incident_event(event_id: int) -> int:
-    return len(services.runs_create_for_event(event_id=event_id))
+# Executes the event's first run in place (one broker hop), so a pool process killed mid-step must
+# have its message delivered again, exactly like execute_run's.
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def dispatch_incident_event(event_id: int) -> str | None:
+    run = services.event_dispatch(event_id=event_id)
+    return run.status if run else None
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=20)

@@ -21,6 +21,11 @@ def _canonical(spec: dict) -> str:
     return json.dumps(spec, sort_keys=True, ensure_ascii=False)
 
 
+def versions_match(version: RunbookVersion, spec: dict) -> bool:
+    """Whether `version` holds exactly `spec` (a runbook_to_spec result)."""
+    return _canonical(version.spec) == _canonical(spec)
+
+
 def runbook_version_latest(*, runbook: Runbook) -> RunbookVersion | None:
     return runbook.versions.order_by("-number").first()
 

@@ -50,9 +50,14 @@ class AlreadyDecided(Conflict):
 # --- parking a run -------------------------------------------------------------------------------
 
 
-def step_wait(*, run: RunbookRun, step_run: StepRun, spec, rendered: dict, token: str) -> dict:
+def step_wait(
+    *, run: RunbookRun, step_run: StepRun, spec, rendered: dict, token: str, stored_rendered: dict | None = None
+) -> dict:
     """Start a control step. Returns its outputs when it can finish at once; otherwise parks the
-    step and the run (`waiting`, lease released) in one transaction and raises StepWaiting."""
+    step and the run (`waiting`, lease released) in one transaction and raises StepWaiting.
+
+    `stored_rendered`: the rendered fields as the step row keeps them (redacted), written with the
+    park when the engine has not written them yet; the decision and the sweep read them there."""
     ctx = StepContext(incident=run.incident, rendered=rendered, resolver=None, step_run=step_run)
     plan = spec.implementation.plan(ctx)
     now = timezone.now()
@@ -63,6 +68,7 @@ def step_wait(*, run: RunbookRun, step_run: StepRun, spec, rendered: dict, token
             return spec.implementation.execute(ctx, plan)
         except StepWaiting:
             pass
+        parking = {"rendered": stored_rendered} if stored_rendered is not None else {}
         StepRun.objects.filter(pk=step_run.pk).update(
             status=RunStatus.WAITING,
             started_at=now,
@@ -70,6 +76,7 @@ def step_wait(*, run: RunbookRun, step_run: StepRun, spec, rendered: dict, token
             error="",
             outputs={},
             wait_until=now + timedelta(minutes=plan.timeout_minutes),
+            **parking,
         )
         parked = RunbookRun.objects.filter(pk=run.pk, lease_token=token).update(
             status=RunStatus.WAITING, lease_token="", lease_expires_at=None, updated_at=now
@@ -78,6 +85,8 @@ def step_wait(*, run: RunbookRun, step_run: StepRun, spec, rendered: dict, token
             # The lease went to another worker: it will reach this step itself.
             transaction.set_rollback(True)
     step_run.status = RunStatus.WAITING
+    if stored_rendered is not None:
+        step_run.rendered = stored_rendered
     raise StepWaiting(plan.describe())
 
 

@@ -3,6 +3,7 @@ loses the answer" (`after` scripts), workers are SIGKILLed mid-step, beat sweeps
 worker left behind. Assertions read what the stand-in holds and what the database recorded."""
 
 import os
+import re
 import signal
 import time
 
@@ -134,6 +135,15 @@ def test_ambiguous_responder_answer_is_checked_on_the_incident_and_not_sent_twic
 
 # --- item: recovery within a lease and an interval -----------------------------------------------
 
+_TASK_LINE = re.compile(r"Task (\S+)\[([0-9a-f-]+)\] (received|succeeded|retry|raised|ignored|rejected)")
+
+
+def _busy(log: str) -> bool:
+    """Whether the worker of this log is in the middle of a task (received, not yet finished): the
+    run may be executed by the dispatch task itself (in place) or by execute_run."""
+    states = {match[2]: match[3] for match in _TASK_LINE.finditer(log)}
+    return "received" in states.values()
+
 
 def test_run_orphaned_by_a_killed_worker_finishes_within_a_lease_and_an_interval(wired, procfile):
     """The whole worker executing a run is killed (main process and pool): its message stays
@@ -147,7 +157,7 @@ def test_run_orphaned_by_a_killed_worker_finishes_within_a_lease_and_an_interval
     incident_id = create_incident(api, "orphaned")
     api.patch(f"/api/v1/incidents/{incident_id}/", {"status": "Investigating"}, format="json")
     wait_for(lambda: len(state.incidents) == 1, message=f"incident created upstream\n{worker.output()}")
-    if "tasks.execute_run[" in procfile.logs["other"].read_text(errors="replace"):
+    if _busy(procfile.logs["other"].read_text(errors="replace")):
         victims = procfile.celery_pids("other") + procfile.pool_pids("other")
     else:
         victims = [worker.process.pid, *worker.pool_children()]

@@ -80,3 +80,26 @@ def test_redis_limiter_is_shared_by_workers(redis_client):
         assert "super" not in key and redis_client.ttl(key) > 0
     finally:
         redis_client.delete(key)
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["per-process", "shared-in-redis"])
+def test_each_api_key_has_a_budget_of_its_own(settings, request, shared):
+    """Three PagerDuty accounts (three keys): one spending its budget leaves the others' whole."""
+    settings.PAGERDUTY_RATE_LIMIT_PER_MINUTE = 60
+    settings.PAGERDUTY_RATE_LIMIT_BURST = 2
+    settings.PAGERDUTY_RATE_LIMIT_REDIS_URL = ""
+    if shared:
+        client = request.getfixturevalue("redis_client")
+        kwargs = client.connection_pool.connection_kwargs
+        settings.PAGERDUTY_RATE_LIMIT_REDIS_URL = f"redis://{kwargs['host']}:{kwargs['port']}/{kwargs.get('db', 0)}"
+    limiters = [limiter_for(f"account-{n}-{uuid.uuid4().hex}") for n in range(3)]
+    try:
+        busy, *others = limiters
+        assert [busy.reserve(), busy.reserve()] == [0, 0]
+        assert busy.reserve() > 0.9  # its budget is spent
+        for other in others:
+            assert [other.reserve(), other.reserve()] == [0, 0]
+        assert busy.reserve() > 0.9
+    finally:
+        if shared:
+            client.delete(*(limiter.key for limiter in limiters))

@@ -11,7 +11,7 @@ from apps.runbooks.models import RunbookRun, StepRun
 from apps.runbooks.selectors import step_run_exchanges
 from tests.conftest import PD_URL
 from tests.factories import IncidentFactory
-from tests.runbooks.helpers import PAGE_STEP, add_create_ok, body, make_runbook, writes
+from tests.runbooks.helpers import PAGE_STEP, add_create_ok, body, make_runbook, pd_incident, writes
 
 pytestmark = pytest.mark.django_db
 
@@ -158,6 +158,8 @@ def test_a_reused_incident_shows_no_answer_of_a_look_up_as_the_step_response(
     with django_capture_on_commit_callbacks(execute=True):
         incident_update(incident_id=incident.pk, status="Investigating", actor="test")
     make_runbook("again", steps=[page], trigger={"on": "status_changed", "to": ["Identified"]})
+    # The link was never mirrored from PagerDuty: the step reads the incident's status before reusing it.
+    pd.add(responses.GET, f"{PD_URL}/incidents/Q1ABCDEF", json={"incident": pd_incident()})
     with django_capture_on_commit_callbacks(execute=True):
         incident_update(incident_id=incident.pk, status="Identified", actor="test")
     step = StepRun.objects.get(run__runbook__slug="again")
@@ -167,7 +169,10 @@ def test_a_reused_incident_shows_no_answer_of_a_look_up_as_the_step_response(
     assert step.attempts == 0
     groups = step_run_exchanges(step_run=step)
     assert groups["requests"] == []
-    assert [(e.role, e.number, e.method, e.status) for e in groups["lookups"]] == [("lookup", 1, "GET", 404)]
+    assert [(e.role, e.number, e.method, e.status) for e in groups["lookups"]] == [
+        ("lookup", 1, "GET", 404),
+        ("lookup", 2, "GET", 200),
+    ]
 
 
 def test_attempts_are_numbered_one_to_n_and_look_ups_apart(

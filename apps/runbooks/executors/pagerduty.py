@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.utils import timezone
 
+from apps.core.sql import upsert
 from apps.pagerduty import payloads
 from apps.pagerduty.client import is_dedup_conflict
 from apps.pagerduty.errors import PagerDutyBadRequest, PagerDutyError
@@ -84,19 +85,33 @@ def _link_outputs(link: PagerDutyIncidentLink, *, deduplicated: bool) -> dict:
     }
 
 
+_LINK_UPDATED_ON_CONFLICT = [
+    "incident_number",
+    "html_url",
+    "incident_key",
+    "service_id",
+    "status",
+    "created_by",
+    "updated_at",
+]
+
+
 def _save_link(ctx: StepContext, pd_incident: dict, *, service_id: str, incident_key: str) -> PagerDutyIncidentLink:
-    link, _ = PagerDutyIncidentLink.objects.update_or_create(
+    link = PagerDutyIncidentLink(
         incident=ctx.incident,
         connection=ctx.connection,
         pagerduty_incident_id=pd_incident["id"],
-        defaults={
-            "incident_number": pd_incident.get("incident_number"),
-            "html_url": pd_incident.get("html_url") or "",
-            "incident_key": incident_key or pd_incident.get("incident_key") or "",
-            "service_id": (pd_incident.get("service") or {}).get("id") or service_id,
-            "status": pd_incident.get("status") or "triggered",
-            "created_by": ctx.step_run,
-        },
+        incident_number=pd_incident.get("incident_number"),
+        html_url=pd_incident.get("html_url") or "",
+        incident_key=incident_key or pd_incident.get("incident_key") or "",
+        service_id=(pd_incident.get("service") or {}).get("id") or service_id,
+        status=pd_incident.get("status") or "triggered",
+        created_by=ctx.step_run,
+    )
+    # Insert, or update the link a re-run or an adopted incident already made: one statement
+    # (INSERT … ON CONFLICT DO UPDATE) where update_or_create takes six with its transaction.
+    upsert(
+        link, unique_fields=["incident", "connection", "pagerduty_incident_id"], update_fields=_LINK_UPDATED_ON_CONFLICT
     )
     mirror.link_created(link=link, step_run=ctx.step_run)
     return link

@@ -17,7 +17,7 @@ from apps.incidents.models import Incident, IncidentEventKind
 from apps.pagerduty.client import PagerDutyClient, RetryPolicy
 from apps.pagerduty.errors import PagerDutyError
 from apps.pagerduty.services import connection_client
-from apps.runbooks.mirror import CLOCK_MARGIN
+from apps.runbooks.mirror import CLOCK_MARGIN, link_refresh
 from apps.runbooks.models import FINISHED, PagerDutyIncidentLink, RunbookRun, StepRun
 
 MAX_ENTRIES = 1000
@@ -376,3 +376,35 @@ def timeline_markdown(timeline: dict) -> str:
         lines += ["", "## Notes", ""] + [f"- {_cell(note)}" for note in timeline["notes"]]
     lines += ["", "## Follow-ups", "", "- [ ] "]
     return "\n".join(lines) + "\n"
+
+
+def _refresh_client(connection) -> PagerDutyClient:
+    # link_refresh makes a look-up's attempts (twice the policy's): one here, so two in all.
+    return connection_client(
+        connection=connection,
+        retry=RetryPolicy(max_attempts=1, backoff_base=0.5, backoff_cap=1.0, max_announced_wait=2.0),
+        timeout=settings.PAGERDUTY_INTERACTIVE_TIMEOUT_SECONDS,
+    )
+
+
+def incident_pagerduty_refresh(*, incident: Incident, client_for=_refresh_client) -> list[str]:
+    """Re-read each linked PagerDuty incident (GET /incidents/{id}) into its link; one line per link
+    saying what PagerDuty said or why it could not be asked."""
+    links = list(
+        PagerDutyIncidentLink.objects.filter(incident=incident).select_related("connection").order_by("created_at")
+    )
+    said = []
+    for link in links[:MAX_LINKS_READ]:
+        pd_id = link.pagerduty_incident_id
+        if link.connection is None:
+            said.append(f"PagerDuty {pd_id}: its connection is gone; not read.")
+            continue
+        try:
+            link_refresh(link=link, client=client_for(link.connection))
+        except PagerDutyError as exc:
+            said.append(f"PagerDuty {pd_id}: could not be read ({str(exc)[:200]}).")
+            continue
+        said.append(f"PagerDuty {pd_id}: {link.status}" + (f", {link.urgency} urgency" if link.urgency else "") + ".")
+    if len(links) > MAX_LINKS_READ:
+        said.append(f"{len(links) - MAX_LINKS_READ} more linked PagerDuty incidents were not read.")
+    return said

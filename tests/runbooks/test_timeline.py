@@ -19,6 +19,7 @@ from apps.runbooks.timeline import iso_z
 from apps.sandbox import ADMIN_EMAIL, RESPONDER_EMAIL, SandboxServer, SandboxState, seed_account
 from tests.conftest import PD_URL
 from tests.factories import IncidentFactory
+from tests.runbooks.helpers import pd_incident
 
 pytestmark = pytest.mark.django_db
 
@@ -216,3 +217,58 @@ def test_errors_are_json_even_when_markdown_was_asked_for(root_api, linked):
     answer = root_api.get(f"/api/v1/incidents/{incident.pk}/timeline/?format=markdown&since=soon")
     assert answer.status_code == 400 and answer["Content-Type"].startswith("application/json")
     assert "since" in answer.json()["errors"]
+
+
+# --- the admin: the Timeline page and "Refresh from PagerDuty" ------------------------------------
+
+
+def test_admin_timeline_page_shows_the_same_entries(root_admin, pd, linked):
+    incident, _ = linked
+    entry = log_entry("acknowledge_log_entry", timezone.now(), agent="Alice Ng")
+    pd.add(responses.GET, LOG_URL, json={"log_entries": [entry], "limit": 100, "offset": 0, "more": False})
+
+    change = root_admin.get(f"/admin/incidents/incident/{incident.pk}/change/").content.decode()
+    assert 'id="rb-incident-timeline"' in change and 'id="rb-refresh-pagerduty"' in change
+    page = root_admin.get(f"/admin/incidents/incident/{incident.pk}/timeline/")
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "acknowledge_log_entry by Alice Ng" in text and "Alice Ng" in text and "Incident created" in text
+    markdown = root_admin.get(f"/admin/incidents/incident/{incident.pk}/timeline/?format=markdown")
+    assert markdown["Content-Type"].startswith("text/markdown") and "| Alice Ng |" in markdown.content.decode()
+
+
+def test_refresh_from_pagerduty_rereads_each_link(client, role_user, pd, linked):
+    incident, link = linked
+    pd.add(responses.GET, f"{PD_URL}/incidents/Q1ABCDEF", json={"incident": pd_incident(status="resolved")})
+    client.force_login(role_user("Responders"))
+
+    answer = client.post(f"/admin/incidents/incident/{incident.pk}/refresh-pagerduty/", follow=True)
+
+    assert answer.status_code == 200
+    assert "PagerDuty Q1ABCDEF: resolved" in answer.content.decode()
+    link.refresh_from_db()
+    assert link.status == "resolved" and link.mirrored_at is not None
+    assert client.get(f"/admin/incidents/incident/{incident.pk}/refresh-pagerduty/").status_code == 405
+
+
+def test_refresh_when_pagerduty_fails_says_so_and_keeps_the_link(client, role_user, pd, linked, settings):
+    incident, link = linked
+    settings.PAGERDUTY_INTERACTIVE_TIMEOUT_SECONDS = 0.5
+    pd.add(responses.GET, f"{PD_URL}/incidents/Q1ABCDEF", json={"error": {"message": "down"}}, status=503)
+    client.force_login(role_user("Responders"))
+    answer = client.post(f"/admin/incidents/incident/{incident.pk}/refresh-pagerduty/", follow=True)
+    assert answer.status_code == 200 and "could not be read" in answer.content.decode()
+    assert len(pd.calls) == 2
+    link.refresh_from_db()
+    assert link.status == "triggered" and link.mirrored_at is None
+
+
+def test_viewers_see_the_timeline_but_may_not_refresh(client, role_user, pd, linked):
+    incident, _ = linked
+    pd.add(responses.GET, LOG_URL, json={"log_entries": [], "limit": 100, "offset": 0, "more": False})
+    client.force_login(role_user("Viewers"))
+    change = client.get(f"/admin/incidents/incident/{incident.pk}/change/").content.decode()
+    assert 'id="rb-incident-timeline"' in change and 'id="rb-refresh-pagerduty"' not in change
+    assert client.get(f"/admin/incidents/incident/{incident.pk}/timeline/").status_code == 200
+    assert client.post(f"/admin/incidents/incident/{incident.pk}/refresh-pagerduty/").status_code == 403
+    assert len([c for c in pd.calls if "/log_entries" not in c.request.url]) == 0

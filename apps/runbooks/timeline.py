@@ -18,7 +18,7 @@ from apps.pagerduty.client import PagerDutyClient, RetryPolicy
 from apps.pagerduty.errors import PagerDutyError
 from apps.pagerduty.services import connection_client
 from apps.runbooks.mirror import CLOCK_MARGIN, link_refresh
-from apps.runbooks.models import FINISHED, PagerDutyIncidentLink, RunbookRun, StepRun
+from apps.runbooks.models import FINISHED, PagerDutyIncidentLink, RunbookRun
 
 MAX_ENTRIES = 1000
 MAX_WINDOW = timedelta(days=31)
@@ -151,6 +151,7 @@ def _run_entries(incident: Incident, start: datetime, end: datetime) -> list[_En
     runs = (
         RunbookRun.objects.filter(incident=incident, started_at__isnull=False, started_at__lte=end)
         .select_related("runbook", "event")
+        .prefetch_related("step_runs")
         .order_by("started_at", "id")
     )
     for run in runs[: MAX_ENTRIES + 1]:
@@ -165,7 +166,7 @@ def _run_entries(incident: Incident, start: datetime, end: datetime) -> list[_En
         if run.finished_at and start <= run.finished_at <= end:
             summary = f"Runbook {run.runbook} {run.status}" + (f": {run.error[:200]}" if run.error else "")
             entries.append(_Entry(run.finished_at, "runbook", f"run_{run.status}", actor, summary, dict(base)))
-        steps = StepRun.objects.filter(run=run, started_at__isnull=False).order_by("position")
+        steps = sorted((s for s in run.step_runs.all() if s.started_at is not None), key=lambda s: s.position)
         for step in steps[:200]:
             label = step.name or step.key
             details = {**base, "step": step.key, "action": step.action, "status": step.status}

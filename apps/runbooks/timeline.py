@@ -231,6 +231,10 @@ def _same(webhook: _Entry, log: _Entry) -> bool:
         return False
     if webhook.kind not in SAME_AS.get(log.kind, {log.kind}):
         return False
+    # Two notes in the same minutes are the same only if they say the same (PagerDuty may trim).
+    said, logged = webhook.details.get("note"), log.details.get("note")
+    if said and logged and not (said.startswith(logged) or logged.startswith(said)):
+        return False
     return abs(webhook.at - log.at) <= CLOCK_MARGIN
 
 

@@ -272,3 +272,30 @@ def test_viewers_see_the_timeline_but_may_not_refresh(client, role_user, pd, lin
     assert client.get(f"/admin/incidents/incident/{incident.pk}/timeline/").status_code == 200
     assert client.post(f"/admin/incidents/incident/{incident.pk}/refresh-pagerduty/").status_code == 403
     assert len([c for c in pd.calls if "/log_entries" not in c.request.url]) == 0
+
+
+def test_notes_are_merged_only_when_they_say_the_same(root_api, pd, linked):
+    incident, _ = linked
+    for note in ("Rolling back", "Paging the DBA"):
+        incident_record_pagerduty_event(
+            incident=incident,
+            event_type="incident.annotated",
+            actor="Alice Ng",
+            details={"incident_id": "Q1ABCDEF", "note": note, "webhook_id": note},
+            fires=False,
+        )
+    now = timezone.now()
+    logged = [
+        log_entry("annotate_log_entry", now, entry_id="R1", note="Rolling back"),
+        log_entry("annotate_log_entry", now, entry_id="R2", note="Something else"),
+    ]
+    pd.add(responses.GET, LOG_URL, json={"log_entries": logged, "limit": 100, "offset": 0, "more": False})
+
+    entries = root_api.get(f"/api/v1/incidents/{incident.pk}/timeline/").json()["entries"]
+
+    notes = [(e["details"].get("note"), e["details"]["via"]) for e in entries if e["kind"] == "incident.annotated"]
+    assert sorted(notes) == [
+        ("Paging the DBA", "webhook"),
+        ("Rolling back", "webhook+log_entry"),
+        ("Something else", "log_entry"),
+    ]

@@ -406,6 +406,37 @@ class PagerDutyClient:
         answer = self.request("GET", f"/incidents/{incident_id}/notes", max_attempts=max_attempts)
         return (answer or {}).get("notes") or []
 
+    def list_log_entries(
+        self,
+        incident_id: str,
+        *,
+        since: str,
+        until: str,
+        include_channels: bool = True,
+        max_pages: int = 5,
+        max_attempts=None,
+    ) -> tuple[list, bool]:
+        """GET /incidents/{id}/log_entries for an explicit window (PagerDuty's default one is short),
+        in UTC. (entries, complete): False when more than `max_pages` pages would be needed."""
+        params: dict = {"since": since, "until": until, "time_zone": "UTC"}
+        if include_channels:
+            params["include[]"] = ["channels"]
+        entries: list = []
+        offset = 0
+        for _ in range(max_pages):
+            page = self.request(
+                "GET",
+                f"/incidents/{incident_id}/log_entries",
+                params={**params, "limit": MAX_PAGE_SIZE, "offset": offset},
+                max_attempts=max_attempts,
+            )
+            items = (page or {}).get("log_entries") or []
+            entries.extend(items)
+            if not page.get("more") or not items:
+                return entries, True
+            offset += len(items)
+        return entries, False
+
     def list_priorities(self) -> list:
         """The account's priorities (names such as P1); an account without them answers none or 404."""
         return self.list_all("/priorities", "priorities")

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.forms.fields import InvalidJSONInput
-from django.http import Http404, HttpResponseBadRequest, JsonResponse
+from django.http import Http404, HttpResponse, HttpResponseBadRequest, HttpResponseNotAllowed, JsonResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -41,6 +41,7 @@ from apps.runbooks.models import (
     StepRunExchange,
 )
 from apps.runbooks.selectors import step_run_exchanges
+from apps.runbooks.timeline import incident_pagerduty_refresh, incident_timeline, timeline_markdown
 from apps.runbooks.validation import (
     StepDraft,
     runbook_warnings,
@@ -62,6 +63,8 @@ except ImportError:  # without imported on-call data the editor offers mapped se
     OncallEscalationPolicy = OncallService = OncallUser = None
 
 DRY_RUN_PERMISSION = "runbooks.dry_run_runbook"
+VIEW_INCIDENT_PERMISSION = "incidents.view_incident"
+CHANGE_INCIDENT_PERMISSION = "incidents.change_incident"
 RUN_PERMISSION = "runbooks.run_runbook"
 VERSIONS_PERMISSION = "runbooks.view_runbookversion"
 
@@ -1112,7 +1115,7 @@ admin.site.unregister(Incident)
 @admin.register(Incident)
 class IncidentWithRunsAdmin(IncidentApprovalAdminMixin, IncidentAdmin):
     inlines = [*IncidentAdmin.inlines, PagerDutyLinkInline, RunInline]
-    readonly_fields = [*IncidentAdmin.readonly_fields, "runs_panel"]
+    readonly_fields = [*IncidentAdmin.readonly_fields, "runs_panel", "timeline_panel"]
 
     class Media:
         css = {"all": ["runbooks/runs.css"]}
@@ -1120,7 +1123,38 @@ class IncidentWithRunsAdmin(IncidentApprovalAdminMixin, IncidentAdmin):
 
     def get_fields(self, request, obj=None):
         fields = super().get_fields(request, obj)
-        return [*fields, "runs_panel"] if obj is not None else [f for f in fields if f != "runs_panel"]
+        panels = ("runs_panel", "timeline_panel")
+        fields = [f for f in fields if f not in panels]
+        return [*fields, *panels] if obj is not None else fields
+
+    @admin.display(description="Timeline and PagerDuty")
+    def timeline_panel(self, obj):
+        """The timeline page, and re-reading PagerDuty's state of each linked incident now."""
+        if obj is None or obj.pk is None:
+            return "—"
+        parts = [
+            format_html(
+                '<a class="button" id="rb-incident-timeline" href="{}">Timeline</a> '
+                '<a href="{}?format=markdown">Markdown (post-mortem draft)</a>',
+                reverse("admin:incidents_incident_timeline", args=[obj.pk]),
+                reverse("admin:incidents_incident_timeline", args=[obj.pk]),
+            )
+        ]
+        request = _current_request.get()
+        if (
+            request is not None
+            and request.user.has_perm(CHANGE_INCIDENT_PERMISSION)
+            and PagerDutyIncidentLink.objects.filter(incident=obj).exists()
+        ):
+            # Inside the change form: formaction posts the form's CSRF token to the refresh view.
+            parts.append(
+                format_html(
+                    ' <button type="submit" class="button" id="rb-refresh-pagerduty" formaction="{}" '
+                    'formmethod="post" formnovalidate name="_refresh_pagerduty">Refresh from PagerDuty</button>',
+                    reverse("admin:incidents_incident_refresh_pagerduty", args=[obj.pk]),
+                )
+            )
+        return format_html("<div>{}{}</div>", parts[0], parts[1] if len(parts) > 1 else "")
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         token = _current_request.set(request)
@@ -1197,8 +1231,50 @@ class IncidentWithRunsAdmin(IncidentApprovalAdminMixin, IncidentAdmin):
         view = self.admin_site.admin_view
         return [
             path("<path:object_id>/run-runbook/", view(self.run_runbook_view), name="incidents_incident_run_runbook"),
+            path("<path:object_id>/timeline/", view(self.timeline_view), name="incidents_incident_timeline"),
+            path(
+                "<path:object_id>/refresh-pagerduty/",
+                view(self.refresh_pagerduty_view),
+                name="incidents_incident_refresh_pagerduty",
+            ),
             *super().get_urls(),
         ]
+
+    @admin_permission_required(VIEW_INCIDENT_PERMISSION)
+    def timeline_view(self, request, object_id):
+        """The incident's timeline (as GET /api/v1/incidents/{id}/timeline/), PagerDuty's log read live."""
+        incident = self.get_object(request, unquote(object_id))
+        if incident is None:
+            raise Http404(f"No incident with id {object_id[:60]!r}")
+        timeline = incident_timeline(incident=incident)
+        if request.GET.get("format") == "markdown":
+            return HttpResponse(timeline_markdown(timeline), content_type="text/markdown; charset=utf-8")
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": incident,
+            "title": f"Timeline of {incident.short_id}",
+            "incident": incident,
+            "timeline": timeline,
+        }
+        return TemplateResponse(request, "admin/incidents/incident/timeline.html", context)
+
+    @admin_permission_required(CHANGE_INCIDENT_PERMISSION)
+    def refresh_pagerduty_view(self, request, object_id):
+        """Re-read every linked PagerDuty incident now (POST only: it writes the mirror)."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        incident = self.get_object(request, unquote(object_id))
+        if incident is None:
+            raise Http404(f"No incident with id {object_id[:60]!r}")
+        said = incident_pagerduty_refresh(incident=incident)
+        failed = any("could not" in line or "not read" in line for line in said)
+        self.message_user(
+            request,
+            " ".join(said) or "No PagerDuty incident is linked.",
+            messages.WARNING if failed else messages.SUCCESS,
+        )
+        return redirect(reverse("admin:incidents_incident_change", args=[incident.pk]))
 
     @admin_permission_required(RUN_PERMISSION)
     def run_runbook_view(self, request, object_id):

@@ -1,13 +1,16 @@
 import uuid
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 
 from apps.core.api_fields import StrictBooleanField, StrictModelSerializer
 from apps.core.errors import DomainError
+from apps.core.query_params import query_datetime
 from apps.incidents.api import IncidentRefField, IncidentSerializer, IncidentViewSet
 from apps.incidents.models import Incident
 from apps.incidents.selectors import INCIDENT_REF_DESCRIPTION, INCIDENT_REF_PATTERN, parse_incident_ref
@@ -24,6 +27,7 @@ from apps.runbooks.models import (
     StepRunExchange,
 )
 from apps.runbooks.selectors import LOOKUP, REQUEST, step_run_exchanges
+from apps.runbooks.timeline import MAX_ENTRIES, MAX_WINDOW, incident_timeline, timeline_markdown
 from apps.runbooks.versions import runbook_version_latest
 
 
@@ -464,7 +468,92 @@ class IncidentWithPagerDutySerializer(IncidentSerializer):
         fields = [*IncidentSerializer.Meta.fields, "pagerduty_incidents"]
 
 
-class IncidentWithPagerDutyViewSet(IncidentViewSet):
+# --- the timeline ---------------------------------------------------------------------------------
+
+
+class MarkdownRenderer(BaseRenderer):
+    media_type = "text/markdown"
+    format = "markdown"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return data.encode(self.charset) if isinstance(data, str) else b""
+
+
+class TimelineIncidentSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    short_id = serializers.CharField()
+    title = serializers.CharField()
+    severity = serializers.IntegerField()
+    status = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    resolved_at = serializers.DateTimeField(allow_null=True)
+    url = serializers.CharField()
+
+
+class TimelineEntrySerializer(serializers.Serializer):
+    at = serializers.DateTimeField(help_text="ISO 8601 in UTC (Z).")
+    source = serializers.ChoiceField(choices=["incident", "runbook", "pagerduty"])
+    kind = serializers.CharField(
+        help_text="status_changed, severity_changed, created, manual; run_started, run_succeeded, step_succeeded, "
+        "step_failed…; PagerDuty's event type (incident.acknowledged…) or log entry type."
+    )
+    actor = serializers.CharField(help_text="Who did it: a person, a runbook (and who ran it), a PagerDuty user.")
+    summary = serializers.CharField()
+    details = serializers.DictField(help_text="What else is known (PagerDuty ids, channel, run and step, note).")
+
+
+class TimelineSerializer(serializers.Serializer):
+    incident = TimelineIncidentSerializer()
+    entries = TimelineEntrySerializer(many=True, help_text=f"In time order; at most {MAX_ENTRIES}.")
+    notes = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="What the answer lacks and why: PagerDuty's log unreadable, a window narrowed, entries cut.",
+    )
+
+
+class IncidentTimelineMixin:
+    def handle_exception(self, exc):
+        # Errors are JSON (as documented) even when the Markdown draft was asked for.
+        if getattr(self, "action", None) == "timeline" and getattr(self.request, "accepted_renderer", None):
+            self.request.accepted_renderer = JSONRenderer()
+            self.request.accepted_media_type = JSONRenderer.media_type
+        return super().handle_exception(exc)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "since", OpenApiTypes.DATETIME, description="ISO 8601 with a zone; default: just before the incident"
+            ),
+            OpenApiParameter(
+                "until",
+                OpenApiTypes.DATETIME,
+                description=f"ISO 8601 with a zone; default now; at most {MAX_WINDOW.days} days after since",
+            ),
+            OpenApiParameter(
+                "format",
+                str,
+                enum=["json", "markdown"],
+                description="markdown: a post-mortem draft (text/markdown), times in UTC",
+            ),
+        ],
+        responses={(200, "application/json"): TimelineSerializer, (200, "text/markdown"): OpenApiTypes.STR},
+        description="Everything that happened to the incident in time order: our events, runbook runs and steps, "
+        "PagerDuty's webhooks and the log entries of each linked PagerDuty incident (read live; when PagerDuty "
+        "cannot be read the answer is still 200, without them, and `notes` says so).",
+    )
+    @action(detail=True, methods=["get"], renderer_classes=[JSONRenderer, MarkdownRenderer])
+    def timeline(self, request, pk=None):
+        incident = self.get_object()
+        since, until = query_datetime(request, "since"), query_datetime(request, "until")
+        data = incident_timeline(incident=incident, since=since, until=until)
+        if getattr(request.accepted_renderer, "format", "") == "markdown":
+            return Response(timeline_markdown(data), content_type="text/markdown; charset=utf-8")
+        return Response(TimelineSerializer(data).data)
+
+
+class IncidentWithPagerDutyViewSet(IncidentTimelineMixin, IncidentViewSet):
     __doc__ = IncidentViewSet.__doc__
     serializer_class = IncidentWithPagerDutySerializer
     queryset = Incident.objects.prefetch_related("events", "pagerduty_links__connection")
+    action_permissions = {**IncidentViewSet.action_permissions, "timeline": ["incidents.view_incident"]}

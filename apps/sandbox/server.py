@@ -374,6 +374,32 @@ def emit_note(state: SandboxState, incident: dict, note: dict, requester: dict) 
     hub_for(state).emit("incident.annotated", incident, state.user_ref(requester["id"]), data)
 
 
+def list_log_entries(state: SandboxState, req: Request, incident_id: str) -> tuple[int, dict]:
+    """GET /incidents/{id}/log_entries: newest first, within since/until (default: the last day —
+    PagerDuty's default window is short too, so callers page by explicit windows); the channel
+    only with include[]=channels."""
+    include = includes(req, ("incidents", "services", "channels", "teams"))
+    now = state.now()
+    until = parse_window_time(req.q("until"), "until") if req.q("until") else now
+    since = parse_window_time(req.q("since"), "since") if req.q("since") else until - timedelta(days=1)
+    if until < since:
+        raise invalid("until must not be before since")
+    with state.lock:
+        incident = state.get_incident(incident_id)
+        entries = [
+            e for e in incident.get("_log", []) if since <= parse_window_time(e["created_at"], "created_at") <= until
+        ]
+    entries.reverse()
+
+    def render(entry: dict) -> dict:
+        shown = dict(entry)
+        if "channels" not in include:
+            shown["channel"] = {"type": entry["channel"]["type"]}
+        return shown
+
+    return 200, paginate(req, "log_entries", entries, render)
+
+
 def list_notes(state: SandboxState, req: Request, incident_id: str) -> tuple[int, dict]:
     with state.lock:
         state.get_incident(incident_id)
@@ -907,6 +933,7 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("POST", "/incidents/{incident_id}/responder_requests", create_responder_request),
     ("POST", "/incidents/{incident_id}/notes", create_note),
     ("GET", "/incidents/{incident_id}/notes", list_notes),
+    ("GET", "/incidents/{incident_id}/log_entries", list_log_entries),
     ("GET", "/users", list_users),
     ("GET", "/users/me", get_current_user),
     ("GET", "/users/{user_id}", get_user),
@@ -1191,12 +1218,16 @@ def handle_webhook_admin(state: SandboxState, req: Request, key: tuple[str, str]
         if act in ("acknowledge", "resolve"):
             status = {"acknowledge": "acknowledged", "resolve": "resolved"}[act]
             before = state.get_incident(incident_id)["status"]
-            incident = state.update_incident(incident_id, {"type": "incident_reference", "status": status}, user)
+            incident = state.update_incident(
+                incident_id, {"type": "incident_reference", "status": status}, user, channel="website"
+            )
             emit_status_change(state, incident, before, user)
             return Response(200, {"incident": public(incident)})
         if act == "note":
             incident = state.get_incident(incident_id)
-            note = state.add_note(incident_id, {"note": {"content": str(data.get("content") or "")}}, user)
+            note = state.add_note(
+                incident_id, {"note": {"content": str(data.get("content") or "")}}, user, channel="website"
+            )
             emit_note(state, incident, note, user)
             return Response(200, {"note": note})
     except ApiError as error:

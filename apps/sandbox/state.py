@@ -55,6 +55,9 @@ OPEN_STATUSES = ("triggered", "acknowledged")
 DEDUP_ERROR = "Open incident with matching dedup key already exists on this service"
 # Top-level keys kept for the sandbox's own bookkeeping, never sent over HTTP.
 HIDDEN_KEYS = frozenset({"resolve_count", "integration_key"})
+# An incident's log is bounded: the oldest entries go first.
+LOG_ENTRIES_KEPT = 1000
+CHANNEL_SUMMARIES = {"api": "The PagerDuty APIs", "website": "The PagerDuty website", "note": "A note"}
 
 _REF_PATHS = {
     "user": ("users", "users"),
@@ -604,6 +607,39 @@ class SandboxState:
 
     # -- incidents ------------------------------------------------------------------------------
 
+    def log(
+        self,
+        incident: dict,
+        entry_type: str,
+        summary: str,
+        agent: dict | None,
+        channel: str = "api",
+        note: str | None = None,
+    ) -> dict:
+        """One entry of the incident's log (GET /incidents/{id}/log_entries), as PagerDuty keeps it:
+        who (agent), how (channel: api, website, note…), when. Kept under `_log`, in order."""
+        log_id = self.new_id(prefix="Q", length=13)
+        entry = {
+            "id": log_id,
+            "type": entry_type,
+            "summary": summary,
+            "self": f"{API_BASE}/log_entries/{log_id}?incident_id={incident['id']}",
+            "html_url": f"{WEB_BASE}/incidents/{incident['id']}/log_entries/{log_id}",
+            "created_at": iso(self.now()),
+            "agent": dict(agent) if agent else None,
+            "channel": {"type": channel, "summary": CHANNEL_SUMMARIES.get(channel, channel)},
+            "service": dict(incident["service"]),
+            "incident": make_ref("incident", incident["id"], incident["summary"]),
+            "teams": [dict(t) for t in incident.get("teams") or []],
+            "contexts": [],
+            "event_details": {},
+        }
+        if note is not None:
+            entry["note"] = note
+        incident.setdefault("_log", []).append(entry)
+        del incident["_log"][:-LOG_ENTRIES_KEPT]
+        return entry
+
     def get_incident(self, incident_id: str) -> dict:
         incident = self.incidents.get(incident_id)
         if incident is None:
@@ -697,7 +733,6 @@ class SandboxState:
             self._incident_counter += 1
             number = self._incident_counter
             incident_id = self.new_id()
-            log_id = self.new_id(prefix="Q", length=13)
             incident = {
                 "id": incident_id,
                 "type": "incident",
@@ -718,11 +753,8 @@ class SandboxState:
                 "last_status_change_by": changed_by,
                 "resolved_at": None,
                 "first_trigger_log_entry": {
-                    "id": log_id,
                     "type": "trigger_log_entry_reference",
                     "summary": "Triggered through the Events API" if via_events else "Triggered through the API",
-                    "self": f"{API_BASE}/log_entries/{log_id}?incident_id={incident_id}",
-                    "html_url": f"{WEB_BASE}/incidents/{incident_id}/log_entries/{log_id}",
                 },
                 "alert_counts": {"all": 1 if via_events else 0, "triggered": 1 if via_events else 0, "resolved": 0},
                 "is_mergeable": True,
@@ -745,16 +777,25 @@ class SandboxState:
                 "_resolution": None,
                 "_escalation_level": 1,
             }
+            trigger = self.log(
+                incident,
+                "trigger_log_entry",
+                "Triggered through the Events API" if via_events else "Triggered through the API",
+                changed_by,
+            )
+            incident["first_trigger_log_entry"].update(
+                id=trigger["id"], self=trigger["self"], html_url=trigger["html_url"]
+            )
             self.incidents[incident_id] = incident
             self.notes[incident_id] = []
             self._open_keys[(service["id"], key)] = incident_id
             return incident
 
-    def update_incident(self, incident_id: str, data: Any, requester: dict) -> dict:
+    def update_incident(self, incident_id: str, data: Any, requester: dict, channel: str = "api") -> dict:
         """PUT /incidents/{id} body's `incident` object; validation happens before any change."""
         with self.lock:
             incident = self.get_incident(incident_id)
-            apply = self._plan_update(incident, data, requester)
+            apply = self._plan_update(incident, data, requester, channel)
             apply()
             return incident
 
@@ -776,7 +817,7 @@ class SandboxState:
                 apply()
             return [incident for incident, _ in plans]
 
-    def _plan_update(self, incident: dict, data: Any, requester: dict) -> Callable[[], None]:
+    def _plan_update(self, incident: dict, data: Any, requester: dict, channel: str = "api") -> Callable[[], None]:
         if not isinstance(data, dict):
             raise invalid("incident must be an object")
         if data.get("type") not in ("incident", "incident_reference"):
@@ -872,9 +913,12 @@ class SandboxState:
                     counts["resolved"] += counts["triggered"]
                     counts["triggered"] = 0
                     changed = True
+                    self.log(incident, "resolve_log_entry", f"Resolved by {actor['summary']}", actor, channel)
             elif status == "acknowledged" and incident["status"] != "acknowledged":
                 if incident["status"] == "resolved":
                     self._reopen(incident, now)
+                    self.log(incident, "trigger_log_entry", f"Reopened by {actor['summary']}", actor, channel)
+                self.log(incident, "acknowledge_log_entry", f"Acknowledged by {actor['summary']}", actor, channel)
                 incident["status"] = "acknowledged"
                 incident["acknowledgements"].append({"at": stamp, "acknowledger": actor})
                 incident["last_status_change_at"] = stamp
@@ -882,6 +926,7 @@ class SandboxState:
                 changed = True
             elif status == "triggered" and incident["status"] == "resolved":
                 self._reopen(incident, now)
+                self.log(incident, "trigger_log_entry", f"Reopened by {actor['summary']}", actor, channel)
                 incident["last_status_change_at"] = stamp
                 incident["last_status_change_by"] = actor
                 changed = True
@@ -899,7 +944,7 @@ class SandboxState:
         ]
         incident["assigned_via"] = "escalation_policy"
 
-    def add_note(self, incident_id: str, body: Any, requester: dict) -> dict:
+    def add_note(self, incident_id: str, body: Any, requester: dict, channel: str = "api") -> dict:
         note = body.get("note") if isinstance(body, dict) else None
         content = note.get("content") if isinstance(note, dict) else None
         if not isinstance(content, str) or not content.strip():
@@ -907,7 +952,7 @@ class SandboxState:
         if len(content) > 25000:
             raise invalid("Note content must be at most 25000 characters")
         with self.lock:
-            self.get_incident(incident_id)
+            incident = self.get_incident(incident_id)
             stamp = iso(self.now())
             note = {
                 "id": self.new_id(),
@@ -918,6 +963,7 @@ class SandboxState:
                 "updated_at": stamp,
             }
             self.notes[incident_id].append(note)
+            self.log(incident, "annotate_log_entry", "Note added", note["user"], channel, note=content)
             return note
 
     def add_responder_request(self, incident_id: str, body: Any, requester: dict) -> dict:
@@ -1009,6 +1055,14 @@ class SandboxState:
                 "responder_request_targets": out_targets,
             }
             incident["responder_requests"].append(request)
+            targets_text = ", ".join(t["responder_request_target"]["summary"] for t in out_targets)
+            self.log(
+                incident,
+                "assign_log_entry",
+                f"Responders requested by {requester_ref['summary']}: {targets_text}",
+                requester_ref,
+                note=body["message"],
+            )
             incident["updated_at"] = stamp
             return request
 
@@ -1072,6 +1126,7 @@ class SandboxState:
                         incident.update(status="acknowledged", last_status_change_at=stamp, updated_at=stamp)
                         incident["last_status_change_by"] = actor
                         incident["acknowledgements"].append({"at": stamp, "acknowledger": actor})
+                        self.log(incident, "acknowledge_log_entry", "Acknowledged through the Events API", actor)
                     record.update(result="acknowledged", incident_id=open_id)
                 else:
                     incident["resolve_count"] += 1
@@ -1088,6 +1143,7 @@ class SandboxState:
                     counts = incident["alert_counts"]
                     counts["resolved"] += counts["triggered"]
                     counts["triggered"] = 0
+                    self.log(incident, "resolve_log_entry", "Resolved through the Events API", actor)
                     record.update(result="resolved", incident_id=open_id)
             return 202, {"status": "success", "message": "Event processed", "dedup_key": dedup_key}
 

@@ -6,6 +6,7 @@ in the stand-in → with "PagerDuty resolve resolves our incident" on, ours is R
 resolve-on-closure runbook sends nothing to PagerDuty (it already knows).
 """
 
+import re
 import socket
 import subprocess
 import sys
@@ -118,6 +119,35 @@ def test_acknowledge_and_resolve_in_pagerduty_come_back_to_us(wired, sandbox, we
     assert _writes(state) == [("POST", "/webhook_subscriptions"), ("POST", "/incidents")]  # nothing more sent
     assert WebhookDelivery.objects.filter(processed_at__isnull=True).count() == 0
     assert Incident.objects.get(pk=incident_id).events.get(to_status="Resolved").actor.startswith("PagerDuty: ")
+
+    # The post-mortem draft: every step in order, each with who did it and when (UTC). PagerDuty's
+    # log is read live from the stand-in and merged with the webhooks that told us the same.
+    markdown = api.get(f"/api/v1/incidents/{incident_id}/timeline/?format=markdown")
+    assert markdown.status_code == 200 and markdown["Content-Type"].startswith("text/markdown")
+    text = markdown.content.decode()
+    rows = [row for row in text.splitlines() if re.match(r"\| \d+ \|", row)]
+    cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows]
+    for row in cells:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", row[1]) and row[4] not in ("", "—"), row
+    responder = state.users[state._users_by_email[RESPONDER_EMAIL]]["name"]
+    expected = [
+        ("Incident created", None),
+        ("→ Investigating", None),
+        ("(pagerduty.create_incident) succeeded", "runbook "),
+        (f": acknowledged by {responder}", responder),
+        (f": resolved by {responder}", responder),
+        ("Investigating → Resolved", "PagerDuty: "),
+        ("(pagerduty.resolve_incident) succeeded", "runbook resolve-on-closure"),
+    ]
+    found = []
+    for what, who in expected:
+        index = next((i for i, row in enumerate(cells) if what in row[3]), None)
+        assert index is not None, f"{what!r} missing from\n{text}"
+        assert who is None or cells[index][4].startswith(who), cells[index]
+        found.append(index)
+    assert found == sorted(found), text
+    assert [row[1] for row in cells] == sorted(row[1] for row in cells)
+    assert not [row for row in cells if "log_entry" in row[3]]  # each change once, not twice
 
 
 def test_a_forged_delivery_is_refused_and_changes_nothing(wired, sandbox, web):

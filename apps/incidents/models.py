@@ -91,7 +91,7 @@ class IncidentEvent(models.Model):
     # For manual events: which runbook the person asked to run.
     runbook_slug = models.SlugField(max_length=100, blank=True)
     # For PagerDuty events: its type (incident.acknowledged…) and what it said (agent, status, note…).
-    pagerduty_event_type = models.CharField(max_length=100, blank=True)
+    pagerduty_event_type = models.CharField("PagerDuty event type", max_length=100, blank=True)
     details = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     # Set once runbooks have been matched; an event left unset (broker down at commit) is re-dispatched.

@@ -148,7 +148,7 @@ class WebhookDelivery(models.Model):
     event_type = models.CharField(max_length=100, blank=True, db_index=True)
     resource_type = models.CharField(max_length=50, blank=True)
     occurred_at = models.DateTimeField(null=True, blank=True)
-    pagerduty_incident_id = models.CharField(max_length=32, blank=True, db_index=True)
+    pagerduty_incident_id = models.CharField("PagerDuty incident id", max_length=32, blank=True, db_index=True)
     payload = StoredBodyField(default=dict)
     received_at = models.DateTimeField(auto_now_add=True, db_index=True)
     processed_at = models.DateTimeField(null=True, blank=True, db_index=True)

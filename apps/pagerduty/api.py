@@ -27,12 +27,20 @@ _KEY_EDGE = "[ \\t\\r\\n]*"
 _TRIMMED = " \t\r\n"
 
 
-class ApiKeyField(StrictCharField):
-    """Write-only. Blank (or only spaces) on update keeps the stored key; a new connection needs one."""
+class _WriteOnlyKeyField(StrictCharField):
+    """A credential: write-only; blank (or only spaces) on update keeps the stored one; a new
+    object needs one. Subclasses say what it is called, how it is checked and what the schema admits."""
+
+    missing = ""
+    noun = ""
+    key_pattern = ""  # one key, without the surrounding spaces the field trims
 
     def __init__(self, **kwargs):
         kwargs.setdefault("write_only", True)
         super().__init__(**kwargs)
+
+    def problem(self, value: str) -> str | None:
+        raise NotImplementedError
 
     def to_internal_value(self, data):
         value = super().to_internal_value(data)
@@ -41,21 +49,40 @@ class ApiKeyField(StrictCharField):
             raise serializers.ValidationError(f"Ensure this field has no more than {PAGERDUTY_API_KEY_MAX} characters.")
         value = value.strip(_TRIMMED)
         if not value and not self.allow_blank:
-            raise serializers.ValidationError("A new connection needs an API key.")
+            raise serializers.ValidationError(self.missing)
         if value:
-            problem = api_key_problem(value)
+            problem = self.problem(value)
             if problem:
-                raise serializers.ValidationError(f"This API key {problem}.")
+                raise serializers.ValidationError(f"This {self.noun} {problem}.")
         return value
 
 
-class ApiKeyFieldSchema(OpenApiSerializerFieldExtension):
-    target_class = ApiKeyField
+class WriteOnlyKeyFieldSchema(OpenApiSerializerFieldExtension):
+    target_class = "apps.pagerduty.api._WriteOnlyKeyField"
+    match_subclasses = True
 
     def map_serializer_field(self, auto_schema, direction):
-        key = f"[!-~]+{_KEY_EDGE}"
+        key = f"{self.target.key_pattern}{_KEY_EDGE}"
         pattern = f"^{_KEY_EDGE}(?:{key})?$" if self.target.allow_blank else f"^{_KEY_EDGE}{key}$"
         return {"type": "string", "writeOnly": True, "maxLength": PAGERDUTY_API_KEY_MAX, "pattern": pattern}
+
+
+class ApiKeyField(_WriteOnlyKeyField):
+    missing = "A new connection needs an API key."
+    noun = "API key"
+    key_pattern = "[!-~]+"
+
+    def problem(self, value):
+        return api_key_problem(value)
+
+
+class RoutingKeyField(_WriteOnlyKeyField):
+    missing = "A new channel needs a routing key."
+    noun = "routing key"
+    key_pattern = f"[!-~]{{{ROUTING_KEY_LENGTH}}}"
+
+    def problem(self, value):
+        return routing_key_problem(value)
 
 
 class PagerDutyURLField(StrictURLField):
@@ -260,36 +287,6 @@ class PagerDutyConnectionViewSet(viewsets.ModelViewSet):
 
 
 # --- Events API v2 channels ----------------------------------------------------------------------
-
-
-class RoutingKeyField(StrictCharField):
-    """Write-only, like an API key. Blank on update keeps the stored key; a new channel needs one."""
-
-    def __init__(self, **kwargs):
-        kwargs.setdefault("write_only", True)
-        super().__init__(**kwargs)
-
-    def to_internal_value(self, data):
-        value = super().to_internal_value(data)
-        if len(value) > PAGERDUTY_API_KEY_MAX:
-            raise serializers.ValidationError(f"Ensure this field has no more than {PAGERDUTY_API_KEY_MAX} characters.")
-        value = value.strip(_TRIMMED)
-        if not value and not self.allow_blank:
-            raise serializers.ValidationError("A new channel needs a routing key.")
-        if value:
-            problem = routing_key_problem(value)
-            if problem:
-                raise serializers.ValidationError(f"This routing key {problem}.")
-        return value
-
-
-class RoutingKeyFieldSchema(OpenApiSerializerFieldExtension):
-    target_class = RoutingKeyField
-
-    def map_serializer_field(self, auto_schema, direction):
-        key = f"[!-~]{{{ROUTING_KEY_LENGTH}}}{_KEY_EDGE}"
-        pattern = f"^{_KEY_EDGE}(?:{key})?$" if self.target.allow_blank else f"^{_KEY_EDGE}{key}$"
-        return {"type": "string", "writeOnly": True, "maxLength": PAGERDUTY_API_KEY_MAX, "pattern": pattern}
 
 
 class ChannelSerializer(StrictModelSerializer):

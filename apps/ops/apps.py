@@ -8,9 +8,7 @@ class OpsConfig(AppConfig):
     label = "ops"
 
     def ready(self):
-        from django.db.models.signals import post_save
-
         from apps.ops import receivers
-        from apps.runbooks.models import StepRun
+        from apps.runbooks.signals import step_ended
 
-        post_save.connect(receivers.observe_step, sender=StepRun, dispatch_uid="ops-step-duration")
+        step_ended.connect(receivers.observe_step, dispatch_uid="ops-step-duration")

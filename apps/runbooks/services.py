@@ -54,6 +54,7 @@ from apps.runbooks.selectors import (
     step_run_response,
     template_context_for_run,
 )
+from apps.runbooks.signals import step_ended
 from apps.runbooks.versions import LOADED_FROM_YAML, runbook_version_ensure, runbook_version_latest, versions_match
 
 logger = logging.getLogger(__name__)
@@ -444,6 +445,7 @@ class _StepRecord:
         else:
             values["response"] = {}  # the step sent no request of its own: no answer to show
         self.write(**values)
+        step_ended.send(sender=StepRun, step_run=self.step_run)
 
 
 def _execute_step(execution: _Execution, step_run: StepRun) -> None:

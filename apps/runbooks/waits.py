@@ -30,6 +30,7 @@ from apps.runbooks import tasks
 from apps.runbooks.executors import StepContext, StepFailed
 from apps.runbooks.executors.control import APPROVAL, WAIT_FOR_STATUS, StepWaiting, parse_statuses
 from apps.runbooks.models import RunbookRun, RunStatus, StepRun
+from apps.runbooks.signals import step_ended
 
 logger = logging.getLogger(__name__)
 RESUME_SWEEP = "the recovery sweep queues the pending run once the broker is back (RUN_RECOVERY_PENDING_AFTER_SECONDS)"
@@ -101,6 +102,8 @@ def _end_wait(*, step_run: StepRun, status: str, outputs: dict, error: str = "")
     )
     if not ended:
         return False
+    step_run.status, step_run.outputs, step_run.error, step_run.finished_at = status, outputs, error, now
+    step_ended.send(sender=StepRun, step_run=step_run)
     RunbookRun.objects.filter(pk=step_run.run_id, status=RunStatus.WAITING).update(
         status=RunStatus.PENDING, updated_at=now
     )

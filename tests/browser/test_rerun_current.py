@@ -16,7 +16,7 @@ import pytest
 from apps.incidents.services import incident_update
 from apps.pagerduty.models import ServiceMapping
 from apps.pagerduty.services import connection_upsert
-from apps.runbooks import services
+from apps.runbooks import receivers, services
 from apps.runbooks.models import RunbookRun
 from apps.sandbox.seed import seed_account
 from apps.sandbox.server import SandboxServer
@@ -62,9 +62,16 @@ def stand_in(transactional_db):
 
 @pytest.fixture
 def queued(monkeypatch):
-    """Messages the engine queues, kept for the test to execute (there is no worker here)."""
+    """Messages the engine queues, kept for the test to execute (there is no worker here). A status
+    change's dispatch creates its runs and queues them all, instead of executing the first in place
+    as the one-hop dispatch does: the page must be seen while the run is still pending."""
     runs: list = []
     monkeypatch.setattr(services, "enqueue", lambda task, *args, recovery: runs.append(args[0]) or True)
+    monkeypatch.setattr(
+        receivers,
+        "enqueue",
+        lambda task, event_id, recovery: bool(services.runs_create_for_event(event_id=event_id, queue_from=0)),
+    )
     return runs
 
 

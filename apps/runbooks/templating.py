@@ -129,9 +129,11 @@ def single_value_problem(template: str, *, many: bool = False) -> str | None:
     cannot render to one — two variables joined (`{{a}}{{b}}` renders to two ids glued together),
     or text glued to a variable — or None. Sections are left to the author."""
     try:
-        tokens = [(kind, name) for kind, name in _tokens(template) if not (kind == "literal" and not name.strip())]
+        every = list(_tokens(template))
     except TemplateError:
         return None  # reported by validate()
+    # Spaces around a single id are trimmed; between ids in a list they are the separator.
+    tokens = [(kind, name) for kind, name in every if not (kind == "literal" and not name.strip())]
     if any(kind in ("section", "inverted section") for kind, _ in tokens):
         return None
     shown = template if len(template) <= 120 else template[:120] + "…"
@@ -144,7 +146,8 @@ def single_value_problem(template: str, *, many: bool = False) -> str | None:
         if len(tokens) > 1:
             return f"must render to a single id, but {shown!r} puts text next to {{{{{variables[0]}}}}}"
         return None
-    for (kind, text), (next_kind, next_text) in zip(tokens, tokens[1:], strict=False):
+    every = [(kind, text) for kind, text in every if kind != "literal" or text]
+    for (kind, text), (next_kind, next_text) in zip(every, every[1:], strict=False):
         joined = kind != "literal" and next_kind != "literal"
         glued = (kind == "literal") != (next_kind == "literal") and not _SEPARATORS.search(
             (text[-1:] if kind == "literal" else "") + (next_text[:1] if next_kind == "literal" else "")

@@ -211,3 +211,68 @@ def test_a_syntax_error_is_reported_on_one_line():
         templating.validate("{{#Activity.title}}x", allowed=ALLOWED)
     assert str(err.value).startswith("Mustache syntax error: ")
     assert "\n" not in str(err.value)
+
+
+# --- fields that take one id (or a list of ids): what a save refuses --------------------------------
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{steps.page.incident_id}}",
+        "  {{steps.page.incident_id}}  ",  # spaces around are trimmed by the field
+        "PABC123",  # no variable: a literal id
+        "{{#steps.page}}{{incident_id}}{{/steps.page}}",  # sections are the author's business
+        "{{^steps.page}}PABC123{{/steps.page}}",
+        "{{{steps.page.incident_id}}}",
+        "{{bad",  # a broken template is validate()'s to report, not this rule's
+    ],
+)
+def test_one_id_fields_accept_one_variable_or_a_literal(template):
+    assert templating.single_value_problem(template) is None
+
+
+def test_one_id_fields_refuse_two_variables_joined_and_say_how_many():
+    problem = templating.single_value_problem("{{pagerduty.incident_id}}{{steps.page.incident_id}}")
+    assert problem == (
+        "must render to a single id, but '{{pagerduty.incident_id}}{{steps.page.incident_id}}' joins 2 variables; "
+        "keep one of them"
+    )
+    three = templating.single_value_problem("{{a}} {{b}} {{{c}}}")
+    assert three is not None and "joins 3 variables" in three
+
+
+@pytest.mark.parametrize("template", ["QX{{steps.page.incident_id}}", "{{steps.page.incident_id}}-2"])
+def test_one_id_fields_refuse_text_glued_to_the_variable_and_name_it(template):
+    assert templating.single_value_problem(template) == (
+        f"must render to a single id, but {template!r} puts text next to {{{{steps.page.incident_id}}}}"
+    )
+
+
+def test_a_long_template_is_shown_cut_at_120_characters():
+    template = "{{a}}" + "x" * 200
+    problem = templating.single_value_problem(template)
+    assert problem is not None and f"{template[:120] + '…'!r}" in problem and template not in problem
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{a}}, {{b}}",
+        "{{a}},{{b}}",
+        "{{a}} {{b}}",
+        "PABC123, {{a}}",
+        "{{a}}\t{{b}}",
+        "{{a}}",
+        "PABC123,PDEF456",
+    ],
+)
+def test_list_fields_accept_ids_separated_by_commas_or_spaces(template):
+    assert templating.single_value_problem(template, many=True) is None
+
+
+@pytest.mark.parametrize("template", ["{{a}}{{b}}", "X{{a}}", "{{a}}X", "{{a}}, {{b}}{{c}}", "{{a}}, P1{{b}}"])
+def test_list_fields_refuse_ids_glued_together(template):
+    assert templating.single_value_problem(template, many=True) == (
+        f"must render to ids separated by commas or spaces, but {template!r} glues them together"
+    )

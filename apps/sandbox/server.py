@@ -1184,8 +1184,8 @@ def handle_admin(state: SandboxState, req: Request) -> Response:
 
 def handle_webhook_admin(state: SandboxState, req: Request, key: tuple[str, str], bad) -> Response:
     """`GET/POST /_sandbox/webhooks` (subscriptions with their secrets, deliveries; switches) and
-    `POST /_sandbox/incidents/{id}/{acknowledge|resolve|note}` ({"user": email or id,
-    "content"}): what a person would do in PagerDuty's UI, with the webhooks that follow."""
+    `POST /_sandbox/incidents/{id}/{acknowledge|resolve|escalate|note}` ({"user": email or id,
+    "content", "escalation_level"}): what a person would do in PagerDuty's UI, with the webhooks that follow."""
     hub = hub_for(state)
     data = req.json if isinstance(req.json, dict) else {}
     if key == ("GET", "/_sandbox/webhooks"):
@@ -1223,6 +1223,15 @@ def handle_webhook_admin(state: SandboxState, req: Request, key: tuple[str, str]
             )
             emit_status_change(state, incident, before, user)
             return Response(200, {"incident": public(incident)})
+        if act == "escalate":
+            # As "Escalate" in PagerDuty's UI: to the level given, else the next one.
+            current = state.get_incident(incident_id)
+            level = data.get("escalation_level", current.get("_escalation_level", 1) + 1)
+            incident = state.update_incident(
+                incident_id, {"type": "incident_reference", "escalation_level": level}, user, channel="website"
+            )
+            hub_for(state).emit("incident.escalated", incident, state.user_ref(user["id"]))
+            return Response(200, {"incident": public(incident)})
         if act == "note":
             incident = state.get_incident(incident_id)
             note = state.add_note(
@@ -1232,7 +1241,7 @@ def handle_webhook_admin(state: SandboxState, req: Request, key: tuple[str, str]
             return Response(200, {"note": note})
     except ApiError as error:
         return Response(error.status, error.body())
-    return bad(f"unknown act {act!r}: acknowledge, resolve or note")
+    return bad(f"unknown act {act!r}: acknowledge, resolve, escalate or note")
 
 
 def _admin_config(state: SandboxState, data: dict, bad) -> Response:

@@ -101,21 +101,25 @@ def test_a_person_acknowledges_notes_and_resolves_in_the_stand_in(api, sandbox, 
     control = f"{sandbox.url}/_sandbox/incidents/{incident['id']}"
 
     assert requests.post(f"{control}/acknowledge", json={"user": RESPONDER_EMAIL}, timeout=5).status_code == 200
+    escalated = requests.post(f"{control}/escalate", json={"user": RESPONDER_EMAIL}, timeout=5)
+    assert escalated.status_code == 200, escalated.text
     assert requests.post(f"{control}/note", json={"content": "rolled back"}, timeout=5).status_code == 200
     assert requests.post(f"{control}/resolve", json={}, timeout=5).status_code == 200
     refused = requests.post(f"{control}/explode", json={}, timeout=5)
-    assert refused.status_code == 400 and "acknowledge, resolve or note" in refused.text
+    assert refused.status_code == 400 and "acknowledge, resolve, escalate or note" in refused.text
 
-    deliveries = receiver.wait_for(4)
+    deliveries = receiver.wait_for(5)
     events = [json.loads(d["body"])["event"] for d in deliveries]
     assert [e["event_type"] for e in events] == [
         "incident.triggered",
         "incident.acknowledged",
+        "incident.escalated",
         "incident.annotated",
         "incident.resolved",
     ]
     assert events[1]["agent"]["id"] == RESPONDER_USER_ID
-    assert events[2]["data"]["content"] == "rolled back" and events[2]["data"]["incident"]["id"] == incident["id"]
+    assert events[2]["agent"]["id"] == RESPONDER_USER_ID and events[2]["data"]["id"] == incident["id"]
+    assert events[3]["data"]["content"] == "rolled back" and events[3]["data"]["incident"]["id"] == incident["id"]
     assert all(valid(d, secret) for d in deliveries)
 
 

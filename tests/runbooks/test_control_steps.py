@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 import responses
 from auditlog.models import LogEntry
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import Group, Permission
 from django.db import connection, connections
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -284,6 +284,11 @@ def test_status_wait_timeout(pd, pd_connection, django_capture_on_commit_callbac
 @pytest.mark.django_db(transaction=True)
 def test_two_concurrent_decisions_make_one(pd, pd_connection, role_user, django_capture_on_commit_callbacks):
     assert connection.vendor == "postgresql"
+    # A transactional test starts from a flushed database: the roles a data migration made may be gone.
+    responders, _ = Group.objects.get_or_create(name="Responders")
+    responders.permissions.add(
+        Permission.objects.get(content_type__app_label="runbooks", codename="approve_runbookrun")
+    )
     make_runbook(steps=[APPROVE_STEP, PAGE_STEP])
     change_status(IncidentFactory(), "Investigating", django_capture_on_commit_callbacks)
     run = RunbookRun.objects.get()

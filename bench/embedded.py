@@ -68,7 +68,7 @@ def main() -> None:
             f"embedded: status change → stand-in request (SQLite, filesystem broker polling every {interval * 1000:.0f} ms, "
             f"one worker, {len(lat)} incidents one at a time): p50 {percentile(lat, 50):.0f} ms, "
             f"p95 {percentile(lat, 95):.0f} ms, max {max(lat):.0f} ms; medians per hop: dispatch "
-            f"{hops['dispatch']:.0f} ms, execute {hops['execute']:.0f} ms, request {hops['step']:.0f} ms; "
+            f"{hops['dispatch']:.0f} ms (run created, first step claimed in the same task), request {hops['step']:.0f} ms; "
             f"runs not succeeded {r['failed']}",
             flush=True,
         )

@@ -81,6 +81,29 @@ def score(counts: Counter) -> float:
     return 100.0 * (counts["killed"] + counts["timeout"] + counts["caught by type check"]) / tested if tested else 0.0
 
 
+def build_template_db(env: dict) -> Path:
+    """Migrate one SQLite file for bench/mutmut_db.py to copy into every mutant's test session."""
+    MUTANTS.mkdir(exist_ok=True)
+    template = MUTANTS / "template-db.sqlite3"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{template}{suffix}").unlink(missing_ok=True)
+    started = time.monotonic()
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--verbosity", "0"],
+        cwd=ROOT,
+        env={**env, "DATABASE_URL": f"sqlite:///{template}", "DJANGO_SETTINGS_MODULE": "config.settings_test"},
+        check=True,
+    )
+    # The settings open SQLite in WAL mode: fold the log into the file before it is copied.
+    import sqlite3
+
+    with sqlite3.connect(template) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        db.execute("PRAGMA journal_mode=DELETE")
+    print(f"template database migrated in {time.monotonic() - started:.1f} s: {template.relative_to(ROOT)}", flush=True)
+    return template
+
+
 def mutant_diff(mutmut: Path, name: str, env: dict) -> list[str]:
     shown = subprocess.run([str(mutmut), "show", name], cwd=ROOT, env=env, capture_output=True, text=True)
     return [line for line in shown.stdout.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---")]
@@ -114,6 +137,9 @@ def main() -> int:
         if copy.exists() and copy.stat().st_size == 0 and (ROOT / path).stat().st_size:
             for leftover in (copy, Path(f"{copy}.meta"), Path(f"{copy}.spans")):
                 leftover.unlink(missing_ok=True)
+
+    template = build_template_db(env)
+    env["MUTATION_TEMPLATE_DB"] = str(template)
 
     rows = []
     for path in modules:

@@ -24,6 +24,9 @@ CLIENT = "apps/pagerduty/client.py"
 TEMPLATING = "apps/runbooks/templating.py"
 REDACTION = "apps/core/redaction.py"
 SETTINGS = "config/settings.py"
+WEBHOOKS = "apps/pagerduty/webhooks.py"
+VALIDATORS = "apps/pagerduty/validators.py"
+WAITS = "apps/runbooks/waits.py"
 
 # (name, file, text, replacement, tests that must fail)
 MUTANTS = [
@@ -173,6 +176,42 @@ MUTANTS = [
         "        if record.stack_info:\n            record.stack_info = redact_text(record.stack_info)\n        return True",
         "        if record.stack_info:\n            record.stack_info = redact_text(record.stack_info)\n        return False",
         ["tests/core/test_redaction.py"],
+    ),
+    # Round 2: the constants of the webhook receiver, the key checks and the approvals.
+    (
+        "webhook body limit 256 KB → 512 KB",
+        WEBHOOKS,
+        "WEBHOOK_BODY_MAX = 256 * 1024",
+        "WEBHOOK_BODY_MAX = 512 * 1024",
+        ["tests/pagerduty/test_webhooks.py"],
+    ),
+    (
+        "incident.resolved not an event the mirror acts on",
+        WEBHOOKS,
+        '    "incident.resolved",\n',
+        "",
+        ["tests/pagerduty/test_webhooks.py"],
+    ),
+    (
+        "events_url not a destination that needs the key again",
+        VALIDATORS,
+        'DESTINATION_FIELDS = ("api_url", "events_url")',
+        'DESTINATION_FIELDS = ("api_url",)',
+        ["tests/pagerduty/test_exfiltration.py"],
+    ),
+    (
+        "routing keys of 31 characters",
+        VALIDATORS,
+        "ROUTING_KEY_LENGTH = 32",
+        "ROUTING_KEY_LENGTH = 31",
+        ["tests/pagerduty/test_events_channels.py"],
+    ),
+    (
+        "approval comments unbounded",
+        WAITS,
+        "COMMENT_MAX = 2000",
+        "COMMENT_MAX = 20000",
+        ["tests/runbooks/test_control_steps.py"],
     ),
 ]
 

@@ -443,3 +443,19 @@ def test_the_api_and_the_incident_page_show_pagerduty_state_and_events(
 
     page = root_admin.get(f"/admin/incidents/incident/{incident.pk}/change/").content.decode()
     assert "incident.acknowledged" in page and "Alice Ng" in page and "as PagerDuty last said" in page
+
+
+@pytest.mark.parametrize("size, expected", [(256 * 1024, 202), (256 * 1024 + 1, 413)])
+def test_the_body_limit_is_pagerdutys_own_256_kb(client, linked, size, expected, django_capture_on_commit_callbacks):
+    # Literal sizes, not WEBHOOK_BODY_MAX: PagerDuty drops payloads over 256 KB, so one of exactly
+    # that size is PagerDuty's to send and must be taken; a byte more is not PagerDuty.
+    payload = event()
+    payload["pad"] = ""
+    payload["pad"] = "x" * (size - len(json.dumps(payload).encode()))
+    body = json.dumps(payload).encode()
+    assert len(body) == size
+
+    response = deliver(client, django_capture_on_commit_callbacks, payload, raw=body)
+
+    assert response.status_code == expected
+    assert WebhookDelivery.objects.count() == (1 if expected == 202 else 0)

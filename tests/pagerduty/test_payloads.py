@@ -59,3 +59,59 @@ def test_urgency_defaults_overrides_and_unknown_severities():
 def test_details_leave_out_what_is_empty():
     assert payloads.incident_details(summary="s", url="") == "s"
     assert payloads.incident_details(summary="", url="") == ""
+
+
+def test_an_event_severity_follows_the_incident_and_an_unknown_one_is_info():
+    assert [payloads.event_severity_for(s) for s in range(5)] == ["critical", "error", "warning", "info", "info"]
+    # A severity outside SEV0–4 (an imported or hand-edited incident) still sends a valid one.
+    assert payloads.event_severity_for(9) == "info"
+    assert payloads.event_severity_for(None) == "info"
+
+
+def test_a_summary_of_exactly_1024_characters_is_sent_whole_and_one_more_is_cut_and_marked():
+    exact = "s" * 1024
+    assert payloads.capped_summary(exact) == (exact, False)
+    cut, was_cut = payloads.capped_summary(exact + "t")
+    assert was_cut and len(cut) == 1024 and cut == "s" * 1023 + "…"
+
+
+def test_the_smallest_trigger_carries_no_optional_member_and_a_bare_link_shows_its_address(pagerduty_contract):
+    event = payloads.event_payload(
+        action="trigger",
+        dedup_key="k",
+        summary="Checkout errors",
+        source="ai-sre",
+        severity="error",
+        links=[{"href": "https://status.example.com/1"}, {"href": "https://x.example.com", "text": "Dashboard"}],
+    )
+    assert event == {
+        "event_action": "trigger",
+        "dedup_key": "k",
+        "payload": {"summary": "Checkout errors", "source": "ai-sre", "severity": "error"},
+        "links": [
+            {"href": "https://status.example.com/1", "text": "https://status.example.com/1"},
+            {"href": "https://x.example.com", "text": "Dashboard"},
+        ],
+    }
+    assert pagerduty_contract.check_events("/v2/enqueue", {"routing_key": "R" * 32, **event}) == []
+
+
+def test_an_account_wide_subscription_has_a_filter_without_an_id(pagerduty_contract):
+    body = payloads.webhook_subscription_payload(
+        url="https://sre.example.com/webhooks/pagerduty/default/",
+        events=["incident.resolved"],
+        filter_type="account_reference",
+    )
+    assert body == {
+        "webhook_subscription": {
+            "type": "webhook_subscription",
+            "delivery_method": {
+                "type": "http_delivery_method",
+                "url": "https://sre.example.com/webhooks/pagerduty/default/",
+            },
+            "description": "",
+            "events": ["incident.resolved"],
+            "filter": {"type": "account_reference"},
+        }
+    }
+    assert_valid(pagerduty_contract, "POST", "/webhook_subscriptions", body)

@@ -276,3 +276,34 @@ def test_list_fields_refuse_ids_glued_together(template):
     assert templating.single_value_problem(template, many=True) == (
         f"must render to ids separated by commas or spaces, but {template!r} glues them together"
     )
+
+
+def test_a_one_id_field_may_fall_back_to_a_literal_in_an_inverted_section():
+    # "The owner's id, or PDEFAULT when there is none": one id either way, so it saves.
+    template = "{{Activity.owner}}{{^Activity.owner}}PDEFAULT{{/Activity.owner}}"
+    assert templating.single_value_problem(template) is None
+    assert templating.single_value_problem(template.replace("^", "#")) is None
+
+
+def test_a_template_of_exactly_120_characters_is_shown_whole():
+    template = "{{Activity.title}}{{Activity.id}}"
+    template += " " * (120 - len(template))
+    problem = templating.single_value_problem(template)
+    assert problem is not None and f"{template!r} joins 2 variables" in problem and "…" not in problem
+    longer = template + " "
+    assert f"{longer[:120] + '…'!r}" in templating.single_value_problem(longer)
+
+
+def test_a_step_that_has_not_run_is_named_even_without_a_field_after_it():
+    with pytest.raises(TemplateError) as err:
+        templating.render("{{steps.later}}", {"Activity": {}, "steps": {}})
+    assert str(err.value) == "{{steps.later}} has no value: step 'later' has not produced outputs in this run"
+
+
+def test_pagerduty_event_variables_are_text_empty_when_absent_and_capped_at_2000():
+    context = templating.pagerduty_event_context({"status": None, "agent": "t" * 2001, "urgency": "high"})
+    assert set(context) == set(templating.PAGERDUTY_EVENT_FIELDS)
+    assert context["status"] == "" and context["urgency"] == "high"
+    assert context["agent"] == "t" * 2000
+    absent = [name for name in templating.PAGERDUTY_EVENT_FIELDS if name not in ("status", "agent", "urgency")]
+    assert absent and all(context[name] == "" for name in absent)

@@ -75,7 +75,7 @@ def _tokens(template: str) -> list[tuple[str, str]]:
         raise TemplateError(f"The template is {len(template):,} characters long; the limit is {TEMPLATE_MAX_CHARS:,}")
     if "\x00" in template:
         raise TemplateError("The template contains a NUL character")
-    tokens, depth, tags = [], 0, 0
+    tokens, depth, tags, opening = [], 0, 0, "{{"
     try:
         for kind, name in tokenize(template):
             if kind != "literal":
@@ -90,9 +90,15 @@ def _tokens(template: str) -> list[tuple[str, str]]:
                     )
             elif kind == "end":
                 depth -= 1
+            elif kind == "set delimiter":
+                opening = name.split()[0] if name.split() else opening
             tokens.append((kind, name))
     except ChevronError as exc:
         raise TemplateError(f"Mustache syntax error: {exc}".replace("\n", "; ")) from None
+    if template.endswith(opening):
+        # chevron drops an opening delimiter at the very end without a word: "Hi {{Activity.title}} {{"
+        # would render as if the author had not typed the "{{" (its only empty token comes from this).
+        raise TemplateError(f"The template ends with an opening {opening} that is never closed")
     return tokens
 
 
@@ -146,7 +152,6 @@ def single_value_problem(template: str, *, many: bool = False) -> str | None:
         if len(tokens) > 1:
             return f"must render to a single id, but {shown!r} puts text next to {{{{{variables[0]}}}}}"
         return None
-    every = [(kind, text) for kind, text in every if kind != "literal" or text]
     for (kind, text), (next_kind, next_text) in zip(every, every[1:], strict=False):
         joined = kind != "literal" and next_kind != "literal"
         glued = (kind == "literal") != (next_kind == "literal") and not _SEPARATORS.search(

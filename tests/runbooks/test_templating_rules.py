@@ -307,3 +307,12 @@ def test_pagerduty_event_variables_are_text_empty_when_absent_and_capped_at_2000
     assert context["agent"] == "t" * 2000
     absent = [name for name in templating.PAGERDUTY_EVENT_FIELDS if name not in ("status", "agent", "urgency")]
     assert absent and all(context[name] == "" for name in absent)
+
+
+@pytest.mark.parametrize("template", ["Hi {{Activity.title}} {{", "{{", "{{=<% %>=}}<%Activity.title%><%"])
+def test_an_opening_tag_left_open_at_the_end_is_refused_not_dropped(template):
+    # chevron renders "Hi {{Activity.title}} {{" as "Hi Checkout errors ": the author's "{{" vanishes.
+    opening = "<%" if "<%" in template else "{{"
+    assert problems_saving(template) == [f"title: The template ends with an opening {opening} that is never closed"]
+    with pytest.raises(TemplateError, match="never closed"):
+        templating.render(template, {"Activity": {"title": "Checkout errors"}})

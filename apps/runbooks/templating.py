@@ -14,6 +14,7 @@ list repeat their body n^depth times), and a rendered value has a maximum size.
 import difflib
 import re
 from collections.abc import Iterable
+from itertools import pairwise
 
 import chevron
 from chevron.tokenizer import ChevronError, tokenize
@@ -75,7 +76,7 @@ def _tokens(template: str) -> list[tuple[str, str]]:
         raise TemplateError(f"The template is {len(template):,} characters long; the limit is {TEMPLATE_MAX_CHARS:,}")
     if "\x00" in template:
         raise TemplateError("The template contains a NUL character")
-    tokens, depth, tags, opening = [], 0, 0, "{{"
+    tokens, depth, tags, opening, closing = [], 0, 0, "{{", "}}"
     try:
         for kind, name in tokenize(template):
             if kind != "literal":
@@ -90,11 +91,14 @@ def _tokens(template: str) -> list[tuple[str, str]]:
                     )
             elif kind == "end":
                 depth -= 1
-            elif kind == "set delimiter":
-                opening = name.split()[0] if name.split() else opening
+            elif kind == "set delimiter" and len(name.split()) == 2:
+                opening, closing = name.split()
             tokens.append((kind, name))
     except ChevronError as exc:
         raise TemplateError(f"Mustache syntax error: {exc}".replace("\n", "; ")) from None
+    except IndexError:
+        # chevron's tokenizer indexes the tag's first character: an empty tag breaks it.
+        raise TemplateError(f"Mustache syntax error: an empty tag {opening}{closing}") from None
     if template.endswith(opening):
         # chevron drops an opening delimiter at the very end without a word: "Hi {{Activity.title}} {{"
         # would render as if the author had not typed the "{{" (its only empty token comes from this).
@@ -152,13 +156,15 @@ def single_value_problem(template: str, *, many: bool = False) -> str | None:
         if len(tokens) > 1:
             return f"must render to a single id, but {shown!r} puts text next to {{{{{variables[0]}}}}}"
         return None
-    for (kind, text), (next_kind, next_text) in zip(every, every[1:], strict=False):
-        joined = kind != "literal" and next_kind != "literal"
-        glued = (kind == "literal") != (next_kind == "literal") and not _SEPARATORS.search(
-            (text[-1:] if kind == "literal" else "") + (next_text[:1] if next_kind == "literal" else "")
-        )
-        if joined or glued:
-            return f"must render to ids separated by commas or spaces, but {shown!r} glues them together"
+    glues = f"must render to ids separated by commas or spaces, but {shown!r} glues them together"
+    for (kind, text), (next_kind, next_text) in pairwise(every):
+        if kind == "literal" and next_kind == "literal":
+            continue  # text on both sides of a comment: one piece of text
+        if kind != "literal" and next_kind != "literal":
+            return glues  # {{a}}{{b}}
+        # Text meets a variable: only at a separator ("P1, {{a}}", "{{a}} P2") are they two ids.
+        if not _SEPARATORS.search(text[-1:] if kind == "literal" else next_text[:1]):
+            return glues
     return None
 
 

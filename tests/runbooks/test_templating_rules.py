@@ -271,7 +271,11 @@ def test_list_fields_accept_ids_separated_by_commas_or_spaces(template):
     assert templating.single_value_problem(template, many=True) is None
 
 
-@pytest.mark.parametrize("template", ["{{a}}{{b}}", "X{{a}}", "{{a}}X", "{{a}}, {{b}}{{c}}", "{{a}}, P1{{b}}"])
+@pytest.mark.parametrize(
+    "template",
+    # Only the character where text meets a variable counts: ", P" ends in P, "P ," starts with it.
+    ["{{a}}{{b}}", "X{{a}}", "{{a}}X", "{{a}}, {{b}}{{c}}", "{{a}}, P1{{b}}", "{{a}}, P{{b}}", "{{a}}P ,{{b}}"],
+)
 def test_list_fields_refuse_ids_glued_together(template):
     assert templating.single_value_problem(template, many=True) == (
         f"must render to ids separated by commas or spaces, but {template!r} glues them together"
@@ -316,3 +320,16 @@ def test_an_opening_tag_left_open_at_the_end_is_refused_not_dropped(template):
     assert problems_saving(template) == [f"title: The template ends with an opening {opening} that is never closed"]
     with pytest.raises(TemplateError, match="never closed"):
         templating.render(template, {"Activity": {"title": "Checkout errors"}})
+
+
+def test_text_split_by_a_comment_is_one_piece_of_text_in_a_list_field():
+    assert templating.single_value_problem("P1{{! the on-call lead }}P2 {{a}}", many=True) is None
+
+
+@pytest.mark.parametrize("template", ["{{}}", "Hi {{ }}", "{{#}}x{{/}}", "{{=<% %>=}}<%%>"])
+def test_an_empty_tag_is_a_clear_refusal_not_a_crash(template):
+    # chevron's tokenizer raised IndexError on "{{}}": the admin and the API answered 500.
+    [problem] = problems_saving(template)
+    assert problem.startswith("title: ") and ("empty tag" in problem or "Unknown variable {{}}" in problem)
+    with pytest.raises(TemplateError):
+        templating.render(template, {"Activity": {}})

@@ -9,6 +9,7 @@ tests flush what they use) and pytest-django reuses it (`--reuse-db`), running o
 `migrate` check. Without MUTATION_TEMPLATE_DB the plugin does nothing.
 """
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -39,8 +40,6 @@ def pytest_unconfigure(config):
     global _copy
     if _copy:
         for suffix in ("", "-wal", "-shm", "-journal"):
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(_copy + suffix)
-            except FileNotFoundError:
-                pass
         _copy = None

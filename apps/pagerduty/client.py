@@ -107,12 +107,11 @@ _ENVIRONMENT_VARIABLES = tuple(
 
 
 @functools.lru_cache(maxsize=64)
-def _environment_settings(origin: str, environment: tuple) -> tuple[dict, str | bool]:
-    """The proxies and `verify` requests would take from the environment for `origin`. Keyed on the
-    values of the variables they come from, so a changed environment is read again."""
+def _environment_settings(origin: str, environment: tuple) -> tuple[dict, str | None]:
+    """The proxies and the CA bundle requests would take from the environment for `origin`. Keyed on
+    the values of the variables they come from, so a changed environment is read again."""
     proxies = requests.utils.get_environ_proxies(origin)
-    verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
-    return proxies, verify
+    return proxies, os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
 
 
 class PagerDutySession(requests.Session):
@@ -132,10 +131,11 @@ class PagerDutySession(requests.Session):
     def request(self, method, url, *args, **kwargs):
         parts = urlsplit(url)
         environment = tuple(os.environ.get(name) for name in _ENVIRONMENT_VARIABLES)
-        proxies, verify = _environment_settings(f"{parts.scheme}://{parts.netloc}", environment)
+        proxies, ca_bundle = _environment_settings(f"{parts.scheme}://{parts.netloc}", environment)
         kwargs["proxies"] = {**proxies, **(kwargs.get("proxies") or {})}
+        # As Session.merge_environment_settings: the bundle replaces only a default `verify`.
         if kwargs.get("verify") in (None, True):
-            kwargs["verify"] = verify
+            kwargs["verify"] = ca_bundle or kwargs.get("verify")
         return super().request(method, url, *args, **kwargs)
 
 

@@ -60,7 +60,7 @@ class Exchange:
     def as_dict(self) -> dict:
         # Shallow, unlike dataclasses.asdict: every container here is already the exchange's own
         # (redact_data and redact_headers build new ones), and asdict's deep copy of a response body
-        # was the largest single CPU cost of storing an attempt (about a tenth of a step's CPU).
+        # was the largest single CPU cost of storing an attempt (~7 % of a run's profiled CPU).
         return {name: getattr(self, name) for name in _EXCHANGE_FIELDS}
 
 
@@ -118,7 +118,7 @@ class PagerDutySession(requests.Session):
     """A requests session that honours the proxy and CA bundle environment variables as requests
     does, without re-reading the whole environment for every request: with `trust_env` requests
     walks every variable of os.environ twice per request (urllib's getproxies_environment) and
-    looks for ~/.netrc, about a twentieth of a runbook step's CPU. Here the settings are computed
+    looks for ~/.netrc, ~7 % of a run's profiled CPU. Here the settings are computed
     once per origin and environment values (_environment_settings).
 
     ~/.netrc is not read: a netrc entry for the host would replace the Authorization header the

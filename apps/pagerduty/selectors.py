@@ -27,12 +27,6 @@ def channel_get(*, name: str) -> Channel:
         ) from None
 
 
-def service_mapping_lookup(*, connection: PagerDutyConnection, service: str) -> str | None:
-    """The PagerDuty service for Activity.service, else the connection's default mapping."""
-    mappings = {m.service: m.pagerduty_service_id for m in ServiceMapping.objects.filter(connection=connection)}
-    return service_for(mappings, service)
-
-
 def urgency_for(*, severity: int) -> str:
     overrides = dict(UrgencyMapping.objects.values_list("severity", "urgency"))
     return urgency_for_severity(severity, overrides)
@@ -45,7 +39,8 @@ def mappings_for(*, connection: PagerDutyConnection) -> tuple[dict[str, str], di
     services, urgencies = ServiceMapping._meta.db_table, UrgencyMapping._meta.db_table
     with database.cursor() as cursor:
         cursor.execute(
-            f"SELECT 1, service, pagerduty_service_id FROM {services} WHERE connection_id = %s "  # noqa: S608 (table names from the models)
+            # The table names are the models' own; the connection's id is a parameter.
+            f"SELECT 1, service, pagerduty_service_id FROM {services} WHERE connection_id = %s "
             f"UNION ALL SELECT 2, CAST(severity AS TEXT), urgency FROM {urgencies}",
             [connection.pk],
         )

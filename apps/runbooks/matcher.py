@@ -11,6 +11,11 @@ _KIND_FOR_TRIGGER = {
 }
 
 
+def triggers_for(kind: str) -> list[str]:
+    """The trigger_on values a runbook needs for an event of `kind` to be able to match (not manual)."""
+    return [trigger for trigger, event_kind in _KIND_FOR_TRIGGER.items() if event_kind == kind]
+
+
 def runbook_matches(runbook: Runbook, event: IncidentEvent, incident: Incident) -> bool:
     if event.kind == IncidentEventKind.MANUAL:
         # Asked for by name: the person chose it, triggers and conditions do not apply.

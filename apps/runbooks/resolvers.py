@@ -38,7 +38,7 @@ class LiveResolver:
     def service_id(self, explicit: str) -> str:
         if explicit:
             return explicit
-        mapped = selectors.service_mapping_lookup(connection=self.connection, service=self.incident.service)
+        mapped = selectors.service_for(self._mappings()[0], self.incident.service)
         if not mapped:
             raise StepFailed(
                 f"No PagerDuty service for service {self.incident.service!r}: set service_id on the step or add a "
@@ -52,7 +52,15 @@ class LiveResolver:
             if explicit not in Urgency.values:
                 raise StepFailed(f"urgency must be high or low, not {explicit!r}", field="urgency")
             return explicit
-        return selectors.urgency_for(severity=self.incident.severity)
+        return payloads.urgency_for_severity(self.incident.severity, self._mappings()[1])
+
+    def _mappings(self) -> tuple[dict[str, str], dict[int, str]]:
+        # Service and urgency mappings in one statement, once per connection for the run's
+        # execution (as its connection row is): a create step needs both before its request.
+        key = ("mappings", self.connection.pk)
+        if key not in self.cache:
+            self.cache[key] = selectors.mappings_for(connection=self.connection)
+        return self.cache[key]
 
     def user_id(self, value: str, *, field: str) -> str:
         value = value.strip()

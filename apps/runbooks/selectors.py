@@ -1,5 +1,7 @@
 from datetime import UTC, datetime
 
+from django.db.models import prefetch_related_objects
+
 from apps.incidents.models import Incident, IncidentEvent, IncidentEventKind
 from apps.runbooks import matcher, templating
 from apps.runbooks.executors import get_action
@@ -9,8 +11,18 @@ from apps.runbooks.resolvers import linked_incident_id
 
 def runbooks_matching_event(*, event: IncidentEvent) -> list[Runbook]:
     # Manual runs too: a runbook disabled after someone asked for it does not run.
-    candidates = Runbook.objects.filter(enabled=True).prefetch_related("steps")
-    return [rb for rb in candidates if matcher.runbook_matches(rb, event, event.incident)]
+    candidates = Runbook.objects.filter(enabled=True)
+    # Narrowed in SQL to the runbooks that can match at all (the event kind's trigger, or the one
+    # asked for by name), and the steps read for the matching ones only: an event no runbook fires
+    # on (most `created` ones) costs one small query, and no runbook or step of another trigger is
+    # built. The matcher still decides.
+    if event.kind == IncidentEventKind.MANUAL:
+        candidates = candidates.filter(slug=event.runbook_slug)
+    else:
+        candidates = candidates.filter(trigger_on__in=matcher.triggers_for(event.kind))
+    matched = [rb for rb in candidates if matcher.runbook_matches(rb, event, event.incident)]
+    prefetch_related_objects(matched, "steps")
+    return matched
 
 
 def _iso(value: datetime | None) -> str:

@@ -14,7 +14,6 @@ import time
 import uuid
 from datetime import timedelta
 
-import requests
 from django.conf import settings
 from django.db import IntegrityError, OperationalError, transaction
 from django.db.models import F, Q
@@ -29,6 +28,7 @@ from apps.core.sql import insert_and_update, prepared_for_insert
 from apps.core.validators import storable_json
 from apps.incidents.models import IncidentEvent
 from apps.incidents.services import incident_trigger_runbook
+from apps.pagerduty.client import PagerDutySession
 from apps.pagerduty.errors import PagerDutyError
 from apps.pagerduty.selectors import channel_get, connection_get
 from apps.pagerduty.services import channel_client, connection_client
@@ -250,7 +250,7 @@ class _Lease:
         _sleep(seconds)
 
 
-class _Session(requests.Session):
+class _Session(PagerDutySession):
     """A session that calls `before_send` before each request leaves: the step writes its
     previous attempt first (_StepRecord)."""
 

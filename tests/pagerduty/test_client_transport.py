@@ -204,3 +204,25 @@ def test_the_default_policy_tries_five_times(db, settings, waits):
         assert len(mock.calls) == 5 and len(waits) == 4
     assert RetryPolicy().max_attempts == 5
     assert client.retry.lookup_attempts == 10
+
+
+def test_session_takes_proxies_and_ca_bundle_from_the_environment_and_notices_a_change(monkeypatch):
+    """PagerDutySession reads the environment once per origin, not per request, yet as requests
+    would: a proxy variable set later, or a host added to no_proxy, is honoured from the next request."""
+    from unittest import mock
+
+    from apps.pagerduty.client import PagerDutySession
+
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/bundle.pem")
+    session = PagerDutySession()
+    sent = []
+    with mock.patch.object(requests.Session, "send", lambda self, request, **kw: sent.append(kw)):
+        session.request("GET", "https://api.pagerduty.com/abilities")
+        monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+        session.request("GET", "https://api.pagerduty.com/abilities")
+        monkeypatch.setenv("NO_PROXY", "api.pagerduty.com")
+        session.request("GET", "https://api.pagerduty.com/abilities")
+    assert [kw["proxies"].get("https") for kw in sent] == [None, "http://proxy.example:3128", None]
+    assert {kw["verify"] for kw in sent} == {"/etc/ssl/bundle.pem"}

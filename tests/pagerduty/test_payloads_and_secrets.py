@@ -55,6 +55,26 @@ def test_urgency_mapping_overrides():
 
 
 @pytest.mark.django_db
+def test_mappings_for_reads_the_connections_services_and_the_urgency_overrides_in_one_statement():
+    from django.test.utils import CaptureQueriesContext
+
+    from apps.pagerduty.selectors import mappings_for, service_for
+
+    ours = PagerDutyConnection.objects.create(name="ours", api_key="k" * 20, from_email="a@example.com")
+    other = PagerDutyConnection.objects.create(name="other", api_key="k" * 20, from_email="a@example.com")
+    ours.service_mappings.create(service="", pagerduty_service_id="PDEFAULT")
+    ours.service_mappings.create(service="payments", pagerduty_service_id="PPAY")
+    other.service_mappings.create(service="search", pagerduty_service_id="PSEARCH")
+    UrgencyMapping.objects.create(severity=3, urgency="high")
+    with CaptureQueriesContext(db) as queries:
+        services, urgencies = mappings_for(connection=ours)
+    assert len(queries) == 1
+    assert services == {"": "PDEFAULT", "payments": "PPAY"} and urgencies == {3: "high"}
+    assert [service_for(services, s) for s in ("payments", "search")] == ["PPAY", "PDEFAULT"]
+    assert payloads.urgency_for_severity(3, urgencies) == "high"
+
+
+@pytest.mark.django_db
 def test_api_key_encrypted_at_rest_and_rotatable(settings):
     conn = PagerDutyConnection.objects.create(name="x", api_key="plain-secret-123", from_email="a@b.co")
     with db.cursor() as cursor:

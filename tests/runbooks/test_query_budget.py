@@ -22,7 +22,7 @@ from tests.conftest import PD_URL
 from tests.factories import IncidentFactory
 from tests.runbooks.helpers import pd_incident
 
-BUDGET = 30
+BUDGET = 26
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -34,6 +34,21 @@ def celery_eager(request):
 
 
 @pytest.fixture(autouse=True)
+def own_secret_registry():
+    # Every secret a process decrypts or sends is registered and redacted by value from then on
+    # (apps.core.redaction); across tests that would let one test's key — a six-letter word some
+    # test stored, say "status" — redact another test's expected text. Each test starts from the
+    # registry as it found it.
+    from apps.core import redaction
+
+    saved = set(redaction._secrets)
+    yield
+    with redaction._lock:
+        redaction._secrets.clear()
+        redaction._secrets.update(saved)
+
+
+@pytest.fixture(autouse=True)
 def no_shared_rate_limit(settings):
     # The shared limiter has its own tests; elsewhere it would only make the suite wait.
     settings.PAGERDUTY_RATE_LIMIT_PER_MINUTE = 0

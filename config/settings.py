@@ -182,6 +182,8 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         # on the embedded default. A directory listing every 50 ms costs next to nothing.
         "polling_interval": env.float("CELERY_FILESYSTEM_POLLING_INTERVAL", default=0.05),
     }
+    # kombu's filesystem transport, writing each message whole before a worker can see it (config/broker.py).
+    CELERY_BROKER_TRANSPORT = "config.broker:FilesystemTransport"
 else:
     # A message whose worker died is redelivered after this many seconds (Redis has no
     # broker-side acks); keep it longer than the longest step, including its retries.

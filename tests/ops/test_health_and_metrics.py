@@ -65,6 +65,8 @@ def test_a_stale_heartbeat_or_an_unreachable_broker_is_503(client, settings, mon
     # broker_url only: broker_write_url is a property falling back to it, and patching the property
     # would "restore" it as an explicit :9 that every later publish of this process would use.
     monkeypatch.setattr(celery_app.conf, "broker_url", "redis://127.0.0.1:9/0")
+    # The settings name a transport class for either broker (config/broker.py); the URL's must win here.
+    monkeypatch.setitem(celery_app.conf, "broker_transport", "config.broker:Transport")
     assert celery_app.conf.broker_write_url == "redis://127.0.0.1:9/0"
     response = client.get("/healthz")
     assert response.status_code == 503

@@ -275,6 +275,24 @@ def test_add_note_lost_answer_finds_the_note_and_never_sends_twice(
     assert [e.method for e in step_run.exchanges.all()] == ["POST", "GET"]
 
 
+def test_add_note_look_up_gets_twice_the_patience(
+    pd, pd_connection, django_capture_on_commit_callbacks, fast_retries
+):
+    """The notes read decides whether the note is sent again: seven failed reads are more than
+    PAGERDUTY_MAX_ATTEMPTS (5) but within the look-up's ten, so the note is found, not re-sent."""
+    content = "Mitigated by failover"
+    pd.add(responses.POST, NOTES_URL, body=requests.ConnectionError("reset after sending"))
+    for _ in range(7):
+        pd.add(responses.GET, NOTES_URL, status=502, json={"error": {"message": "Bad Gateway"}})
+    pd.add(responses.GET, NOTES_URL, json={"notes": [note(content, "PNOTE05")]})
+    run = run_steps([step("pagerduty.add_note", content=content)], django_capture_on_commit_callbacks)
+    step_run = run.step_runs.get()
+    assert step_run.status == "succeeded", step_run.error
+    assert step_run.outputs == {"incident_id": "QINC001", "note_id": "PNOTE05", "deduplicated": True}
+    assert writes(pd) == [("POST", "/incidents/QINC001/notes")]
+    assert [e.method for e in step_run.exchanges.all()] == ["POST"] + ["GET"] * 8
+
+
 def test_add_note_not_landed_is_sent_once_more(pd, pd_connection, django_capture_on_commit_callbacks, fast_retries):
     content = "Mitigated by failover"
     pd.add(responses.POST, NOTES_URL, status=503, json={"error": {"message": "Service Unavailable"}})

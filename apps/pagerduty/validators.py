@@ -178,11 +178,3 @@ def validate_routing_key(value) -> None:
     problem = routing_key_problem(value)
     if problem:
         raise ValidationError(f"This routing key {problem}.", code="routing_key")
-
-
-def api_key_clean(value: str | None) -> str:
-    """Trim surrounding whitespace (copy-paste), then refuse what cannot be sent; '' stays ''."""
-    value = (value or "").strip()
-    if value:
-        validate_api_key(value)
-    return value

@@ -212,3 +212,78 @@ def test_the_api_url_field_reads_host_names_without_regard_to_case():
     for url in ("http://local host/", "ftp://localhost/", "http://localhost/#frag"):
         with pytest.raises(ValidationError):
             HTTP_URL(url)
+
+
+# The schema's pattern for api_url/events_url (what an API client reads) against url_problem (what
+# the server enforces): a URL the pattern admits must be one the server takes, and the URLs people
+# actually enter must be admitted.
+SCHEMA_URLS = [
+    "https://api.pagerduty.com",
+    "https://API.PagerDuty.com/",
+    "https://api.pagerduty.com:443/v2?x=1",
+    "https://api.pagerduty.com:0",
+    "https://api.pagerduty.com:65536",
+    "http://api.pagerduty.com",
+    "ftp://api.pagerduty.com",
+    "https://api.pagerduty.com.evil.test",
+    "https://evil.test/api.pagerduty.com",
+    "https://user:pw@api.pagerduty.com",
+    "https://api.pagerduty.com/#x",
+    "https://apixpagerduty.com",
+    "https://pd.internal.example",
+    "http://127.0.0.1:8765",
+    "HTTP://LocalHost:8080/x",
+    "https://localhost",
+    "http://[::1]:9000/",
+    "https://[::1]",
+    "http://10.0.0.1",
+    "https://10.0.0.1",
+]
+
+
+@pytest.mark.parametrize(
+    ("hosts", "admitted"),
+    [
+        (
+            ["api.pagerduty.com", "events.pagerduty.com"],
+            {"https://api.pagerduty.com", "https://API.PagerDuty.com/", "https://api.pagerduty.com:443/v2?x=1"},
+        ),
+        (
+            ["127.0.0.1", "localhost", "::1"],
+            {
+                "http://127.0.0.1:8765",
+                "HTTP://LocalHost:8080/x",
+                "https://localhost",
+                "http://[::1]:9000/",
+                "https://[::1]",
+            },
+        ),
+        (
+            ["*"],
+            {
+                "https://api.pagerduty.com",
+                "https://API.PagerDuty.com/",
+                "https://api.pagerduty.com:443/v2?x=1",
+                "https://api.pagerduty.com.evil.test",
+                "https://evil.test/api.pagerduty.com",
+                "https://apixpagerduty.com",
+                "https://pd.internal.example",
+                "http://127.0.0.1:8765",
+                "HTTP://LocalHost:8080/x",
+                "https://localhost",
+            },
+        ),
+        ([], set()),
+    ],
+    ids=["pagerduty", "loopback", "any-host", "none"],
+)
+def test_the_schema_pattern_admits_what_the_server_takes(settings, hosts, admitted):
+    import re
+
+    from apps.pagerduty.validators import allowed_url_pattern
+
+    settings.PAGERDUTY_ALLOWED_HOSTS = hosts
+    pattern = re.compile(allowed_url_pattern())
+    matched = {url for url in SCHEMA_URLS if pattern.match(url)}
+    assert matched == admitted
+    assert all(url_problem(url) is None for url in matched)

@@ -275,9 +275,7 @@ def test_add_note_lost_answer_finds_the_note_and_never_sends_twice(
     assert [e.method for e in step_run.exchanges.all()] == ["POST", "GET"]
 
 
-def test_add_note_look_up_gets_twice_the_patience(
-    pd, pd_connection, django_capture_on_commit_callbacks, fast_retries
-):
+def test_add_note_look_up_gets_twice_the_patience(pd, pd_connection, django_capture_on_commit_callbacks, fast_retries):
     """The notes read decides whether the note is sent again: seven failed reads are more than
     PAGERDUTY_MAX_ATTEMPTS (5) but within the look-up's ten, so the note is found, not re-sent."""
     content = "Mitigated by failover"

@@ -228,9 +228,13 @@ def waits_sweep(*, now=None) -> dict:
         StepRun.objects.filter(status=RunStatus.WAITING, wait_until__lt=now).values_list("pk", flat=True)[:SWEEP_BATCH]
     )
     timed_out = sum(_time_out(step_run_id=pk, now=now) for pk in expired)
-    missed = StepRun.objects.filter(status=RunStatus.WAITING, action=WAIT_FOR_STATUS).values_list(
-        "pk", "run__incident__status"
-    )[:SWEEP_BATCH]
+    # Oldest first, and only rows still waiting on a status: ended waits and approvals keep their
+    # rows, and would otherwise fill the batch while a run still waits.
+    missed = (
+        StepRun.objects.filter(status=RunStatus.WAITING, action=WAIT_FOR_STATUS)
+        .order_by("pk")
+        .values_list("pk", "run__incident__status")[:SWEEP_BATCH]
+    )
     resumed = sum(_resume_on_status(step_run_id=pk, status=status) for pk, status in missed)
     return {"timed_out": timed_out, "resumed": resumed}
 

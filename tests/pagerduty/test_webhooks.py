@@ -245,6 +245,46 @@ def test_the_sweep_processes_what_the_broker_never_got(client, linked, django_ca
     assert len(pagerduty_events(linked[0])) == 1
 
 
+def test_the_sweep_queues_only_stale_unprocessed_deliveries_of_the_last_day(connection, monkeypatch, settings):
+    """Just received: the receiver's own message may still be on its way. Processed: done. Older
+    than a day: PagerDuty's state has moved on. Only what lies between is queued again."""
+    from apps.pagerduty import tasks
+
+    settings.RUN_RECOVERY_PENDING_AFTER_SECONDS = 60
+    queued = []
+    monkeypatch.setattr(tasks.process_webhook_delivery, "delay", queued.append)
+    now = timezone.now()
+    ages = {
+        "fresh": timedelta(seconds=30),
+        "stale": timedelta(minutes=2),
+        "done": timedelta(minutes=2),
+        "almost-a-day": timedelta(hours=23, minutes=50),
+        "over-a-day": timedelta(hours=24, minutes=30),
+    }
+    ids = {}
+    for name, age in ages.items():
+        delivery = WebhookDelivery.objects.create(connection=connection, webhook_id=name)
+        WebhookDelivery.objects.filter(pk=delivery.pk).update(
+            received_at=now - age, processed_at=now if name == "done" else None
+        )
+        ids[name] = delivery.pk
+
+    assert webhooks_recover() == 2
+    assert sorted(queued) == sorted([ids["stale"], ids["almost-a-day"]])
+
+
+def test_one_sweep_queues_at_most_500(connection, monkeypatch):
+    from apps.pagerduty import tasks
+
+    queued = []
+    monkeypatch.setattr(tasks.process_webhook_delivery, "delay", queued.append)
+    WebhookDelivery.objects.bulk_create(WebhookDelivery(connection=connection, webhook_id=f"w{i}") for i in range(501))
+    WebhookDelivery.objects.update(received_at=timezone.now() - timedelta(hours=1))
+
+    assert webhooks_recover() == 500
+    assert len(set(queued)) == 500
+
+
 def test_notes_and_responder_replies_reach_the_timeline(client, linked, django_capture_on_commit_callbacks):
     note = event("incident.annotated")
     note["event"]["resource_type"] = "incident_note"

@@ -267,6 +267,30 @@ def test_a_missed_status_change_is_resumed_by_the_sweep(pd, pd_connection, djang
     assert RunbookRun.objects.get().status == RunStatus.SUCCEEDED
 
 
+def test_ended_waits_and_approvals_never_crowd_a_missed_status_out_of_the_sweep(
+    pd, pd_connection, django_capture_on_commit_callbacks, monkeypatch
+):
+    """A sweep looks at SWEEP_BATCH steps at most. Status waits that ended and approvals still
+    waiting come first (older rows) and must not take the places of the wait that missed its change."""
+    monkeypatch.setattr(waits, "SWEEP_BATCH", 2)
+    make_runbook(slug="waits", steps=[WAIT_STEP])
+    make_runbook(slug="asks", steps=[APPROVE_STEP], trigger={"on": "status_changed", "to": ["Identified"]})
+    for _ in range(2):
+        ended = IncidentFactory()
+        change_status(ended, "Investigating", django_capture_on_commit_callbacks)
+        change_status(ended, "Monitoring", django_capture_on_commit_callbacks)
+    for _ in range(2):
+        change_status(IncidentFactory(), "Identified", django_capture_on_commit_callbacks)
+    missed = IncidentFactory()
+    change_status(missed, "Investigating", django_capture_on_commit_callbacks)
+    incident_update(incident_id=missed.pk, status="Resolved", actor="test")  # its signal is lost
+    assert StepRun.objects.filter(status=RunStatus.WAITING).count() == 3
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert waits.waits_sweep() == {"timed_out": 0, "resumed": 1}
+    assert RunbookRun.objects.get(incident=missed).status == RunStatus.SUCCEEDED
+
+
 @pytest.mark.parametrize(("on_timeout", "run_status"), [("fail", RunStatus.FAILED), ("continue", RunStatus.SUCCEEDED)])
 def test_status_wait_timeout(pd, pd_connection, django_capture_on_commit_callbacks, on_timeout, run_status):
     make_runbook(steps=[{**WAIT_STEP, "with": {**WAIT_STEP["with"], "on_timeout": on_timeout}}])

@@ -220,6 +220,21 @@ def test_acknowledge_needs_a_dedup_key(pd, channel, django_capture_on_commit_cal
     ]
 
 
+def test_a_dedup_key_that_renders_empty_fails_before_anything_is_sent(pd, channel, django_capture_on_commit_callbacks):
+    resolve = {**RESOLVE, "with": {"channel": "monitoring", "dedup_key": "{{Activity.environment}}"}}
+    runbook = make_runbook(steps=[resolve])
+    incident = IncidentFactory(environment="")
+    said = "dedup_key is required but rendered empty; use the trigger step's {{steps.<key>.dedup_key}}"
+
+    [preview] = dryrun.runbook_dry_run(runbook=runbook, incident=incident, allow_reads=False)
+    assert (preview["status"], preview["field"], preview["error"]) == ("error", "dedup_key", said)
+
+    fire(incident, django_capture_on_commit_callbacks)
+    step = StepRun.objects.get()
+    assert (step.status, step.error) == ("failed", said)
+    assert not pd.calls
+
+
 def test_unknown_channel_fails_the_step_clearly(pd, db, django_capture_on_commit_callbacks):
     make_runbook(steps=[ALERT])
     fire(IncidentFactory(), django_capture_on_commit_callbacks)

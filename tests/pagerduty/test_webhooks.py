@@ -2,7 +2,10 @@
 incident link, the timeline, ordering by occurred_at, the resolve option, and echoes of our own
 changes firing nothing."""
 
+import hashlib
+import hmac
 import json
+import logging
 import uuid
 from datetime import timedelta
 
@@ -13,7 +16,8 @@ from django.utils import timezone
 from apps.incidents.models import IncidentEvent, IncidentEventKind
 from apps.incidents.services import incident_update
 from apps.pagerduty.models import WebhookDelivery
-from apps.pagerduty.webhooks import WEBHOOK_BODY_MAX, signature_for, webhook_process, webhooks_recover
+from apps.pagerduty.signals import webhook_event_received
+from apps.pagerduty.webhooks import WEBHOOK_BODY_MAX, webhook_process, webhooks_recover
 from apps.runbooks.models import PagerDutyIncidentLink, RunbookRun
 from tests.conftest import PD_URL
 from tests.factories import IncidentFactory
@@ -82,11 +86,17 @@ def event(
     }
 
 
+def sign(body: bytes, secret: str) -> str:
+    """PagerDuty's v1 signature, computed here rather than by the code under test: HMAC-SHA256 of the
+    raw body with the secret, in hex."""
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
 def post(client, payload, *, secrets=(SECRET,), webhook_id=None, url=URL, header=None, raw=None):
     body = raw if raw is not None else json.dumps(payload).encode()
     headers = {"HTTP_X_WEBHOOK_ID": webhook_id or uuid.uuid4().hex}
     if header is None:
-        header = ",".join(f"v1={signature_for(body, s)}" for s in secrets)
+        header = ",".join(f"v1={sign(body, s)}" for s in secrets)
     if header is not False:
         headers["HTTP_X_PAGERDUTY_SIGNATURE"] = header
     return client.post(url, body, content_type="application/json", **headers)
@@ -122,21 +132,30 @@ def test_signed_webhook_is_stored_processed_and_mirrored(client, linked, django_
     assert entry.details["agent_id"] == "PUSER01" and entry.details["status"] == "acknowledged"
 
 
+MISSING = "The X-PagerDuty-Signature header is missing."
+NO_V1 = "The X-PagerDuty-Signature header holds no v1= signature."
+BAD_SIGNATURE = "No valid signature for this connection's webhook secret."
+TOO_LARGE = "The body is over 262,144 bytes; PagerDuty sends at most that."
+
+
 @pytest.mark.parametrize(
-    "case, expected",
+    "case, expected, message",
     [
-        ("unknown connection", 404),
-        ("too large", 413),
-        ("no header", 400),
-        ("no v1 entry", 400),
-        ("wrong signature", 403),
-        ("signed with another secret", 403),
-        ("unknown connection, too large, unsigned", 404),
-        ("too large and unsigned", 413),
+        ("unknown connection", 404, "No PagerDuty connection named 'nope'."),
+        ("too large", 413, TOO_LARGE),
+        ("no header", 400, MISSING),
+        ("no v1 entry", 400, NO_V1),
+        ("wrong signature", 403, BAD_SIGNATURE),
+        ("signed with another secret", 403, BAD_SIGNATURE),
+        ("unknown connection, too large, unsigned", 404, "No PagerDuty connection named 'nope'."),
+        ("too large and unsigned", 413, TOO_LARGE),
+        ("signed, not JSON", 400, "The body is not JSON."),
+        ("signed, a JSON list", 400, 'The body has no "event" object.'),
+        ("signed, no event", 400, 'The body has no "event" object.'),
     ],
 )
 def test_refusals_in_the_documented_order_change_nothing(
-    client, linked, case, expected, django_capture_on_commit_callbacks
+    client, linked, case, expected, message, django_capture_on_commit_callbacks
 ):
     payload = event()
     kwargs = {}
@@ -152,14 +171,61 @@ def test_refusals_in_the_documented_order_change_nothing(
         kwargs["header"] = "v1=" + "0" * 64
     if case == "signed with another secret":
         kwargs["secrets"] = ("someone-elses-secret",)
+    if case == "signed, not JSON":
+        kwargs["raw"] = b"event=incident.acknowledged"
+    if case == "signed, a JSON list":
+        kwargs["raw"] = json.dumps([payload["event"]]).encode()
+    if case == "signed, no event":
+        kwargs["raw"] = json.dumps({"messages": [payload["event"]]}).encode()
     response = deliver(client, django_capture_on_commit_callbacks, payload, **kwargs)
 
     assert response.status_code == expected
-    assert response.json()["message"]
+    assert response.json()["message"] == message
     assert not WebhookDelivery.objects.exists()
     assert not pagerduty_events(linked[0])
     linked[1].refresh_from_db()
     assert linked[1].status == "triggered"
+
+
+def test_an_unknown_connection_name_is_echoed_cut_to_100_characters(client, db, django_capture_on_commit_callbacks):
+    name = "n" * 150
+    response = deliver(client, django_capture_on_commit_callbacks, event(), url=f"/webhooks/pagerduty/{name}/")
+    assert response.status_code == 404
+    assert response.json()["message"] == f"No PagerDuty connection named '{'n' * 100}'."
+
+
+def test_the_log_says_when_a_refusal_is_a_missing_secret(
+    client, connection, caplog, django_capture_on_commit_callbacks
+):
+    caplog.set_level(logging.WARNING, logger="apps.pagerduty.webhooks")
+    deliver(client, django_capture_on_commit_callbacks, event(), secrets=("someone-elses-secret",))
+    assert not [r for r in caplog.records if r.name == "apps.pagerduty.webhooks"]  # a bad signature: no secret to blame
+
+    connection.webhook_secret = ""
+    connection.save()
+    deliver(client, django_capture_on_commit_callbacks, event(), secrets=("",))
+    [warning] = [r for r in caplog.records if r.name == "apps.pagerduty.webhooks"]
+    assert warning.getMessage() == "webhook for connection default refused: it has no webhook secret"
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("v1={good},v1={other}", 202),  # PagerDuty's own form during a rotation: no spaces
+        ("v1={other}, v1={good}", 202),
+        ("v1=={good}", 403),
+        (",".join(["v0=x"] * 19 + ["v1={good}"]), 202),
+        (",".join(["v0=x"] * 20 + ["v1={good}"]), 400),  # only the first 20 entries are read
+    ],
+    ids=["comma", "comma-space", "double-equals", "20th-entry", "21st-entry"],
+)
+def test_the_signature_header_is_read_as_pagerduty_writes_it(
+    client, linked, header, expected, django_capture_on_commit_callbacks
+):
+    body = json.dumps(event()).encode()
+    header = header.format(good=sign(body, SECRET), other=sign(body, "whsec-other-0000000000"))
+    response = deliver(client, django_capture_on_commit_callbacks, None, raw=body, header=header)
+    assert response.status_code == expected
 
 
 def test_a_connection_without_a_secret_refuses_every_webhook(client, pd_connection, django_capture_on_commit_callbacks):
@@ -182,7 +248,7 @@ def test_during_a_rotation_either_secret_and_any_v1_entry_is_accepted(
         django_capture_on_commit_callbacks,
         None,
         raw=body,
-        header=f"v1={'f' * 64}, v0=ignored, v1={signature_for(body, 'whsec-new-0000000000')}",
+        header=f"v1={'f' * 64}, v0=ignored, v1={sign(body, 'whsec-new-0000000000')}",
     )
     assert (old_only.status_code, mixed.status_code) == (202, 202)
     assert WebhookDelivery.objects.count() == 2
@@ -243,6 +309,117 @@ def test_the_sweep_processes_what_the_broker_never_got(client, linked, django_ca
     delivery.refresh_from_db()
     assert delivery.processed_at is not None
     assert len(pagerduty_events(linked[0])) == 1
+
+
+@pytest.mark.parametrize(
+    ("event_fields", "stored"),
+    [
+        ({"resource_type": "incident", "data": {"id": "QINC1", "type": "incident"}}, "QINC1"),
+        ({"resource_type": "incident", "data": {"id": "QINC2"}}, "QINC2"),
+        ({"resource_type": "", "data": {"id": "QINC3", "type": "incident"}}, "QINC3"),
+        (
+            {
+                "resource_type": "incident_note",
+                "data": {"id": "PNOTE1", "type": "incident_note", "incident": {"id": "QINC4", "type": "incident"}},
+            },
+            "QINC4",
+        ),
+        ({"resource_type": "incident", "data": {"type": "incident"}}, ""),
+        ({"resource_type": "incident_note", "data": {"id": "PNOTE2", "type": "incident_note"}}, ""),
+        ({"resource_type": "incident_note", "data": {"id": "PNOTE3", "incident": "QINC5"}}, ""),
+        ({"resource_type": "incident", "data": "QINC6"}, ""),
+        ({"resource_type": "incident", "data": {"id": "Q" * 40, "type": "incident"}}, "Q" * 32),
+        ({"resource_type": "incident_note", "data": {"incident": {"id": "R" * 40}}}, "R" * 32),
+    ],
+    ids=[
+        "incident",
+        "no-data-type",
+        "no-resource-type",
+        "note",
+        "no-id",
+        "note-no-incident",
+        "incident-not-object",
+        "data-not-object",
+        "long-id",
+        "long-note-incident-id",
+    ],
+)
+def test_the_delivery_records_which_pagerduty_incident_it_is_about(
+    client, connection, event_fields, stored, django_capture_on_commit_callbacks
+):
+    payload = event()
+    payload["event"].update(event_fields)
+    with django_capture_on_commit_callbacks(execute=False):
+        assert post(client, payload).status_code == 202
+    assert WebhookDelivery.objects.get().pagerduty_incident_id == stored
+
+
+@pytest.fixture
+def receivers():
+    """The mirror swapped for receivers a test defines, restored after it."""
+    from apps.runbooks import mirror
+
+    webhook_event_received.disconnect(dispatch_uid="runbooks.webhook_mirror")
+    added = []
+
+    def connect(answer, **kwargs):
+        def receiver(sender, *, delivery, **_):
+            return answer
+
+        added.append((receiver, kwargs))
+        webhook_event_received.connect(receiver, weak=False, **kwargs)
+
+    yield connect
+    for receiver, kwargs in added:
+        assert webhook_event_received.disconnect(receiver, **kwargs)
+    webhook_event_received.connect(mirror.webhook_mirror, dispatch_uid="runbooks.webhook_mirror")
+
+
+def stored_delivery(connection, event_type="incident.acknowledged"):
+    delivery = WebhookDelivery.objects.create(connection=connection, webhook_id=uuid.uuid4().hex, event_type=event_type)
+    return delivery
+
+
+def test_the_outcome_joins_what_every_receiver_said(connection, receivers):
+    receivers("mirrored on INC-1", sender=WebhookDelivery)
+    receivers(None)
+    receivers("noted")
+    delivery = stored_delivery(connection)
+    assert webhook_process(delivery_id=delivery.pk) == "mirrored on INC-1; noted"
+    delivery.refresh_from_db()
+    assert delivery.outcome == "mirrored on INC-1; noted" and delivery.processed_at is not None
+    assert webhook_process(delivery_id=delivery.pk) is None  # processed once
+
+
+def test_an_outcome_nobody_gave_says_so_and_a_long_one_is_cut(connection, receivers):
+    receivers("")
+    quiet = stored_delivery(connection)
+    assert webhook_process(delivery_id=quiet.pk) == "nothing to do"
+    receivers("x" * 400)
+    long = stored_delivery(connection)
+    webhook_process(delivery_id=long.pk)
+    long.refresh_from_db()
+    assert long.outcome == "x" * 300
+
+
+def test_a_delivery_stored_while_the_broker_is_away_is_left_to_the_sweep(
+    client, linked, monkeypatch, caplog, django_capture_on_commit_callbacks
+):
+    from kombu.exceptions import OperationalError
+
+    from apps.pagerduty import tasks
+
+    def refuse(*args, **kwargs):
+        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(tasks.process_webhook_delivery, "delay", refuse)
+    response = deliver(client, django_capture_on_commit_callbacks, event())
+    assert response.status_code == 202
+    assert WebhookDelivery.objects.get().processed_at is None
+    [warning] = [r for r in caplog.records if r.name == "apps.core.queueing"]
+    assert warning.getMessage().endswith(
+        "; the webhook recovery sweep processes the stored delivery once the broker is back"
+    )
 
 
 def test_the_sweep_queues_only_stale_unprocessed_deliveries_of_the_last_day(connection, monkeypatch, settings):

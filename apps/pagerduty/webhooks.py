@@ -128,9 +128,8 @@ def webhook_receive(
     webhook_id = (webhook_id or str(event.get("id") or "")).strip()[:WEBHOOK_ID_MAX]
     if not webhook_id:
         return WebhookAnswer(400, "Neither an X-Webhook-Id header nor an event id to tell redeliveries apart.")
-    existing = WebhookDelivery.objects.filter(connection=connection, webhook_id=webhook_id).first()
-    if existing is not None:
-        return WebhookAnswer(202, "Already received; nothing changed.", existing)
+    if WebhookDelivery.objects.filter(connection=connection, webhook_id=webhook_id).exists():
+        return WebhookAnswer(202, "Already received; nothing changed.")
     try:
         with transaction.atomic():
             delivery = WebhookDelivery.objects.create(

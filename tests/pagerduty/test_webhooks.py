@@ -94,7 +94,7 @@ def sign(body: bytes, secret: str) -> str:
 
 def post(client, payload, *, secrets=(SECRET,), webhook_id=None, url=URL, header=None, raw=None):
     body = raw if raw is not None else json.dumps(payload).encode()
-    headers = {"HTTP_X_WEBHOOK_ID": webhook_id or uuid.uuid4().hex}
+    headers = {} if webhook_id is False else {"HTTP_X_WEBHOOK_ID": webhook_id or uuid.uuid4().hex}
     if header is None:
         header = ",".join(f"v1={sign(body, s)}" for s in secrets)
     if header is not False:
@@ -119,7 +119,7 @@ def test_signed_webhook_is_stored_processed_and_mirrored(client, linked, django_
     incident, link = linked
     response = deliver(client, django_capture_on_commit_callbacks, event(agent="Alice Ng"))
 
-    assert response.status_code == 202
+    assert (response.status_code, response.json()["message"]) == (202, "Accepted.")
     delivery = WebhookDelivery.objects.get()
     assert delivery.event_type == "incident.acknowledged" and delivery.processed_at is not None
     link.refresh_from_db()
@@ -352,6 +352,76 @@ def test_the_delivery_records_which_pagerduty_incident_it_is_about(
     with django_capture_on_commit_callbacks(execute=False):
         assert post(client, payload).status_code == 202
     assert WebhookDelivery.objects.get().pagerduty_incident_id == stored
+
+
+def test_a_delivery_keeps_the_events_own_ids_and_type_cut_to_their_columns(
+    client, connection, django_capture_on_commit_callbacks
+):
+    payload = event()
+    payload["event"].update(id="E" * 150, event_type="incident." + "t" * 150, resource_type="r" * 80)
+    with django_capture_on_commit_callbacks(execute=False):
+        post(client, payload, webhook_id="wh-" + "w" * 150)
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.webhook_id, delivery.event_id) == ("wh-" + "w" * 97, "E" * 100)
+    assert (delivery.event_type, delivery.resource_type) == (("incident." + "t" * 150)[:100], "r" * 50)
+
+    bare = event()
+    bare["event"].update(event_type=None, resource_type=None)
+    with django_capture_on_commit_callbacks(execute=False):
+        post(client, bare)
+    delivery = WebhookDelivery.objects.get(event_id=bare["event"]["id"])
+    assert (delivery.event_type, delivery.resource_type) == ("", "")
+
+
+def test_without_an_x_webhook_id_the_event_id_tells_redeliveries_apart(
+    client, connection, django_capture_on_commit_callbacks
+):
+    payload = event()
+    first = deliver(client, django_capture_on_commit_callbacks, payload, webhook_id=False)
+    again = deliver(client, django_capture_on_commit_callbacks, payload, webhook_id=False)
+    assert (first.status_code, again.status_code) == (202, 202)
+    assert again.json()["message"] == "Already received; nothing changed."
+    assert list(WebhookDelivery.objects.values_list("webhook_id", flat=True)) == [payload["event"]["id"]]
+
+    anonymous = event()
+    del anonymous["event"]["id"]
+    response = deliver(client, django_capture_on_commit_callbacks, anonymous, webhook_id=False)
+    assert (response.status_code, response.json()["message"]) == (
+        400,
+        "Neither an X-Webhook-Id header nor an event id to tell redeliveries apart.",
+    )
+    assert WebhookDelivery.objects.count() == 1
+
+
+def test_the_same_webhook_id_on_two_connections_is_two_deliveries(
+    client, connection, django_capture_on_commit_callbacks
+):
+    from apps.pagerduty.services import connection_upsert
+
+    other = connection_upsert(name="eu", api_key="u+other-key-0123456789", from_email="a@b.co", api_url=PD_URL)
+    other.webhook_secret = SECRET
+    other.save()
+    payload = event()
+    for url in (URL, "/webhooks/pagerduty/eu/"):
+        response = deliver(client, django_capture_on_commit_callbacks, payload, webhook_id="wh-same", url=url)
+        assert (response.status_code, response.json()["message"]) == (202, "Accepted.")
+    assert sorted(WebhookDelivery.objects.values_list("connection__name", flat=True)) == ["default", "eu"]
+
+
+def test_a_redelivery_racing_the_first_is_answered_by_the_unique_constraint(
+    client, connection, monkeypatch, django_capture_on_commit_callbacks
+):
+    from apps.pagerduty import tasks
+
+    payload = event()
+    deliver(client, django_capture_on_commit_callbacks, payload, webhook_id="wh-race")
+    queued = []
+    monkeypatch.setattr(tasks.process_webhook_delivery, "delay", queued.append)
+    # The other request commits between this one's look-up and its insert: the look-up finds nothing.
+    monkeypatch.setattr(WebhookDelivery.objects, "filter", lambda **kwargs: WebhookDelivery.objects.none())
+    response = deliver(client, django_capture_on_commit_callbacks, payload, webhook_id="wh-race")
+    assert (response.status_code, response.json()["message"]) == (202, "Already received; nothing changed.")
+    assert WebhookDelivery.objects.count() == 1 and queued == []
 
 
 @pytest.fixture

@@ -114,14 +114,34 @@ def test_a_second_decision_answers_409_with_the_first(
 ):
     alice, bob = role_user("Responders", username="alice"), role_user("Responders", username="bob")
     add_create_ok(pd)
-    assert decide(api_for(alice), waiting_approval, "approve", django_capture_on_commit_callbacks).status_code == 200
+    first = decide(api_for(alice), waiting_approval, "approve", django_capture_on_commit_callbacks, comment="go")
+    assert first.status_code == 200
     again = decide(api_for(bob), waiting_approval, "reject", django_capture_on_commit_callbacks, comment="no")
     assert again.status_code == 409
-    assert again.json()["decision"]["decision"] == "approved"
-    assert again.json()["decision"]["decided_by"] == "alice"
+    decided_at = RunbookRun.objects.get().step_runs.get(key="ask").outputs["decided_at"]
+    assert again.json()["message"] == "Step 'ask' was already decided: approved by alice"
+    assert again.json()["decision"] == {
+        "step": "ask",
+        "status": "succeeded",
+        "decision": "approved",
+        "decided_by": "alice",
+        "decided_at": decided_at,
+        "comment": "go",
+    }
     assert RunbookRun.objects.get().step_runs.get(key="ask").outputs["decided_by"] == "alice"
     assert len(pd.calls) == 1
     assert LogEntry.objects.filter(additional_data__event__in=["run.approve", "run.reject"]).count() == 1
+
+
+def test_without_approvers_the_responders_decide(waiting_approval, role_user, django_capture_on_commit_callbacks):
+    # May approve runs in general (a group of its own grants it), but is not in Responders.
+    Group.objects.create(name="Release managers").permissions.add(Permission.objects.get(codename="approve_runbookrun"))
+    viewer = role_user("Viewers", "Release managers", username="viewer")
+    refused = decide(api_for(viewer), waiting_approval, "approve", django_capture_on_commit_callbacks)
+    assert refused.status_code == 403
+    assert refused.json()["message"] == "Only members of the group 'Responders' may decide step 'ask'"
+    responder = role_user("Responders", username="responder")
+    assert decide(api_for(responder), waiting_approval, "reject", django_capture_on_commit_callbacks).status_code == 200
 
 
 def test_only_the_approvers_group_may_decide(pd, pd_connection, role_user, django_capture_on_commit_callbacks):

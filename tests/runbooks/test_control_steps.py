@@ -92,6 +92,68 @@ def test_approve_continues_the_run_and_records_who(waiting_approval, pd, role_us
     assert entry.object_pk == str(run.pk)
 
 
+def test_a_decision_ends_only_its_own_wait(pd, pd_connection, root_api, django_capture_on_commit_callbacks):
+    make_runbook(steps=[APPROVE_STEP, PAGE_STEP])
+    first, second = IncidentFactory(), IncidentFactory()
+    for incident in (first, second):
+        change_status(incident, "Investigating", django_capture_on_commit_callbacks)
+    run = RunbookRun.objects.get(incident=first)
+    with django_capture_on_commit_callbacks(execute=False):
+        assert root_api.post(f"/api/v1/runs/{run.pk}/approve/", {}, format="json").status_code == 200
+
+    other = RunbookRun.objects.get(incident=second)
+    ask = other.step_runs.get(key="ask")
+    assert (other.status, ask.status, ask.outputs) == (RunStatus.WAITING, RunStatus.WAITING, {})
+    assert ask.wait_until is not None and ask.finished_at is None
+
+
+def test_a_resumed_run_is_fresh_to_the_recovery_sweep(waiting_approval, root_api, django_capture_on_commit_callbacks):
+    """A run that waited two hours is handed back as pending *now*: the sweep, which re-queues runs
+    pending for longer than RUN_RECOVERY_PENDING_AFTER_SECONDS, leaves the resume message its time."""
+    RunbookRun.objects.filter(pk=waiting_approval.pk).update(updated_at=timezone.now() - timedelta(hours=2))
+    before = timezone.now()
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        assert root_api.post(f"/api/v1/runs/{waiting_approval.pk}/approve/", {}, format="json").status_code == 200
+    assert len(queued) == 1
+    run = RunbookRun.objects.get()
+    assert run.status == RunStatus.PENDING and run.updated_at >= before
+    ask = run.step_runs.get(key="ask")
+    assert ask.finished_at >= before and ask.error == ""
+    assert services.runs_recover_stalled(pending_after_seconds=60)["runs"] == 0
+
+
+def test_ending_a_wait_that_has_ended_changes_nothing(waiting_approval, root_api, django_capture_on_commit_callbacks):
+    """The timeout sweep read the step as waiting just before a decision ended it: its late attempt
+    neither overwrites the decision nor hands the run back a second time."""
+    stale = waiting_approval.step_runs.get(key="ask")
+    with django_capture_on_commit_callbacks(execute=False):
+        root_api.post(f"/api/v1/runs/{waiting_approval.pk}/approve/", {}, format="json")
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        ended = waits._end_wait(
+            step_run=stale, status=RunStatus.FAILED, outputs={"decision": "timed_out"}, error="late"
+        )
+    assert ended is False and queued == []
+    ask = RunbookRun.objects.get().step_runs.get(key="ask")
+    assert (ask.status, ask.outputs["decision"], ask.error) == (RunStatus.SUCCEEDED, "approved", "")
+
+
+def test_a_decision_with_the_broker_away_is_left_to_the_sweep(
+    waiting_approval, root_api, monkeypatch, caplog, django_capture_on_commit_callbacks
+):
+    from kombu.exceptions import OperationalError
+
+    def refuse(*args, **kwargs):
+        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(tasks.execute_run, "delay", refuse)
+    with django_capture_on_commit_callbacks(execute=True):
+        answer = root_api.post(f"/api/v1/runs/{waiting_approval.pk}/approve/", {}, format="json")
+    assert answer.status_code == 200
+    assert RunbookRun.objects.get().status == RunStatus.PENDING
+    [warning] = [r for r in caplog.records if r.name == "apps.core.queueing"]
+    assert warning.getMessage().endswith(f"; {waits.RESUME_SWEEP}")
+
+
 def test_reject_fails_the_step_with_the_comment_and_sends_nothing(
     waiting_approval, pd, role_user, django_capture_on_commit_callbacks
 ):

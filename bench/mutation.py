@@ -4,6 +4,7 @@ fast unit tests, one module at a time, then a table of scores. Prints figures; s
     make mutation                                            # = .venv/bin/python bench/mutation.py
     .venv/bin/python bench/mutation.py --module matcher      # one module (a suffix of its dotted name)
     .venv/bin/python bench/mutation.py --keep --module client --show   # reuse mutants/ after editing tests only
+    .venv/bin/python bench/mutation.py --keep --retest-survivors         # after adding tests: survivors again
 
 The modules and the tests are configured in pyproject.toml ([tool.mutmut]); mutmut copies the project
 to mutants/ and runs there with SQLite and eager Celery, so no PostgreSQL, Redis or worker is needed.
@@ -76,6 +77,25 @@ def status_counts(path: str) -> tuple[Counter, list[tuple[str, str]]]:
     return counts, sorted(survivors, key=lambda s: (s[0].rpartition("__mutmut_")[0], int(s[0].rpartition("_")[2])))
 
 
+def forget_survivors(modules: list[str]) -> int:
+    """mutmut keeps a verdict until the mutated function changes; new tests alone do not reopen it.
+    Clear the verdicts of the survivors (and mutants no test reached) so the next run tests them."""
+    from mutmut.stats import status_by_exit_code
+
+    forgotten = 0
+    for path in modules:
+        meta_path = MUTANTS / f"{path}.meta"
+        if not meta_path.exists():
+            continue
+        meta = json.loads(meta_path.read_text())
+        for name, exit_code in meta["exit_code_by_key"].items():
+            if exit_code is not None and status_by_exit_code[exit_code] in ("survived", "no tests"):
+                meta["exit_code_by_key"][name] = None
+                forgotten += 1
+        meta_path.write_text(json.dumps(meta, indent=4))
+    return forgotten
+
+
 def score(counts: Counter) -> float:
     tested = sum(counts.values()) - counts["skipped"]
     return 100.0 * (counts["killed"] + counts["timeout"] + counts["caught by type check"]) / tested if tested else 0.0
@@ -114,6 +134,11 @@ def main() -> int:
     parser.add_argument("--module", action="append", default=[], help="only modules whose dotted name ends so")
     parser.add_argument("--max-children", type=int, default=1, help="mutants tested at once (CPU cores)")
     parser.add_argument("--keep", action="store_true", help="reuse mutants/ (fine when only tests changed)")
+    parser.add_argument(
+        "--retest-survivors",
+        action="store_true",
+        help="with --keep: test the survivors (and mutants without tests) again, after adding tests",
+    )
     parser.add_argument("--show", action="store_true", help="print each survivor's diff")
     parser.add_argument("--fail-under", type=float, default=90.0)
     args = parser.parse_args()
@@ -137,6 +162,12 @@ def main() -> int:
         if copy.exists() and copy.stat().st_size == 0 and (ROOT / path).stat().st_size:
             for leftover in (copy, Path(f"{copy}.meta"), Path(f"{copy}.spans")):
                 leftover.unlink(missing_ok=True)
+
+    if args.retest_survivors:
+        if not args.keep:
+            print("--retest-survivors needs --keep: without it every mutant is tested anyway", file=sys.stderr)
+            return 2
+        print(f"survivors to test again: {forget_survivors(modules)}", flush=True)
 
     template = build_template_db(env)
     env["MUTATION_TEMPLATE_DB"] = str(template)

@@ -7,6 +7,10 @@ a template file once (MUTATION_TEMPLATE_DB) and loads this plugin with `-p bench
 session copies the template to a file of its own (two mutants may run at once, and transactional
 tests flush what they use) and pytest-django reuses it (`--reuse-db`), running only the no-op
 `migrate` check. Without MUTATION_TEMPLATE_DB the plugin does nothing.
+
+It also leaves out the tests marked `scale` (the large-account imports: 113 s of the selection's
+205 s). mutmut runs every test that reaches a mutated function, so each surviving client mutant
+paid those minutes; the small-account importer tests reach the same code.
 """
 
 import contextlib
@@ -34,6 +38,15 @@ def pytest_configure(config):
     settings.DATABASES["default"].setdefault("TEST", {})["NAME"] = _copy
     config.option.reuse_db = True
     config.option.create_db = False
+
+
+def pytest_collection_modifyitems(config, items):
+    if not os.environ.get("MUTATION_TEMPLATE_DB"):
+        return
+    kept = [item for item in items if item.get_closest_marker("scale") is None]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item.get_closest_marker("scale")])
+        items[:] = kept
 
 
 def pytest_unconfigure(config):

@@ -13,6 +13,9 @@ from apps.oncall.models import OncallSchedule, OncallTeam, OncallUser, SyncRun, 
 BIG = {"teams": 150, "schedules": 600, "escalation_policies": 300, "services": 400}
 
 
+pytestmark = pytest.mark.scale
+
+
 def minimum_requests(state, resources=("users", "teams", "schedules", "escalation_policies", "services")) -> int:
     """One page per 100 objects of each list, plus one read per schedule (classic and v3)."""
     counts = state.counts()

@@ -160,8 +160,9 @@ def test_pagination_refuses_to_stop_silently_at_offset_cap(client):
 
 
 def test_find_open_incidents_refuses_empty_key(client):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^refusing to look up incidents by an empty incident_key$"):
         client.find_open_incidents(incident_key="")
+    assert not responses.calls
 
 
 def test_announced_wait_parses_both_headers():

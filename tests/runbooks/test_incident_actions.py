@@ -275,6 +275,15 @@ def test_add_note_lost_answer_finds_the_note_and_never_sends_twice(
     assert [e.method for e in step_run.exchanges.all()] == ["POST", "GET"]
 
 
+def test_add_note_sends_the_steps_own_from(pd, pd_connection, django_capture_on_commit_callbacks):
+    pd.add(responses.POST, NOTES_URL, json={"note": note("x")})
+    run_steps(
+        [step("pagerduty.add_note", content="Rolled back", **{"from": "{{Activity.owner}}"})],
+        django_capture_on_commit_callbacks,
+    )
+    assert pd.calls[0].request.headers["From"] == "alice@example.com" != FROM_EMAIL
+
+
 def test_add_note_look_up_gets_twice_the_patience(pd, pd_connection, django_capture_on_commit_callbacks, fast_retries):
     """The notes read decides whether the note is sent again: seven failed reads are more than
     PAGERDUTY_MAX_ATTEMPTS (5) but within the look-up's ten, so the note is found, not re-sent."""

@@ -96,6 +96,29 @@ def test_create_whose_last_answer_is_lost_is_looked_up_and_linked(
     assert step.attempts == 5  # the look-up is listed apart, not counted
 
 
+def test_the_look_up_for_a_lost_create_gets_twice_the_patience(
+    pd, pd_connection, django_capture_on_commit_callbacks, fast_retries
+):
+    """Seven failed reads of the incident list: more than PAGERDUTY_MAX_ATTEMPTS (5), within the
+    look-up's ten. The incident is found and linked; nothing is created twice."""
+    make_runbook()
+    incident = IncidentFactory()
+    key = f"ai-sre-{incident.id}"
+    for _ in range(4):
+        pd.add(responses.POST, f"{PD_URL}/incidents", status=500, json=SERVER_ERROR)
+    pd.add(responses.POST, f"{PD_URL}/incidents", body=requests.ConnectionError("Connection aborted"))
+    for _ in range(7):
+        pd.add(responses.GET, f"{PD_URL}/incidents", status=502, json={"error": {"message": "Bad Gateway"}})
+    pd.add(responses.GET, f"{PD_URL}/incidents", json={"incidents": [pd_incident("QLOST02", key=key)]})
+
+    change_status(incident, "Investigating", django_capture_on_commit_callbacks)
+
+    step = StepRun.objects.get()
+    assert (step.status, step.outputs["incident_id"]) == ("succeeded", "QLOST02"), step.error
+    assert writes(pd) == [("POST", "/incidents")] * 5
+    assert len(lookups(pd)) == 8
+
+
 def test_create_that_gives_up_after_an_ambiguous_attempt_looks_first(
     pd, pd_connection, django_capture_on_commit_callbacks, fast_retries
 ):

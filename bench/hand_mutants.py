@@ -27,6 +27,7 @@ SETTINGS = "config/settings.py"
 WEBHOOKS = "apps/pagerduty/webhooks.py"
 VALIDATORS = "apps/pagerduty/validators.py"
 WAITS = "apps/runbooks/waits.py"
+EVENTS = "apps/runbooks/executors/pagerduty_events.py"
 
 # (name, file, text, replacement, tests that must fail)
 MUTANTS = [
@@ -212,6 +213,22 @@ MUTANTS = [
         "COMMENT_MAX = 2000",
         "COMMENT_MAX = 20000",
         ["tests/runbooks/test_control_steps.py"],
+    ),
+    # Built at import, before mutmut switches a mutant on in its forked test process: mutmut's own
+    # mutants of UpdateEvent.__init__ can never act, so these are applied here.
+    (
+        "acknowledge_event sends resolve",
+        EVENTS,
+        'for _action, _label in (("acknowledge", "Acknowledge"), ("resolve", "Resolve")):',
+        'for _action, _label in (("resolve", "Acknowledge"), ("resolve", "Resolve")):',
+        ["tests/runbooks/test_events_actions.py"],
+    ),
+    (
+        "UpdateEvent forgets its action",
+        EVENTS,
+        "        self.action = action\n",
+        "        self.action = None\n",
+        ["tests/runbooks/test_events_actions.py"],
     ),
 ]
 

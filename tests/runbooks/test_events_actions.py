@@ -107,6 +107,20 @@ def test_trigger_then_resolve_sends_the_exact_events(pd, channel, django_capture
     assert alert.request["url"] == EVENTS and alert.request["body"]["routing_key"] == "***redacted***"
 
 
+def test_acknowledge_sends_an_acknowledge_event_for_the_key(pd, channel, django_capture_on_commit_callbacks):
+    ack = {
+        "key": "ack",
+        "action": "pagerduty.acknowledge_event",
+        "with": {"channel": "monitoring", "dedup_key": "{{steps.alert.dedup_key}}"},
+    }
+    make_runbook(steps=[ALERT, ack])
+    accept(pd, times=2)
+    fire(IncidentFactory(), django_capture_on_commit_callbacks)
+    dedup_key = sent(pd, 0)["dedup_key"]
+    assert sent(pd, 1) == {"routing_key": ROUTING_KEY, "event_action": "acknowledge", "dedup_key": dedup_key}
+    assert StepRun.objects.get(key="ack").outputs["status"] == "acknowledged"
+
+
 def test_the_same_summary_gives_the_same_dedup_key_in_every_run(pd, channel, django_capture_on_commit_callbacks):
     make_runbook(steps=[ALERT], trigger={"on": "manual"})
     make_runbook("again", steps=[ALERT], trigger={"on": "status_changed", "to": ["Investigating"]})

@@ -220,6 +220,7 @@ def test_the_api_url_field_reads_host_names_without_regard_to_case():
 SCHEMA_URLS = [
     "https://api.pagerduty.com",
     "https://API.PagerDuty.com/",
+    "HTTPS://api.pagerduty.com",
     "https://api.pagerduty.com:443/v2?x=1",
     "https://api.pagerduty.com:0",
     "https://api.pagerduty.com:65536",
@@ -246,7 +247,12 @@ SCHEMA_URLS = [
     [
         (
             ["api.pagerduty.com", "events.pagerduty.com"],
-            {"https://api.pagerduty.com", "https://API.PagerDuty.com/", "https://api.pagerduty.com:443/v2?x=1"},
+            {
+                "https://api.pagerduty.com",
+                "https://API.PagerDuty.com/",
+                "HTTPS://api.pagerduty.com",
+                "https://api.pagerduty.com:443/v2?x=1",
+            },
         ),
         (
             ["127.0.0.1", "localhost", "::1"],
@@ -263,6 +269,7 @@ SCHEMA_URLS = [
             {
                 "https://api.pagerduty.com",
                 "https://API.PagerDuty.com/",
+                "HTTPS://api.pagerduty.com",
                 "https://api.pagerduty.com:443/v2?x=1",
                 "https://api.pagerduty.com.evil.test",
                 "https://evil.test/api.pagerduty.com",

@@ -366,11 +366,11 @@ def test_a_delivery_keeps_the_events_own_ids_and_type_cut_to_their_columns(
     assert (delivery.event_type, delivery.resource_type) == (("incident." + "t" * 150)[:100], "r" * 50)
 
     bare = event()
-    bare["event"].update(event_type=None, resource_type=None)
+    bare["event"].update(id=None, event_type=None, resource_type=None)
     with django_capture_on_commit_callbacks(execute=False):
-        post(client, bare)
-    delivery = WebhookDelivery.objects.get(event_id=bare["event"]["id"])
-    assert (delivery.event_type, delivery.resource_type) == ("", "")
+        post(client, bare, webhook_id="wh-bare")
+    delivery = WebhookDelivery.objects.get(webhook_id="wh-bare")
+    assert (delivery.event_id, delivery.event_type, delivery.resource_type) == ("", "", "")
 
 
 def test_without_an_x_webhook_id_the_event_id_tells_redeliveries_apart(

@@ -442,6 +442,48 @@ def test_create_override_refused_per_override_shows_pagerduty_errors(
     assert body(pd.calls[0])["overrides"][0]["end"] == "2030-01-02T00:00:00Z"
 
 
+OVERRIDE_STEP = step(
+    "pagerduty.create_override",
+    schedule_id="PSCHED1",
+    user_id="PALICE1",
+    start="2030-01-01T00:00:00Z",
+    end="2030-01-02T00:00:00Z",
+    **{"from": "{{Activity.owner}}"},
+)
+
+
+def test_create_override_takes_the_single_override_answer_and_the_steps_from(
+    pd, pd_connection, django_capture_on_commit_callbacks
+):
+    """The deprecated single-override form answers {"override": {...}}: it is the one override, created."""
+    created = {"id": "QOVR009", "start": "2030-01-01T00:00:00Z", "end": "2030-01-02T00:00:00Z"}
+    pd.add(responses.POST, OVERRIDES_URL, status=201, json={"override": created})
+    run = run_steps([OVERRIDE_STEP], django_capture_on_commit_callbacks, link=False)
+    step_run = run.step_runs.get()
+    assert step_run.status == "succeeded", step_run.error
+    assert (step_run.outputs["override_id"], step_run.outputs["deduplicated"]) == ("QOVR009", False)
+    assert pd.calls[0].request.headers["From"] == "alice@example.com"
+
+
+@pytest.mark.parametrize(
+    ("answer", "shown"),
+    [
+        ({"overrides": "x" * 300}, repr(str({"overrides": "x" * 300})[:200])),
+        ({"override": "QOVR009"}, repr(str({"override": "QOVR009"}))),
+        ("created", repr("created")),
+    ],
+    ids=["no-override", "override-not-object", "a-string"],
+)
+def test_create_override_answer_pagerduty_never_gives_fails_clearly(
+    pd, pd_connection, django_capture_on_commit_callbacks, answer, shown
+):
+    pd.add(responses.POST, OVERRIDES_URL, status=201, json=answer)
+    run = run_steps([OVERRIDE_STEP], django_capture_on_commit_callbacks, link=False)
+    step_run = run.step_runs.get()
+    assert step_run.status == "failed"
+    assert step_run.error == f"PagerDuty: an overrides answer that is not a list: {shown}"
+
+
 def test_create_override_lost_answer_looks_up_before_resending(pd, pd_connection, django_capture_on_commit_callbacks):
     pd.add(responses.POST, OVERRIDES_URL, body=requests.ConnectionError("reset after sending"))
     found = {

@@ -452,7 +452,7 @@ class Importer:
         """
         while True:
             if offset >= OFFSET_CAP:
-                raise OffsetCapReached(path, offset)
+                raise OffsetCapReached(path)
             limit = min(MAX_PAGE_SIZE, OFFSET_CAP - offset)
             body = self.client.request("GET", path, params={**params, "limit": limit, "offset": offset}) or {}
             items = body.get(key) or []

@@ -419,7 +419,7 @@ class PagerDutyClient:
         offset = 0
         while True:
             if offset + MAX_PAGE_SIZE > OFFSET_CAP:
-                raise OffsetCapReached(path, offset)
+                raise OffsetCapReached(path)
             page = self.request("GET", path, params={**(params or {}), "limit": MAX_PAGE_SIZE, "offset": offset})
             items = page.get(key) or []
             yield items
@@ -462,15 +462,12 @@ class PagerDutyClient:
         *,
         since: str,
         until: str,
-        include_channels: bool = True,
-        max_pages: int = 5,
-        max_attempts=None,
+        max_pages: int,
     ) -> tuple[list, bool]:
         """GET /incidents/{id}/log_entries for an explicit window (PagerDuty's default one is short),
-        in UTC. (entries, complete): False when more than `max_pages` pages would be needed."""
-        params: dict = {"since": since, "until": until, "time_zone": "UTC"}
-        if include_channels:
-            params["include[]"] = ["channels"]
+        in UTC, with each entry's channel (what a note or a responder request said).
+        (entries, complete): False when more than `max_pages` pages would be needed."""
+        params: dict = {"since": since, "until": until, "time_zone": "UTC", "include[]": ["channels"]}
         entries: list = []
         offset = 0
         for _ in range(max_pages):
@@ -478,7 +475,6 @@ class PagerDutyClient:
                 "GET",
                 f"/incidents/{incident_id}/log_entries",
                 params={**params, "limit": MAX_PAGE_SIZE, "offset": offset},
-                max_attempts=max_attempts,
             )
             items = (page or {}).get("log_entries") or []
             entries.extend(items)
@@ -505,7 +501,7 @@ class PagerDutyClient:
         escalation_policy_ids=(),
         user_ids=(),
         earliest: bool = False,
-        max_pages: int = 20,
+        max_pages: int,
     ) -> tuple[list, bool]:
         """GET /oncalls in UTC. (entries, complete): False when more than `max_pages` pages would be needed."""
         params: dict = {"since": since, "until": until, "time_zone": "UTC"}
@@ -683,9 +679,8 @@ def _maybe_acted_on(error: PagerDutyError) -> bool:
 class OffsetCapReached(PagerDutyError):
     """Classic pagination cannot go past offset 10,000: the caller must partition the query."""
 
-    def __init__(self, path: str, offset: int):
+    def __init__(self, path: str):
         self.path = path
-        self.offset = offset
         super().__init__(
             f"{path}: classic pagination stops at offset {OFFSET_CAP}; partition the query (e.g. by team)",
             status=None,

@@ -128,7 +128,7 @@ def destination_change_problems(
             f"entered for; enter the {key_label} again in the same request to change it."
         )
         for field in fields
-        if normalize_url(stored.get(field, "")) != normalize_url(current.get(field, ""))
+        if normalize_url(stored[field]) != normalize_url(current[field])
     }
 
 

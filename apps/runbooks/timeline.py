@@ -277,7 +277,6 @@ def _pagerduty_entries(
                 pd_id,
                 since=iso_z(start),
                 until=iso_z(end),
-                include_channels=True,
                 max_pages=LOG_PAGES_PER_INCIDENT,
             )
         except PagerDutyError as exc:

@@ -154,8 +154,11 @@ def test_pagination_reads_all_pages_at_limit_100(client):
 @responses.activate
 def test_pagination_refuses_to_stop_silently_at_offset_cap(client):
     responses.get(f"{URL}/users", json={"users": [{"id": "x"}] * 100, "more": True})
-    with pytest.raises(OffsetCapReached, match="partition"):
+    with pytest.raises(OffsetCapReached) as raised:
         client.list_all("/users", "users")
+    assert raised.value.message == (
+        "/users: classic pagination stops at offset 10000; partition the query (e.g. by team)"
+    )
     assert len(responses.calls) == 100  # offsets 0 … 9,900: the last page PagerDuty will serve
 
 

@@ -265,6 +265,7 @@ def test_oncalls_are_asked_for_in_utc_with_every_filter(client):
         escalation_policy_ids=["E1"],
         user_ids=["U1"],
         earliest=True,
+        max_pages=20,
     )
     assert (entries, complete) == ([{"user": {"id": "PU1"}}, {"user": {"id": "PU2"}}], True)
     params = responses.calls[0].request.params
@@ -288,6 +289,30 @@ def test_oncalls_past_the_page_budget_say_they_are_incomplete(client):
     assert (len(entries), complete) == (2, False) and len(responses.calls) == 2
     params = responses.calls[0].request.params
     assert not {"schedule_ids[]", "escalation_policy_ids[]", "user_ids[]", "earliest"} & set(params)
+
+
+@responses.activate
+@pytest.mark.parametrize(("pages", "complete"), [(5, True), (6, False)])
+def test_log_entries_are_read_page_by_page_with_their_channels(client, pages, complete):
+    url = f"{URL}/incidents/Q1/log_entries"
+    for page in range(pages):
+        entries = [{"id": f"L{page}-{i}", "type": "annotate_log_entry"} for i in range(100)]
+        responses.get(url, json={"log_entries": entries, "more": page < pages - 1})
+    entries, said_complete = client.list_log_entries(
+        "Q1", since="2026-11-23T10:00:00Z", until="2026-11-23T12:00:00Z", max_pages=5
+    )
+    assert (len(entries), said_complete) == (500, complete)
+    assert entries[-1]["id"] == "L4-99"
+    asked = [call.request.params for call in responses.calls]
+    assert [p["offset"] for p in asked] == ["0", "100", "200", "300", "400"]
+    assert asked[0] == {
+        "since": "2026-11-23T10:00:00Z",
+        "until": "2026-11-23T12:00:00Z",
+        "time_zone": "UTC",
+        "include[]": "channels",
+        "limit": "100",
+        "offset": "0",
+    }
 
 
 @responses.activate

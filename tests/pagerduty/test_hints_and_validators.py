@@ -77,8 +77,22 @@ def test_a_changed_destination_needs_the_key():
     same = {"api_url": "https://api.pagerduty.com/", "events_url": "https://events.pagerduty.com"}
     moved = {"api_url": "https://api.eu.pagerduty.com", "events_url": "https://events.pagerduty.com"}
     assert destination_change_problems(stored=stored, current=same, key_entered=False) == {}
-    assert list(destination_change_problems(stored=stored, current=moved, key_entered=False)) == ["api_url"]
+    assert destination_change_problems(stored=stored, current=moved, key_entered=False) == {
+        "api_url": "Changing api_url would send the stored API key to a destination it was not entered for; "
+        "enter the API key (api_key) again in the same request to change it."
+    }
     assert destination_change_problems(stored=stored, current=moved, key_entered=True) == {}
+    channel = destination_change_problems(
+        stored={"events_url": "https://events.pagerduty.com"},
+        current={"events_url": "https://events.eu.pagerduty.com"},
+        key_entered=False,
+        fields=("events_url",),
+        key_label="routing key (routing_key)",
+    )
+    assert channel == {
+        "events_url": "Changing events_url would send the stored routing key to a destination it was not entered "
+        "for; enter the routing key (routing_key) again in the same request to change it."
+    }
 
 
 def test_key_problems_never_echo_the_key():

@@ -198,6 +198,19 @@ def test_deleting_a_connection_removes_its_subscription_upstream(pd, pd_connecti
     assert not PagerDutyConnection.objects.exists()
 
 
+def test_a_subscription_whose_answer_was_lost_is_not_sent_again(pd, pd_connection, fast_retries):
+    """PagerDuty may have made it: a second POST would make a second subscription, and every event
+    would arrive twice. The person is told to look before subscribing again."""
+    import requests
+
+    pd.add(responses.POST, f"{PD_URL}/webhook_subscriptions", body=requests.ConnectionError("reset after sending"))
+    pd.add(responses.POST, f"{PD_URL}/webhook_subscriptions", json=subscription())
+    with pytest.raises(CommandError):
+        run("subscribe", "default", "--url", HOOK)
+    assert len(pd.calls) == 1
+    assert PagerDutyConnection.objects.get().webhook_subscription_id == ""
+
+
 def test_pagerduty_refusing_the_subscription_is_an_answer_not_an_error(pd, pd_connection, root_api):
     pd.add(
         responses.POST,

@@ -121,6 +121,36 @@ def test_acknowledge_sends_an_acknowledge_event_for_the_key(pd, channel, django_
     assert StepRun.objects.get(key="ack").outputs["status"] == "acknowledged"
 
 
+@pytest.mark.parametrize(
+    ("answer", "outputs"),
+    [
+        (
+            {"status": "success", "message": "Event processed", "dedup_key": "pd-side-key"},
+            {"dedup_key": "pd-side-key", "message": "Event processed"},
+        ),
+        ({"status": "success", "dedup_key": "pd-side-key"}, {"dedup_key": "pd-side-key", "message": ""}),
+    ],
+    ids=["pagerdutys-key", "no-message"],
+)
+def test_outputs_are_what_pagerduty_answered(pd, channel, django_capture_on_commit_callbacks, answer, outputs):
+    make_runbook(steps=[ALERT])
+    pd.add(responses.POST, EVENTS, status=202, json=answer)
+    fire(IncidentFactory(), django_capture_on_commit_callbacks)
+    alert = StepRun.objects.get()
+    assert alert.outputs == {**outputs, "status": "triggered", "summary_truncated": False}
+
+
+def test_an_accepted_event_without_its_dedup_key_fails_clearly(pd, channel, django_capture_on_commit_callbacks):
+    make_runbook(steps=[ALERT])
+    pd.add(responses.POST, EVENTS, status=202, json={"status": "success", "message": "Event processed"})
+    fire(IncidentFactory(), django_capture_on_commit_callbacks)
+    alert = StepRun.objects.get()
+    assert alert.status == "failed"
+    assert alert.error == (
+        "PagerDuty: an accepted event without its dedup_key: \"{'status': 'success', 'message': 'Event processed'}\""
+    )
+
+
 def test_the_same_summary_gives_the_same_dedup_key_in_every_run(pd, channel, django_capture_on_commit_callbacks):
     make_runbook(steps=[ALERT], trigger={"on": "manual"})
     make_runbook("again", steps=[ALERT], trigger={"on": "status_changed", "to": ["Investigating"]})

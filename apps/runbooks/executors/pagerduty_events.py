@@ -75,7 +75,7 @@ _STATUS_AFTER = {"trigger": "triggered", "acknowledge": "acknowledged", "resolve
 
 def _outputs(planned: PlannedRequest, answer: dict, **extra) -> dict:
     return {
-        "dedup_key": answer.get("dedup_key") or planned.body["dedup_key"],
+        "dedup_key": answer["dedup_key"],  # PagerDuty's word; the client refuses an answer without it
         "status": _STATUS_AFTER[planned.body["event_action"]],
         "message": answer.get("message", ""),
         **extra,

@@ -37,6 +37,7 @@ from apps.pagerduty.validators import url_problem
 logger = logging.getLogger(__name__)
 ACCEPT = "application/vnd.pagerduty+json;version=2"
 MAX_PAGE_SIZE = 100
+_METHODS = ("GET", "POST", "PUT", "DELETE")
 OFFSET_CAP = 10_000
 # Response headers worth keeping on a run record; the rest is noise.
 _KEPT_RESPONSE_HEADERS = ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset", "retry-after", "x-request-id")
@@ -295,8 +296,11 @@ class PagerDutyClient:
         giving up on any write that had an ambiguous attempt, so a call never ends in "we do not
         know". When nothing could settle it, the error raised has `outcome_unknown` set.
         """
-        method = method.upper()
-        write = method in ("POST", "PUT", "DELETE")
+        if method not in _METHODS:
+            # Which requests are writes (a From header, an attempt that may have paged) is read
+            # from the method as PagerDuty's API spells it: another spelling must not slip past.
+            raise ValueError(f"unknown HTTP method {method!r}; one of {', '.join(_METHODS)}")
+        write = method != "GET"
         headers = self.request_headers(write, from_email)
         url = f"{self.api_url}/{path.lstrip('/')}"
         self._check_destination(url)

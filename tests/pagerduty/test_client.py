@@ -284,3 +284,12 @@ def test_reads_are_never_ambiguous(client, waits):
     with pytest.raises(PagerDutyServerError) as err:
         client.get_user("PX")
     assert err.value.outcome_unknown is False
+
+
+@responses.activate
+def test_a_method_spelt_otherwise_is_refused_before_anything_is_sent(client):
+    # Whether a request is a write (From header, may have paged) is read from the method's name.
+    for method in ("get", "Post", "PATCH"):
+        with pytest.raises(ValueError, match=f"unknown HTTP method '{method}'"):
+            client.request(method, "/users")
+    assert not responses.calls

@@ -6,6 +6,9 @@ fast unit tests, one module at a time, then a table of scores. Prints figures; s
     .venv/bin/python bench/mutation.py --keep --module client --show   # reuse mutants/ after editing tests only
     .venv/bin/python bench/mutation.py --keep --retest-survivors         # after adding tests: survivors again
 
+Verdicts are recorded in bench/mutation-results.json (committed) and restored into a fresh mutants/,
+so a new checkout resumes where the last run stopped; `--fresh` tests everything again.
+
 The modules and the tests are configured in pyproject.toml ([tool.mutmut]); mutmut copies the project
 to mutants/ and runs there with SQLite and eager Celery, so no PostgreSQL, Redis or worker is needed.
 The official PagerDuty spec check of the `pd` fixture stays on: mutmut's copy cannot find the spec
@@ -28,6 +31,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MUTANTS = ROOT / "mutants"
+# Every verdict so far, by mutant, with the hash of the function it mutated: committed, so a new
+# checkout (every session's machine is new) resumes instead of paying hours again. mutmut keeps a
+# verdict only while its function's hash is unchanged, so an edited function is tested afresh.
+RESULTS = ROOT / "bench" / "mutation-results.json"
 # Where apps.sandbox.contract looks when the variables are unset: shared/ beside the checkout (or,
 # for a git worktree, beside one of its parents).
 REFERENCE = next(
@@ -96,6 +103,47 @@ def forget_survivors(modules: list[str]) -> int:
     return forgotten
 
 
+def save_results(modules: list[str]) -> None:
+    """Record the verdicts of `modules` in RESULTS, next to those of the modules not run now."""
+    saved = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    for path in modules:
+        meta_path = MUTANTS / f"{path}.meta"
+        if not meta_path.exists():
+            continue
+        meta = json.loads(meta_path.read_text())
+        saved[path] = {
+            "hash_by_function_name": meta["hash_by_function_name"],
+            "exit_code_by_key": {k: v for k, v in sorted(meta["exit_code_by_key"].items()) if v is not None},
+        }
+    RESULTS.write_text(json.dumps(dict(sorted(saved.items())), indent=1, sort_keys=True) + "\n")
+
+
+def restore_results() -> int:
+    """Seed a fresh mutants/ with the recorded verdicts. mutmut then generates each module's mutants
+    and keeps a verdict only where the function's hash is the recorded one."""
+    if not RESULTS.exists():
+        return 0
+    restored = 0
+    for path, recorded in json.loads(RESULTS.read_text()).items():
+        if not (ROOT / path).exists():
+            continue
+        meta_path = MUTANTS / f"{path}.meta"
+        meta_path.parent.mkdir(parents=True, exist_ok=True)
+        meta_path.write_text(
+            json.dumps(
+                {
+                    "exit_code_by_key": recorded["exit_code_by_key"],
+                    "hash_by_function_name": recorded["hash_by_function_name"],
+                    "type_check_error_by_key": {},
+                    "durations_by_key": {},
+                    "estimated_durations_by_key": {},
+                }
+            )
+        )
+        restored += len(recorded["exit_code_by_key"])
+    return restored
+
+
 def score(counts: Counter) -> float:
     tested = sum(counts.values()) - counts["skipped"]
     return 100.0 * (counts["killed"] + counts["timeout"] + counts["caught by type check"]) / tested if tested else 0.0
@@ -135,9 +183,12 @@ def main() -> int:
     parser.add_argument("--max-children", type=int, default=1, help="mutants tested at once (CPU cores)")
     parser.add_argument("--keep", action="store_true", help="reuse mutants/ (fine when only tests changed)")
     parser.add_argument(
+        "--fresh", action="store_true", help=f"ignore the verdicts recorded in {RESULTS.relative_to(ROOT)}"
+    )
+    parser.add_argument(
         "--retest-survivors",
         action="store_true",
-        help="with --keep: test the survivors (and mutants without tests) again, after adding tests",
+        help="test the recorded survivors (and mutants without tests) again, after adding tests",
     )
     parser.add_argument("--show", action="store_true", help="print each survivor's diff")
     parser.add_argument("--fail-under", type=float, default=90.0)
@@ -155,6 +206,8 @@ def main() -> int:
     if not args.keep and MUTANTS.exists():
         # mutmut never refreshes an unmutated source file it copied before: start clean.
         shutil.rmtree(MUTANTS)
+    if not args.keep and not args.fresh:
+        print(f"verdicts restored from {RESULTS.relative_to(ROOT)}: {restore_results()}", flush=True)
     for path in configured_modules():
         # A run stopped while writing a module's mutants leaves it empty and newer than its source,
         # which mutmut then takes as done: make it generate that module again.
@@ -164,8 +217,8 @@ def main() -> int:
                 leftover.unlink(missing_ok=True)
 
     if args.retest_survivors:
-        if not args.keep:
-            print("--retest-survivors needs --keep: without it every mutant is tested anyway", file=sys.stderr)
+        if args.fresh:
+            print("--retest-survivors with --fresh: every mutant is tested anyway", file=sys.stderr)
             return 2
         print(f"survivors to test again: {forget_survivors(modules)}", flush=True)
 
@@ -178,13 +231,17 @@ def main() -> int:
     log = MUTANTS / "mutmut-run.log"
     print(f"{', '.join(modules)}: running (log: {log.relative_to(ROOT)})", flush=True)
     with log.open("w") as out:
-        done = subprocess.run(
-            [str(mutmut), "run", "--max-children", str(args.max_children), *(f"{dotted(p)}.*" for p in modules)],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+        try:
+            done = subprocess.run(
+                [str(mutmut), "run", "--max-children", str(args.max_children), *(f"{dotted(p)}.*" for p in modules)],
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        finally:
+            # Interrupted or not, what was decided is kept for the next run and the next checkout.
+            save_results(modules)
     minutes = (time.monotonic() - started) / 60
     if done.returncode != 0:
         print(f"mutmut failed (exit {done.returncode}); see {log}", file=sys.stderr)

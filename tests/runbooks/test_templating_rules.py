@@ -274,7 +274,16 @@ def test_list_fields_accept_ids_separated_by_commas_or_spaces(template):
 @pytest.mark.parametrize(
     "template",
     # Only the character where text meets a variable counts: ", P" ends in P, "P ," starts with it.
-    ["{{a}}{{b}}", "X{{a}}", "{{a}}X", "{{a}}, {{b}}{{c}}", "{{a}}, P1{{b}}", "{{a}}, P{{b}}", "{{a}}P ,{{b}}"],
+    [
+        "{{a}}{{b}}",
+        "X{{a}}",
+        "{{a}}X",
+        "{{a}}, {{b}}{{c}}",
+        "{{a}}, P1{{b}}",
+        "{{a}}, P{{b}}",
+        "{{a}}P ,{{b}}",
+        "P1 {{! primary }}, P2{{a}}",  # the text on both sides of a comment is read on past it
+    ],
 )
 def test_list_fields_refuse_ids_glued_together(template):
     assert templating.single_value_problem(template, many=True) == (

@@ -66,16 +66,21 @@ def users_lookup(pd):
 # --- create_incident: a lost answer on the last attempt -----------------------------------------
 
 
+def _create_lost_on_the_last_attempt(pd):
+    """A runbook and an incident whose create fails four times with 500; on the fifth and last
+    attempt PagerDuty opens the incident, then the connection drops."""
+    make_runbook()
+    incident = IncidentFactory()
+    for _ in range(4):
+        pd.add(responses.POST, f"{PD_URL}/incidents", status=500, json=SERVER_ERROR)
+    pd.add(responses.POST, f"{PD_URL}/incidents", body=requests.ConnectionError("Connection aborted"))
+    return incident, f"ai-sre-{incident.id}"
+
+
 def test_create_whose_last_answer_is_lost_is_looked_up_and_linked(
     pd, pd_connection, django_capture_on_commit_callbacks, fast_retries
 ):
-    make_runbook()
-    incident = IncidentFactory()
-    key = f"ai-sre-{incident.id}"
-    for _ in range(4):
-        pd.add(responses.POST, f"{PD_URL}/incidents", status=500, json=SERVER_ERROR)
-    # The fifth and last attempt: PagerDuty opened the incident, then the connection dropped.
-    pd.add(responses.POST, f"{PD_URL}/incidents", body=requests.ConnectionError("Connection aborted"))
+    incident, key = _create_lost_on_the_last_attempt(pd)
     pd.add(responses.GET, f"{PD_URL}/incidents", json={"incidents": [pd_incident("QLOST01", key=key)]})
 
     change_status(incident, "Investigating", django_capture_on_commit_callbacks)
@@ -101,12 +106,7 @@ def test_the_look_up_for_a_lost_create_gets_twice_the_patience(
 ):
     """Seven failed reads of the incident list: more than PAGERDUTY_MAX_ATTEMPTS (5), within the
     look-up's ten. The incident is found and linked; nothing is created twice."""
-    make_runbook()
-    incident = IncidentFactory()
-    key = f"ai-sre-{incident.id}"
-    for _ in range(4):
-        pd.add(responses.POST, f"{PD_URL}/incidents", status=500, json=SERVER_ERROR)
-    pd.add(responses.POST, f"{PD_URL}/incidents", body=requests.ConnectionError("Connection aborted"))
+    incident, key = _create_lost_on_the_last_attempt(pd)
     for _ in range(7):
         pd.add(responses.GET, f"{PD_URL}/incidents", status=502, json={"error": {"message": "Bad Gateway"}})
     pd.add(responses.GET, f"{PD_URL}/incidents", json={"incidents": [pd_incident("QLOST02", key=key)]})

@@ -60,6 +60,10 @@ def dotted(path: str) -> str:
 
 def environment() -> dict:
     env = {k: v for k, v in os.environ.items() if k not in SERVER_VARIABLES}
+    # mutmut's own timeout counts CPU seconds, and a mutant that makes a step back off for real
+    # (an approval let through to a page nobody answered) sleeps: 300 s of pytest-timeout each,
+    # in wall time. No selected test needs 30 s (the slowest takes about 5).
+    env.setdefault("PYTEST_TIMEOUT", "30")
     for name, default in SPECS.items():
         spec = Path(env.get(name) or default).resolve()
         if spec.is_file():

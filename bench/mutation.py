@@ -148,6 +148,14 @@ def restore_results() -> int:
     return restored
 
 
+def undecided(modules: list[str]) -> list[str]:
+    names = []
+    for path in modules:
+        meta = json.loads((MUTANTS / f"{path}.meta").read_text())
+        names += [name for name, exit_code in meta["exit_code_by_key"].items() if exit_code is None]
+    return names
+
+
 def score(counts: Counter) -> float:
     tested = sum(counts.values()) - counts["skipped"]
     return 100.0 * (counts["killed"] + counts["timeout"] + counts["caught by type check"]) / tested if tested else 0.0
@@ -234,15 +242,19 @@ def main() -> int:
     started = time.monotonic()
     log = MUTANTS / "mutmut-run.log"
     print(f"{', '.join(modules)}: running (log: {log.relative_to(ROOT)})", flush=True)
+    # mutmut tests again every mutant it is *named*, decided or not; named by nothing, it tests the
+    # undecided mutants of every module. So all the modules are run unnamed, and some of them by the
+    # names of their undecided mutants (by pattern only while nothing is known of them: a fresh
+    # mutants/ without recorded verdicts).
+    command = [str(mutmut), "run", "--max-children", str(args.max_children)]
+    if set(modules) != set(configured_modules()):
+        generated = all((MUTANTS / path).exists() and (MUTANTS / f"{path}.meta").exists() for path in modules)
+        names = undecided(modules) if generated else [f"{dotted(path)}.*" for path in modules]
+        # Nothing left to decide: `true` stands in, so the table below is still printed.
+        command = command + names if names else ["true"]
     with log.open("w") as out:
         try:
-            done = subprocess.run(
-                [str(mutmut), "run", "--max-children", str(args.max_children), *(f"{dotted(p)}.*" for p in modules)],
-                cwd=ROOT,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+            done = subprocess.run(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
         finally:
             # Interrupted or not, what was decided is kept for the next run and the next checkout.
             save_results(modules)

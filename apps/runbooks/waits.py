@@ -51,15 +51,14 @@ class AlreadyDecided(Conflict):
 # --- parking a run -------------------------------------------------------------------------------
 
 
-def step_wait(
-    *, run: RunbookRun, step_run: StepRun, spec, rendered: dict, token: str, stored_rendered: dict | None = None
-) -> dict:
+def step_wait(*, run: RunbookRun, step_run: StepRun, spec, rendered: dict, token: str, stored_rendered: dict) -> dict:
     """Start a control step. Returns its outputs when it can finish at once; otherwise parks the
     step and the run (`waiting`, lease released) in one transaction and raises StepWaiting.
 
     `stored_rendered`: the rendered fields as the step row keeps them (redacted), written with the
-    park when the engine has not written them yet; the decision and the sweep read them there."""
-    ctx = StepContext(incident=run.incident, rendered=rendered, resolver=None, step_run=step_run)
+    park; the decision and the sweep read them there."""
+    # A control step's plan reads only its rendered fields; the incident is read locked, below.
+    ctx = StepContext(incident=None, rendered=rendered, resolver=None)
     plan = spec.implementation.plan(ctx)
     now = timezone.now()
     with transaction.atomic():
@@ -69,7 +68,6 @@ def step_wait(
             return spec.implementation.execute(ctx, plan)
         except StepWaiting:
             pass
-        parking = {"rendered": stored_rendered} if stored_rendered is not None else {}
         StepRun.objects.filter(pk=step_run.pk).update(
             status=RunStatus.WAITING,
             started_at=now,
@@ -77,7 +75,7 @@ def step_wait(
             error="",
             outputs={},
             wait_until=now + timedelta(minutes=plan.timeout_minutes),
-            **parking,
+            rendered=stored_rendered,
         )
         parked = RunbookRun.objects.filter(pk=run.pk, lease_token=token).update(
             status=RunStatus.WAITING, lease_token="", lease_expires_at=None, updated_at=now
@@ -85,10 +83,8 @@ def step_wait(
         if not parked:
             # The lease went to another worker: it will reach this step itself.
             transaction.set_rollback(True)
-    step_run.status = RunStatus.WAITING
-    if stored_rendered is not None:
-        step_run.rendered = stored_rendered
-    raise StepWaiting(plan.describe())
+    step_run.status, step_run.rendered = RunStatus.WAITING, stored_rendered
+    raise StepWaiting
 
 
 # --- ending a wait -------------------------------------------------------------------------------

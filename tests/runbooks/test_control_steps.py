@@ -61,6 +61,7 @@ def waiting_approval(pd, pd_connection, django_capture_on_commit_callbacks):
 def test_approval_parks_the_run_without_a_lease_or_a_request(waiting_approval, pd):
     run = waiting_approval
     assert run.status == RunStatus.WAITING
+    assert run.updated_at >= run.step_runs.get(key="ask").started_at  # parked now, as the API shows
     assert (run.lease_token, run.lease_expires_at) == ("", None)
     ask, page = run.step_runs.order_by("position")
     assert ask.status == RunStatus.WAITING
@@ -69,6 +70,41 @@ def test_approval_parks_the_run_without_a_lease_or_a_request(waiting_approval, p
     assert 29 * 60 < (ask.wait_until - ask.started_at).total_seconds() <= 30 * 60
     assert page.status == RunStatus.PENDING
     assert len(pd.calls) == 0
+
+
+def test_a_run_whose_lease_was_lost_is_not_parked_by_the_old_worker(
+    pd, pd_connection, django_capture_on_commit_callbacks
+):
+    """The worker reaching the approval no longer holds the run (its lease expired and another took
+    it): it parks nothing, neither the step nor the run; the new holder reaches the step itself."""
+    from apps.incidents.models import IncidentEvent
+    from apps.runbooks.executors.base import get_action
+    from apps.runbooks.executors.control import StepWaiting
+
+    runbook = make_runbook(steps=[APPROVE_STEP])
+    incident = IncidentFactory()
+    with django_capture_on_commit_callbacks(execute=False):
+        incident_update(incident_id=incident.pk, status="Investigating", actor="test")
+    run = services.run_create(
+        runbook=runbook, event=IncidentEvent.objects.get(incident=incident, kind="status_changed")
+    )
+    RunbookRun.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, lease_token="the-new-holder")
+    step_run = run.step_runs.get(key="ask")
+    rendered = {"message": "Page?", "approvers": "Responders", "timeout_minutes": "30", "on_timeout": "fail"}
+
+    with pytest.raises(StepWaiting):
+        waits.step_wait(
+            run=run,
+            step_run=step_run,
+            spec=get_action("runbook.approval"),
+            rendered=rendered,
+            token="the-old-holder",
+            stored_rendered=rendered,
+        )
+    run.refresh_from_db()
+    assert (run.status, run.lease_token) == (RunStatus.RUNNING, "the-new-holder")
+    step_run.refresh_from_db()
+    assert (step_run.status, step_run.wait_until) == (RunStatus.PENDING, None)
 
 
 def test_approve_continues_the_run_and_records_who(waiting_approval, pd, role_user, django_capture_on_commit_callbacks):

@@ -279,6 +279,23 @@ def test_a_dedup_key_that_renders_empty_fails_before_anything_is_sent(pd, channe
     assert not pd.calls
 
 
+@pytest.mark.parametrize(("length", "sent"), [(255, True), (256, False)])
+def test_a_dedup_key_is_at_most_255_characters(pd, channel, django_capture_on_commit_callbacks, length, sent):
+    resolve = {**RESOLVE, "with": {"channel": "monitoring", "dedup_key": "k" * length}}
+    runbook = make_runbook(steps=[resolve])
+    accept(pd)
+    if not sent:
+        [preview] = dryrun.runbook_dry_run(runbook=runbook, incident=IncidentFactory(), allow_reads=False)
+        assert (preview["status"], preview["field"]) == ("error", "dedup_key")
+    fire(IncidentFactory(), django_capture_on_commit_callbacks)
+    step = StepRun.objects.get()
+    if sent:
+        assert step.status == "succeeded" and json.loads(pd.calls[0].request.body)["dedup_key"] == "k" * 255
+    else:
+        assert (step.status, step.error) == ("failed", "dedup_key is 256 characters long; PagerDuty takes at most 255")
+        assert not pd.calls
+
+
 def test_unknown_channel_fails_the_step_clearly(pd, db, django_capture_on_commit_callbacks):
     make_runbook(steps=[ALERT])
     fire(IncidentFactory(), django_capture_on_commit_callbacks)

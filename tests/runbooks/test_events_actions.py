@@ -105,6 +105,7 @@ def test_trigger_then_resolve_sends_the_exact_events(pd, channel, django_capture
     assert clear.outputs["status"] == "resolved" and clear.outputs["dedup_key"] == dedup_key
     assert alert.connection == "" and clear.connection == ""  # events name a channel, not a connection
     assert alert.request["url"] == EVENTS and alert.request["body"]["routing_key"] == "***redacted***"
+    assert alert.request["method"] == "POST" and "From" not in alert.request["headers"]
 
 
 def test_acknowledge_sends_an_acknowledge_event_for_the_key(pd, channel, django_capture_on_commit_callbacks):
@@ -294,6 +295,31 @@ def test_a_dedup_key_is_at_most_255_characters(pd, channel, django_capture_on_co
     else:
         assert (step.status, step.error) == ("failed", "dedup_key is 256 characters long; PagerDuty takes at most 255")
         assert not pd.calls
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "said"),
+    [
+        ({"summary": "{{Activity.environment}}"}, "summary", "summary is required but rendered empty"),
+        (
+            {"severity": "{{Activity.title}}"},
+            "severity",
+            "severity rendered 'urgent'; PagerDuty takes critical, error, warning, info",
+        ),
+    ],
+    ids=["empty-summary", "unknown-severity"],
+)
+def test_a_trigger_that_renders_wrong_fails_before_sending_naming_the_field(
+    pd, channel, django_capture_on_commit_callbacks, fields, field, said
+):
+    runbook = make_runbook(steps=[{**ALERT, "with": {**ALERT["with"], **fields}}])
+    incident = IncidentFactory(environment="", title="urgent")
+    [preview] = dryrun.runbook_dry_run(runbook=runbook, incident=incident, allow_reads=False)
+    assert (preview["status"], preview["field"], preview["error"]) == ("error", field, said)
+    fire(incident, django_capture_on_commit_callbacks)
+    step = StepRun.objects.get()
+    assert (step.status, step.error) == ("failed", said)
+    assert not pd.calls
 
 
 def test_unknown_channel_fails_the_step_clearly(pd, db, django_capture_on_commit_callbacks):

@@ -633,6 +633,37 @@ def test_an_event_that_came_before_the_link_is_applied_once_the_step_links_it(
     assert entry.details["echo_of_step"]["step"] == "page"
 
 
+def test_a_new_link_replays_only_its_own_unlinked_deliveries_at_most_100(connection, monkeypatch):
+    from apps.pagerduty import webhooks
+    from apps.pagerduty.services import connection_upsert
+    from apps.pagerduty.webhooks import NO_LINK, webhooks_replay_unlinked
+
+    other = connection_upsert(name="eu", api_key="u+other-key-0123456789", from_email="a@b.co", api_url=PD_URL)
+    queued = []
+    monkeypatch.setattr(webhooks, "webhook_enqueue", queued.append)
+    now = timezone.now()
+
+    def stored(webhook_id, *, on=connection, incident="QLINKED", outcome=NO_LINK):
+        return WebhookDelivery.objects.create(
+            connection=on, webhook_id=webhook_id, pagerduty_incident_id=incident, outcome=outcome, processed_at=now
+        )
+
+    ours = [stored(f"ours-{n}") for n in range(101)]
+    others = [
+        stored("other-incident", incident="QOTHER"),
+        stored("other-connection", on=other),
+        stored("applied", outcome="acknowledged on INC-7"),
+    ]
+
+    assert webhooks_replay_unlinked(connection=connection, pagerduty_incident_id="QLINKED") == 100
+    assert len(set(queued)) == 100 and set(queued) <= {d.pk for d in ours}
+    reopened = WebhookDelivery.objects.filter(pk__in=queued)
+    assert set(reopened.values_list("processed_at", "outcome")) == {(None, "")}
+    for delivery in others:
+        delivery.refresh_from_db()
+        assert delivery.processed_at == now and delivery.pk not in queued
+
+
 # --- never trust a stale link -----------------------------------------------------------------------
 
 

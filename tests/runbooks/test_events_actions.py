@@ -297,6 +297,13 @@ def test_a_dedup_key_is_at_most_255_characters(pd, channel, django_capture_on_co
         assert not pd.calls
 
 
+def test_a_link_without_text_shows_its_address(pd, channel, django_capture_on_commit_callbacks):
+    make_runbook(steps=[{**ALERT, "with": {**ALERT["with"], "links": [{"href": " https://grafana.example.com/d "}]}}])
+    accept(pd)
+    fire(IncidentFactory(), django_capture_on_commit_callbacks)
+    assert sent(pd)["links"] == [{"href": "https://grafana.example.com/d", "text": "https://grafana.example.com/d"}]
+
+
 @pytest.mark.parametrize(
     ("fields", "field", "said"),
     [
@@ -306,8 +313,13 @@ def test_a_dedup_key_is_at_most_255_characters(pd, channel, django_capture_on_co
             "severity",
             "severity rendered 'urgent'; PagerDuty takes critical, error, warning, info",
         ),
+        (
+            {"links": [{"href": "https://grafana.example.com"}, {"href": "{{Activity.environment}}", "text": "Logs"}]},
+            "links",
+            "links[2].href rendered empty; every link needs an href",
+        ),
     ],
-    ids=["empty-summary", "unknown-severity"],
+    ids=["empty-summary", "unknown-severity", "empty-href"],
 )
 def test_a_trigger_that_renders_wrong_fails_before_sending_naming_the_field(
     pd, channel, django_capture_on_commit_callbacks, fields, field, said

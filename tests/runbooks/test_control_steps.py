@@ -372,6 +372,27 @@ def test_wait_for_a_status_the_incident_already_has_continues_at_once(
     assert run.step_runs.get(key="wait").outputs == {"status": "Investigating", "timed_out": False}
 
 
+def test_a_status_change_resumes_only_its_own_incidents_waits(pd, pd_connection, django_capture_on_commit_callbacks):
+    """Another incident once passed through Monitoring and now waits for it again: a change on this
+    incident does not read that old change as its own."""
+    make_runbook(steps=[WAIT_STEP, PAGE_STEP])
+    other = IncidentFactory()
+    change_status(other, "Monitoring", django_capture_on_commit_callbacks)  # before any run: starts nothing
+    change_status(other, "Investigating", django_capture_on_commit_callbacks)
+    this = IncidentFactory()
+    change_status(this, "Investigating", django_capture_on_commit_callbacks)
+    assert RunbookRun.objects.filter(status=RunStatus.WAITING).count() == 2
+
+    add_create_ok(pd)
+    change_status(this, "Resolved", django_capture_on_commit_callbacks)
+
+    assert RunbookRun.objects.get(incident=this).status == RunStatus.SUCCEEDED
+    waiting = RunbookRun.objects.get(incident=other)
+    assert waiting.status == RunStatus.WAITING
+    assert waiting.step_runs.get(key="wait").status == RunStatus.WAITING
+    assert writes(pd) == [("POST", "/incidents")]
+
+
 def test_a_missed_status_change_is_resumed_by_the_sweep(pd, pd_connection, django_capture_on_commit_callbacks):
     make_runbook(steps=[WAIT_STEP, PAGE_STEP])
     incident = IncidentFactory()

@@ -206,6 +206,16 @@ def test_list_sections_may_repeat_exactly_the_budget():
         templating.render("{{#steps.a.ids}}{{.}}{{/steps.a.ids}}", {"steps": {"a": {"ids": ["."] * 10_001}}})
 
 
+def test_lists_inside_lists_are_paid_for_too():
+    # A step output holding lists of lists: the inner items spend the same budget as the outer ones.
+    nested = {"steps": {"a": {"groups": [["."] * 100] * 100}}}
+    inner = "{{#steps.a.groups}}{{#.}}{{.}}{{/.}}{{/steps.a.groups}}"
+    with pytest.raises(TemplateError, match="repeat more than 10,000 times"):
+        templating.render(inner, nested)
+    small = {"steps": {"a": {"groups": [["a", "b"], ["c"]]}}}
+    assert templating.render(inner, small) == "abc"
+
+
 def test_a_syntax_error_is_reported_on_one_line():
     with pytest.raises(TemplateError) as err:
         templating.validate("{{#Activity.title}}x", allowed=ALLOWED)

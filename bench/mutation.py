@@ -73,11 +73,21 @@ def environment() -> dict:
     return env
 
 
+def meta_path(path: str) -> Path:
+    """mutmut's record of one module's mutants: their verdicts and the hashes of their functions."""
+    return MUTANTS / f"{path}.meta"
+
+
+def read_meta(path: str) -> dict | None:
+    file = meta_path(path)
+    return json.loads(file.read_text()) if file.exists() else None
+
+
 def status_counts(path: str) -> tuple[Counter, list[tuple[str, str]]]:
     """Statuses of the module's mutants as mutmut recorded them, and the survivors (name, status)."""
     from mutmut.stats import status_by_exit_code
 
-    meta = json.loads((MUTANTS / f"{path}.meta").read_text())
+    meta = read_meta(path)
     counts: Counter = Counter()
     survivors = []
     for name, exit_code in meta["exit_code_by_key"].items():
@@ -95,15 +105,14 @@ def forget_survivors(modules: list[str]) -> int:
 
     forgotten = 0
     for path in modules:
-        meta_path = MUTANTS / f"{path}.meta"
-        if not meta_path.exists():
+        meta = read_meta(path)
+        if meta is None:
             continue
-        meta = json.loads(meta_path.read_text())
         for name, exit_code in meta["exit_code_by_key"].items():
             if exit_code is not None and status_by_exit_code[exit_code] in ("survived", "no tests"):
                 meta["exit_code_by_key"][name] = None
                 forgotten += 1
-        meta_path.write_text(json.dumps(meta, indent=4))
+        meta_path(path).write_text(json.dumps(meta, indent=4))
     return forgotten
 
 
@@ -111,10 +120,9 @@ def save_results(modules: list[str]) -> None:
     """Record the verdicts of `modules` in RESULTS, next to those of the modules not run now."""
     saved = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     for path in modules:
-        meta_path = MUTANTS / f"{path}.meta"
-        if not meta_path.exists():
+        meta = read_meta(path)
+        if meta is None:
             continue
-        meta = json.loads(meta_path.read_text())
         saved[path] = {
             "hash_by_function_name": meta["hash_by_function_name"],
             "exit_code_by_key": {k: v for k, v in sorted(meta["exit_code_by_key"].items()) if v is not None},
@@ -131,9 +139,9 @@ def restore_results() -> int:
     for path, recorded in json.loads(RESULTS.read_text()).items():
         if not (ROOT / path).exists():
             continue
-        meta_path = MUTANTS / f"{path}.meta"
-        meta_path.parent.mkdir(parents=True, exist_ok=True)
-        meta_path.write_text(
+        file = meta_path(path)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(
             json.dumps(
                 {
                     "exit_code_by_key": recorded["exit_code_by_key"],
@@ -151,8 +159,7 @@ def restore_results() -> int:
 def undecided(modules: list[str]) -> list[str]:
     names = []
     for path in modules:
-        meta = json.loads((MUTANTS / f"{path}.meta").read_text())
-        names += [name for name, exit_code in meta["exit_code_by_key"].items() if exit_code is None]
+        names += [name for name, exit_code in read_meta(path)["exit_code_by_key"].items() if exit_code is None]
     return names
 
 
@@ -248,7 +255,7 @@ def main() -> int:
     # mutants/ without recorded verdicts).
     command = [str(mutmut), "run", "--max-children", str(args.max_children)]
     if set(modules) != set(configured_modules()):
-        generated = all((MUTANTS / path).exists() and (MUTANTS / f"{path}.meta").exists() for path in modules)
+        generated = all((MUTANTS / path).exists() and meta_path(path).exists() for path in modules)
         names = undecided(modules) if generated else [f"{dotted(path)}.*" for path in modules]
         # Nothing left to decide: `true` stands in, so the table below is still printed.
         command = command + names if names else ["true"]

@@ -49,6 +49,17 @@ def own_secret_registry():
 
 
 @pytest.fixture(autouse=True)
+def no_remembered_versions():
+    # Runbook versions a run found are remembered per process (apps.runbooks.versions); a test's
+    # database is rolled back or flushed after it, so what one test remembered names rows the next
+    # one does not have.
+    from apps.runbooks.versions import runbook_versions_forget
+
+    runbook_versions_forget()
+    yield
+
+
+@pytest.fixture(autouse=True)
 def no_shared_rate_limit(settings):
     # The shared limiter has its own tests; elsewhere it would only make the suite wait.
     settings.PAGERDUTY_RATE_LIMIT_PER_MINUTE = 0

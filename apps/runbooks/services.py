@@ -16,7 +16,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, OperationalError, transaction
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from apps.audit.services import audit_record
@@ -44,8 +44,16 @@ from apps.runbooks.executors import (
     uses_channel,
 )
 from apps.runbooks.executors.control import StepWaiting, is_control
-from apps.runbooks.loader import runbook_to_spec
-from apps.runbooks.models import FINISHED, OnFailure, Runbook, RunbookRun, RunStatus, StepRun, StepRunExchange
+from apps.runbooks.models import (
+    FINISHED,
+    OnFailure,
+    PagerDutyIncidentLink,
+    Runbook,
+    RunbookRun,
+    RunStatus,
+    StepRun,
+    StepRunExchange,
+)
 from apps.runbooks.resolvers import LiveResolver
 from apps.runbooks.selectors import (
     exchange_is_own,
@@ -55,7 +63,12 @@ from apps.runbooks.selectors import (
     template_context_for_run,
 )
 from apps.runbooks.signals import step_ended
-from apps.runbooks.versions import LOADED_FROM_YAML, runbook_version_ensure, runbook_version_latest, versions_match
+from apps.runbooks.versions import (
+    LOADED_FROM_YAML,
+    runbook_version_ensure,
+    runbook_version_for_run,
+    runbook_versions_forget,
+)
 
 logger = logging.getLogger(__name__)
 RUN_SWEEP = "the recovery sweep queues the pending run once the broker is back (RUN_RECOVERY_PENDING_AFTER_SECONDS)"
@@ -97,7 +110,12 @@ def runs_create_for_event(*, event_id: int, queue_from: int = 0) -> list[Runbook
     caller's to execute right away: they are created already leased to it (`lease_token`), as a
     claim would have left them, so nobody else takes them while the lease lasts, and a caller that
     dies leaves them to the recovery sweep once it expires (event_dispatch executes the first)."""
-    event = IncidentEvent.objects.select_related("incident").filter(pk=event_id).first()
+    # Whether the incident has any PagerDuty link, in the same statement: a run executed right away
+    # on an incident that has none need not look for one before paging (_Execution.unlinked).
+    linked = Exists(PagerDutyIncidentLink.objects.filter(incident_id=OuterRef("incident_id")))
+    event = (
+        IncidentEvent.objects.select_related("incident").annotate(incident_linked=linked).filter(pk=event_id).first()
+    )
     if event is None:
         return []
     created = []
@@ -109,7 +127,12 @@ def runs_create_for_event(*, event_id: int, queue_from: int = 0) -> list[Runbook
                 # In the first run's transaction: no statement of its own, and never a run without it.
                 stamped = stamped or _stamp_dispatched(event)
         except IntegrityError:
-            continue  # this (runbook, event) already has its run
+            if RunbookRun.objects.filter(runbook=runbook, event=event).exists():
+                continue  # this (runbook, event) already has its run
+            # Not a duplicate: a version this process remembered is gone (a restored database).
+            # The event stays undispatched, so the recovery sweep starts its runs again.
+            runbook_versions_forget()
+            raise
         if not run.lease_token:
             transaction.on_commit(lambda run_id=run.pk: enqueue(tasks.execute_run, run_id, recovery=RUN_SWEEP))
         elif all(step_run.pk for step_run in step_runs):
@@ -157,13 +180,8 @@ def _run_create(*, runbook: Runbook, event: IncidentEvent, leased: bool = False)
     # The steps as matched (prefetched with the runbook), so the run and its version describe the
     # same runbook even if it is being edited right now.
     steps = sorted(runbook.steps.all(), key=lambda step: (step.position, step.pk))
-    # Normally the latest saved version, read without locking: one that matches is the right one
-    # whoever else is saving. It is written here only if the runbook changed by a path that records
-    # none (shell, data migration), so every run names exactly what it executed.
-    version = runbook_version_latest(runbook=runbook)
-    if version is None or not versions_match(version, runbook_to_spec(runbook, steps=steps)):
-        version, _ = runbook_version_ensure(runbook=runbook, comment="Recorded when a run started")
-    run = RunbookRun(runbook=runbook, runbook_version=version, incident=event.incident, event=event)
+    version_id = runbook_version_for_run(runbook=runbook, steps=steps)
+    run = RunbookRun(runbook=runbook, runbook_version_id=version_id, incident=event.incident, event=event)
     if leased:
         # Exactly what _claim writes, in the same INSERT.
         run.status, run.lease_token, run.lease_expires_at = RunStatus.RUNNING, uuid.uuid4().hex, _lease_until()
@@ -267,8 +285,9 @@ class _Execution:
     the run and its steps as loaded, the lease, the connections and Events API channels by name,
     one HTTP session per connection or channel (kept alive between the steps), the resolver's cache."""
 
-    def __init__(self, run: RunbookRun, step_runs: list[StepRun], lease: _Lease):
+    def __init__(self, run: RunbookRun, step_runs: list[StepRun], lease: _Lease, *, unlinked: bool = False):
         self.run, self.step_runs, self.lease = run, step_runs, lease
+        self.unlinked = unlinked
         self.cache: dict = {}
         self._connections: dict = {}
         self._channels: dict = {}
@@ -283,6 +302,12 @@ class _Execution:
         if name not in self._channels:
             self._channels[name] = channel_get(name=name)
         return self._channels[name]
+
+    def take_unlinked(self) -> bool:
+        """StepContext.unlinked for the step about to send: true at most once, for the first such
+        step of an execution that started from an incident read without links; any step may make one."""
+        unlinked, self.unlinked = self.unlinked, False
+        return unlinked
 
     def session(self, name: str) -> "_Session":
         if name not in self._sessions:
@@ -313,7 +338,13 @@ def run_execute(*, run_id, run: RunbookRun | None = None) -> RunbookRun | None:
         run = RunbookRun.objects.select_related("incident", "runbook", "event").get(pk=run_id)
     else:
         token, until = run.lease_token, run.lease_expires_at
-    execution = _Execution(run, sorted(run.step_runs.all(), key=lambda s: s.position), _Lease(run.pk, token, until))
+    execution = _Execution(
+        run,
+        sorted(run.step_runs.all(), key=lambda s: s.position),
+        _Lease(run.pk, token, until),
+        # Read by runs_create_for_event with the event, a moment ago; a claimed run was not.
+        unlinked=getattr(run.event, "incident_linked", None) is False,
+    )
     try:
         stopped_by = None
         for step_run in execution.step_runs:
@@ -522,6 +553,7 @@ def _perform_step(
             recovering=recovering,
             step_run=step_run,
             previous_exchanges=previous_exchanges,
+            unlinked=execution.take_unlinked(),
         )
     else:
         name = step_run.connection or "default"
@@ -544,6 +576,7 @@ def _perform_step(
             recovering=recovering,
             step_run=step_run,
             previous_exchanges=previous_exchanges,
+            unlinked=execution.take_unlinked(),
         )
     action = spec.implementation
     planned = action.plan(ctx)

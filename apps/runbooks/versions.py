@@ -21,13 +21,43 @@ def _canonical(spec: dict) -> str:
     return json.dumps(spec, sort_keys=True, ensure_ascii=False)
 
 
-def versions_match(version: RunbookVersion, spec: dict) -> bool:
-    """Whether `version` holds exactly `spec` (a runbook_to_spec result)."""
-    return _canonical(version.spec) == _canonical(spec)
-
-
 def runbook_version_latest(*, runbook: Runbook) -> RunbookVersion | None:
     return runbook.versions.order_by("-number").first()
+
+
+# The version each runbook, as last saved, was found to hold, in this process: a run of a runbook
+# unchanged since reads no version. Keyed on the runbook's updated_at (a save moves it, even one
+# back to an earlier spec, whose new version is then found), and the spec is still compared, so a
+# step changed without saving the runbook (a shell) is noticed. Bounded: the oldest entry goes.
+_RUN_VERSIONS: dict[tuple, tuple[str, int]] = {}
+RUN_VERSIONS_KEPT = 128
+
+
+def runbook_version_for_run(*, runbook: Runbook, steps) -> int:
+    """The pk of the version holding the runbook as `steps` (in order) describe it, for a run to
+    name exactly what it executes. Normally the latest saved version, read without locking: one
+    that matches is the right one whoever else is saving. Written here only if the runbook changed
+    by a path that records none (shell, data migration)."""
+    canonical = _canonical(runbook_to_spec(runbook, steps=steps))
+    key = (runbook.pk, runbook.updated_at)
+    known = _RUN_VERSIONS.get(key)
+    if known is not None and known[0] == canonical:
+        return known[1]
+    version = runbook_version_latest(runbook=runbook)
+    if version is None or _canonical(version.spec) != canonical:
+        version, _ = runbook_version_ensure(runbook=runbook, comment="Recorded when a run started")
+        if _canonical(version.spec) != canonical:
+            return version.pk  # saved again since the steps were read: not this runbook's version
+    while len(_RUN_VERSIONS) >= RUN_VERSIONS_KEPT:
+        del _RUN_VERSIONS[next(iter(_RUN_VERSIONS))]
+    _RUN_VERSIONS[key] = (canonical, version.pk)
+    return version.pk
+
+
+def runbook_versions_forget() -> None:
+    """Forget what runbook_version_for_run remembered (a version it named may be gone: a restored
+    database, a test's rolled-back transaction)."""
+    _RUN_VERSIONS.clear()
 
 
 @transaction.atomic

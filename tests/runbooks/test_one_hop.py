@@ -167,3 +167,57 @@ def test_a_run_whose_lease_was_taken_over_stops_before_its_next_step(
     assert [(s.key, s.status) for s in run.step_runs.all()] == [("page", "succeeded"), ("close", "pending")]
     assert (run.status, run.lease_token) == (RunStatus.RUNNING, "another-worker")  # its record, untouched
     assert writes(pd) == [("POST", "/incidents")]
+
+
+def _link_reads(queries) -> list[str]:
+    """Statements reading the link table itself (not the event's EXISTS over it)."""
+    return [
+        q["sql"]
+        for q in queries.captured_queries
+        if q["sql"].startswith(
+            ('SELECT "runbooks_pagerdutyincidentlink"', 'SELECT 1 AS "a" FROM "runbooks_pagerdutyincidentlink"')
+        )
+    ]
+
+
+def test_a_first_page_on_an_unlinked_incident_looks_for_no_link(
+    pd, pd_connection, monkeypatch, django_capture_on_commit_callbacks
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    make_runbook()
+    incident = IncidentFactory()
+    event = status_change(incident, monkeypatch, django_capture_on_commit_callbacks)
+    add_create_ok(pd, key=f"ai-sre-{incident.id}")
+
+    with CaptureQueriesContext(connection) as queries:
+        run = services.event_dispatch(event_id=event.pk)
+
+    assert run.status == RunStatus.SUCCEEDED
+    assert writes(pd) == [("POST", "/incidents")]
+    # Read with the event: the incident had no link, so the create step looked for none.
+    assert _link_reads(queries) == []
+    assert incident.pagerduty_links.get().pagerduty_incident_id == "Q1ABCDEF"
+
+
+def test_a_second_create_in_the_same_run_finds_the_link_the_first_made(
+    pd, pd_connection, monkeypatch, django_capture_on_commit_callbacks
+):
+    again = {**PAGE_STEP, "key": "page_again", "name": "Create it again"}
+    make_runbook(steps=[PAGE_STEP, again])
+    incident = IncidentFactory()
+    event = status_change(incident, monkeypatch, django_capture_on_commit_callbacks)
+    key = f"ai-sre-{incident.id}"
+    add_create_ok(pd, key=key)
+    pd.add(responses.GET, f"{PD_URL}/incidents/Q1ABCDEF", json={"incident": pd_incident(key=key)})
+
+    run = services.event_dispatch(event_id=event.pk)
+
+    assert run.status == RunStatus.SUCCEEDED
+    steps = {s.key: s for s in run.step_runs.all()}
+    assert steps["page_again"].outputs["incident_id"] == "Q1ABCDEF"
+    assert steps["page_again"].outputs["deduplicated"] is True
+    # The link was found and PagerDuty asked whether it is still open; nothing paged twice.
+    assert writes(pd) == [("POST", "/incidents")]
+    assert [c.request.method for c in pd.calls] == ["POST", "GET"]

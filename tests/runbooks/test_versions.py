@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 from django.core.management import call_command
+from django.db import IntegrityError
 from rest_framework.test import APIClient
 
 from apps.incidents.services import incident_update
@@ -132,3 +133,67 @@ def test_api_lists_versions_and_runs_name_theirs(pd, pd_connection, django_captu
     assert [(v["number"], v["comment"]) for v in versions] == [(2, "Loaded from YAML"), (1, "Loaded from YAML")]
     assert versions[0]["spec"]["steps"][0]["with"]["urgency"] == "low"
     assert runs[0]["runbook_version"] == 2
+
+
+def _run_on_new_incident(pd, capture, incident_id) -> RunbookRun:
+    incident = IncidentFactory()
+    add_create_ok(pd, incident_id=incident_id)
+    with capture(execute=True):
+        incident_update(incident_id=incident.pk, status="Investigating", actor="test")
+    return RunbookRun.objects.get(incident=incident)
+
+
+def test_a_run_of_an_unchanged_runbook_reads_no_version(pd, pd_connection, django_capture_on_commit_callbacks):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    make_runbook()
+    first = _run_on_new_incident(pd, django_capture_on_commit_callbacks, "QFIRST1")
+    with CaptureQueriesContext(connection) as queries:
+        second = _run_on_new_incident(pd, django_capture_on_commit_callbacks, "QSECND1")
+    assert second.runbook_version_id == first.runbook_version_id
+    assert second.runbook_version.number == 1
+    assert not [q["sql"] for q in queries.captured_queries if "runbooks_runbookversion" in q["sql"]]
+
+
+def test_a_runbook_saved_back_to_an_earlier_spec_runs_as_its_newest_version(
+    pd, pd_connection, django_capture_on_commit_callbacks
+):
+    runbook = make_runbook()
+    original = runbook_to_spec(runbook)
+    assert _run_on_new_incident(pd, django_capture_on_commit_callbacks, "QONE0001").runbook_version.number == 1
+    runbook_upsert_from_spec(spec={**original, "name": "Renamed for a while"})
+    runbook_upsert_from_spec(spec=original)  # the spec version 1 holds, saved again: version 3
+    run = _run_on_new_incident(pd, django_capture_on_commit_callbacks, "QTHREE01")
+    assert (run.runbook_version.number, run.runbook_version.spec) == (3, original)
+
+
+# Real transactions: the foreign key is checked when the run's transaction commits, as in a worker.
+@pytest.mark.django_db(transaction=True)
+def test_a_remembered_version_that_is_gone_loses_no_run(
+    pd, pd_connection, django_capture_on_commit_callbacks, monkeypatch
+):
+    """A version the worker remembers, missing from the database (restored from a backup): the run
+    is not taken for a duplicate and dropped; the event stays undispatched for the sweep."""
+    from apps.incidents.models import IncidentEvent
+    from apps.runbooks import services, tasks
+    from apps.runbooks.versions import _RUN_VERSIONS
+
+    runbook = make_runbook()
+    _run_on_new_incident(pd, django_capture_on_commit_callbacks, "QFIRST2")
+    ((key, (canonical, _)),) = _RUN_VERSIONS.items()
+    _RUN_VERSIONS[key] = (canonical, 987654)  # a version pk this database never had
+    incident = IncidentFactory()
+    monkeypatch.setattr(tasks.dispatch_incident_event, "delay", lambda *args: None)  # dispatched by hand
+    incident_update(incident_id=incident.pk, status="Investigating", actor="test")
+    event = IncidentEvent.objects.get(incident=incident, kind="status_changed")
+
+    with pytest.raises(IntegrityError):
+        services.event_dispatch(event_id=event.pk)
+    event.refresh_from_db()
+    assert event.dispatched_at is None
+    assert not RunbookRun.objects.filter(incident=incident).exists()
+
+    add_create_ok(pd, incident_id="QAGAIN1")
+    run = services.event_dispatch(event_id=event.pk)  # what the sweep's redispatch does
+    assert (run.status, run.runbook_version) == ("succeeded", runbook.versions.get(number=1))

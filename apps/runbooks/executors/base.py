@@ -132,6 +132,10 @@ class StepContext:
     previous_exchanges: list = field(default_factory=list)
     # The Events API channel of an event step (ActionSpec.target == "channel").
     channel: Any = None
+    # The incident had no PagerDuty incident link when the dispatch task read it, a moment ago, and
+    # no step of this execution has run since: an action may skip looking for one. (A link made by
+    # another run meanwhile is PagerDuty's to deduplicate, by incident key.)
+    unlinked: bool = False
 
 
 class Action:

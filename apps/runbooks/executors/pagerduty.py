@@ -145,17 +145,19 @@ class CreateIncident(Action):
 
     def execute(self, ctx: StepContext, planned: PlannedRequest) -> dict:
         key, service_id = self._key(planned)
-        link = (
-            PagerDutyIncidentLink.objects.filter(
-                incident=ctx.incident,
-                connection=ctx.connection,
-                incident_key=key,
-                service_id=service_id,
-                status__in=["triggered", "acknowledged"],
+        link = None
+        if not ctx.unlinked:
+            link = (
+                PagerDutyIncidentLink.objects.filter(
+                    incident=ctx.incident,
+                    connection=ctx.connection,
+                    incident_key=key,
+                    service_id=service_id,
+                    status__in=["triggered", "acknowledged"],
+                )
+                .order_by("-created_at")
+                .first()
             )
-            .order_by("-created_at")
-            .first()
-        )
         # Only PagerDuty knows whether it is still open (a responder may have resolved it there):
         # a resolved one is not reused, a new incident pages. Unknown (PagerDuty unreachable): the
         # create below is deduplicated by PagerDuty on the key if it is still open.

@@ -60,6 +60,10 @@ def client(waits):
             ["one"],
         ),
         ({"body": "plain text"}, "PagerDuty 404: plain text", None, []),
+        # The Events API's shape with an empty message: the status line's reason, not a made-up word.
+        ({"json": {"message": "", "errors": ["x"]}}, "PagerDuty 404: Not Found — x", None, ["x"]),
+        # JSON in no shape PagerDuty uses: the reason, not the JSON.
+        ({"json": {"unexpected": True}}, "PagerDuty 404: Not Found", None, []),
     ],
 )
 @responses.activate
@@ -70,6 +74,44 @@ def test_an_error_answer_is_described_in_pagerduty_words(client, answer, message
     assert str(err.value) == message
     assert (err.value.code, err.value.errors) == (code, errors)
     assert err.value.exchange is client.exchanges[-1]
+
+
+@pytest.mark.parametrize("body", [{"error": {"code": 2100}}, {"message": ""}], ids=["rest-shape", "events-shape"])
+@responses.activate
+def test_an_error_without_message_or_reason_still_says_something(client, body):
+    # A status with no reason phrase (499 has none) and no message in the body.
+    responses.get(f"{URL}/users/PX", status=499, json=body)
+    with pytest.raises(PagerDutyError) as err:
+        client.get_user("PX")
+    assert str(err.value) == "PagerDuty 499: error"
+
+
+@pytest.mark.parametrize(
+    ("error", "hint"),
+    [
+        # What decides the hint may be in PagerDuty's message, in its errors, or only in its code.
+        ({"message": "From header is missing", "code": 2001}, "an account API key acts as nobody"),
+        (
+            {"message": "Invalid Input Provided", "code": 2001, "errors": ["The From header is missing"]},
+            "an account API key acts as nobody",
+        ),
+        ({"message": "Invalid Input Provided", "code": 2014}, "the PagerDuty account lacks the ability"),
+    ],
+)
+@responses.activate
+def test_the_hint_reads_the_message_the_errors_and_the_code(client, error, hint):
+    responses.post(f"{URL}/incidents", status=400, json={"error": error})
+    with pytest.raises(PagerDutyBadRequest) as err:
+        client.create_incident({"incident": {"type": "incident", "title": "t"}})
+    assert err.value.hint.startswith(f"What to do: {hint}")
+
+
+@responses.activate
+def test_the_single_override_answer_is_returned_as_pagerdutys_list(client):
+    created = {"id": "QOVR009", "start": "2030-01-01T00:00:00Z", "end": "2030-01-02T00:00:00Z"}
+    responses.post(f"{URL}/schedules/PSCHED1/overrides", status=201, json={"override": created})
+    answer = client.create_schedule_overrides("PSCHED1", {"overrides": [created]})
+    assert answer == [{"status": 201, "override": created}]
 
 
 @responses.activate

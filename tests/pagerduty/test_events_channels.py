@@ -14,7 +14,12 @@ from django.db import connection as db
 
 from apps.core.encryption import secrets_rotate
 from apps.pagerduty.client import PagerDutyEventsClient, RetryPolicy
-from apps.pagerduty.errors import PagerDutyBadRequest, PagerDutyDestinationRefused
+from apps.pagerduty.errors import (
+    PagerDutyBadRequest,
+    PagerDutyDestinationRefused,
+    PagerDutyError,
+    PagerDutyUnexpectedAnswer,
+)
 from apps.pagerduty.models import Channel
 from apps.pagerduty.services import channel_client, channel_test, channel_upsert
 
@@ -108,8 +113,13 @@ def test_client_sends_the_key_in_the_body_only(pd):
     assert answer["dedup_key"] == "k"
     request = pd.calls[0].request
     assert json.loads(request.body) == {"routing_key": ROUTING_KEY, "event_action": "resolve", "dedup_key": "k"}
-    assert dict(request.headers).keys() >= {"Content-Type", "Accept"}
-    assert "Authorization" not in request.headers
+    assert (request.headers["Accept"], request.headers["Content-Type"]) == ("application/json", "application/json")
+    # Nothing of ours beyond those two (requests adds its own transport headers): no Authorization,
+    # no From, nothing else.
+    assert set(request.headers) - {"User-Agent", "Accept-Encoding", "Connection", "Content-Length"} == {
+        "Accept",
+        "Content-Type",
+    }
 
 
 def test_client_400_carries_pagerduty_errors(pd):
@@ -124,6 +134,36 @@ def test_client_400_carries_pagerduty_errors(pd):
         client.enqueue({"event_action": "resolve", "dedup_key": "k"})
     assert caught.value.errors == ["'dedup_key' is blank"]
     assert str(caught.value).startswith("PagerDuty 400: Event object is invalid — 'dedup_key' is blank. What to do:")
+
+
+def test_client_404_says_where_the_events_api_is(pd):
+    pd.add(responses.POST, "http://127.0.0.1:9/v2/enqueue", status=404, body="")
+    client = PagerDutyEventsClient(
+        routing_key=ROUTING_KEY, events_url="http://127.0.0.1:9", retry=RetryPolicy(max_attempts=1)
+    )
+    with pytest.raises(PagerDutyError) as caught:
+        client.enqueue({"event_action": "resolve", "dedup_key": "k"})
+    assert caught.value.hint == (
+        "What to do: http://127.0.0.1:9 does not serve the Events API; use https://events.pagerduty.com (US) "
+        "or https://events.eu.pagerduty.com (EU)."
+    )
+
+
+def test_client_429_says_when_the_limit_resets(pd):
+    pd.add(responses.POST, EVENTS, status=429, headers={"ratelimit-reset": "7"}, json={"status": "throttled"})
+    client = PagerDutyEventsClient(routing_key=ROUTING_KEY, retry=RetryPolicy(max_attempts=1))
+    with pytest.raises(PagerDutyError) as caught:
+        client.enqueue({"event_action": "resolve", "dedup_key": "k"})
+    assert "limit per routing key was reached (about 120 events a minute); it resets in 7 s." in caught.value.hint
+
+
+def test_client_refuses_an_accepted_answer_without_a_dedup_key(pd):
+    answer = {"status": "success", "message": "x" * 300}
+    pd.add(responses.POST, EVENTS, status=202, json=answer)
+    client = PagerDutyEventsClient(routing_key=ROUTING_KEY)
+    with pytest.raises(PagerDutyUnexpectedAnswer) as caught:
+        client.enqueue({"event_action": "resolve", "dedup_key": "k"})
+    assert str(caught.value).endswith(f"an accepted event without its dedup_key: {str(answer)[:200]!r}")
 
 
 # --- the test: trigger, then resolve, one dedup key --------------------------------------------

@@ -107,6 +107,20 @@ def test_the_hint_reads_the_message_the_errors_and_the_code(client, error, hint)
 
 
 @responses.activate
+def test_a_refused_key_is_explained_for_the_region_and_the_kind_of_key():
+    # An EU account's key sent to the EU API, and it is 32 characters like an Events routing key.
+    routing_key_like = "e93facc04764012d7bfb002500d5d1a6"
+    eu = PagerDutyClient(api_key=routing_key_like, api_url="https://api.eu.pagerduty.com")
+    responses.get("https://api.eu.pagerduty.com/abilities", status=401, json={"error": {"code": 2006}})
+    with pytest.raises(PagerDutyError) as err:
+        eu.test_connection()
+    assert "like an Events API routing (integration) key, but this connection needs a REST API key" in err.value.hint
+    assert "If the account is in PagerDuty's US service region, set api_url to https://api.pagerduty.com" in (
+        err.value.hint
+    )
+
+
+@responses.activate
 def test_the_single_override_answer_is_returned_as_pagerdutys_list(client):
     created = {"id": "QOVR009", "start": "2030-01-01T00:00:00Z", "end": "2030-01-02T00:00:00Z"}
     responses.post(f"{URL}/schedules/PSCHED1/overrides", status=201, json={"override": created})

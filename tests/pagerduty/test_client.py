@@ -159,6 +159,7 @@ def test_pagination_refuses_to_stop_silently_at_offset_cap(client):
     assert raised.value.message == (
         "/users: classic pagination stops at offset 10000; partition the query (e.g. by team)"
     )
+    assert raised.value.path == "/users"  # what the importer partitions
     assert len(responses.calls) == 100  # offsets 0 … 9,900: the last page PagerDuty will serve
 
 

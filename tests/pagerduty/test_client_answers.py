@@ -121,6 +121,15 @@ def test_a_refused_key_is_explained_for_the_region_and_the_kind_of_key():
 
 
 @responses.activate
+def test_a_success_answer_without_its_object_is_refused_showing_the_answer(client):
+    answer = {"subscription": "x" * 300}
+    responses.post(f"{URL}/webhook_subscriptions", status=201, json=answer)
+    with pytest.raises(PagerDutyUnexpectedAnswer) as err:
+        client.create_webhook_subscription({"webhook_subscription": {"type": "webhook_subscription"}})
+    assert str(err.value).endswith(f"a success answer without the webhook_subscription: {str(answer)[:200]!r}")
+
+
+@responses.activate
 def test_the_single_override_answer_is_returned_as_pagerdutys_list(client):
     created = {"id": "QOVR009", "start": "2030-01-01T00:00:00Z", "end": "2030-01-02T00:00:00Z"}
     responses.post(f"{URL}/schedules/PSCHED1/overrides", status=201, json={"override": created})

@@ -166,6 +166,20 @@ def test_a_299_is_a_success_and_a_300_is_not(client):
 
 
 @responses.activate
+def test_retries_follow_the_settings(settings, monkeypatch):
+    settings.PAGERDUTY_MAX_ATTEMPTS, settings.PAGERDUTY_BACKOFF_BASE_SECONDS = 3, 3.0
+    settings.PAGERDUTY_BACKOFF_CAP_SECONDS = 4.0
+    monkeypatch.setattr(random, "uniform", lambda low, high: low)  # the random half at its least
+    waits = []
+    client = PagerDutyClient(api_key=KEY, api_url=URL, sleep=waits.append)  # no RetryPolicy given
+    responses.get(f"{URL}/users", status=500, json={"error": {"message": "Internal Server Error"}})
+    with pytest.raises(PagerDutyServerError):
+        client.find_users(query="a")
+    assert len(responses.calls) == 3
+    assert waits == [1.5, 2.0]  # half of 3 s, then half of 6 s capped at 4 s
+
+
+@responses.activate
 def test_a_wait_of_exactly_the_maximum_is_honoured(client, waits):
     responses.get(f"{URL}/users", status=429, headers={"ratelimit-reset": "120"})
     responses.get(f"{URL}/users", json={"users": []})

@@ -103,6 +103,9 @@ def test_inside_a_section_a_name_may_be_relative_to_the_section_value():
     context = {"steps": {"page": {"incident_id": "Q1", "items": [{"id": "a"}, {"id": "b"}]}}}
     assert templating.render("{{#steps.page}}{{incident_id}}{{/steps.page}}", context) == "Q1"
     assert templating.render("{{#steps.page.items}}{{id}};{{/steps.page.items}}", context) == "a;b;"
+    # Still inside the outer section once an inner one has closed.
+    nested = "{{#steps.page}}{{#steps.page.items}}{{id}};{{/steps.page.items}}{{incident_id}}{{/steps.page}}"
+    assert templating.render(nested, context) == "a;b;Q1"
 
 
 @pytest.mark.parametrize(

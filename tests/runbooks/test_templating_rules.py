@@ -106,6 +106,8 @@ def test_inside_a_section_a_name_may_be_relative_to_the_section_value():
     # Still inside the outer section once an inner one has closed.
     nested = "{{#steps.page}}{{#steps.page.items}}{{id}};{{/steps.page.items}}{{incident_id}}{{/steps.page}}"
     assert templating.render(nested, context) == "a;b;Q1"
+    # Unescaped tags too.
+    assert templating.render("{{#steps.page}}{{{incident_id}}}|{{&incident_id}}{{/steps.page}}", context) == "Q1|Q1"
 
 
 @pytest.mark.parametrize(
@@ -113,6 +115,7 @@ def test_inside_a_section_a_name_may_be_relative_to_the_section_value():
     [
         "{{#steps.page}}x{{/steps.page}}{{incident_id}}",  # after the section closed
         "{{^steps.page}}x{{/steps.page}}{{incident_id}}",
+        "{{^steps.page.nope}}x{{/steps.page.nope}}",  # an inverted section's name must exist too
         "{{#steps.page}}{{#nope}}x{{/nope}}{{/steps.page}}",  # a section's own name must exist
         "{{{steps.page.nope}}}",
         "{{&steps.page.nope}}",

@@ -173,6 +173,8 @@ def test_a_template_of_exactly_the_maximum_length_is_accepted():
 
 def test_exactly_the_maximum_number_of_tags_is_accepted():
     templating.validate("{{Activity.title}}" * TEMPLATE_MAX_TAGS, allowed=ALLOWED)
+    # Text between the tags is not a tag.
+    templating.validate("- {{Activity.title}}" * TEMPLATE_MAX_TAGS, allowed=ALLOWED)
     with pytest.raises(TemplateError, match=f"more than {TEMPLATE_MAX_TAGS} tags"):
         templating.validate("{{Activity.title}}" * (TEMPLATE_MAX_TAGS + 1), allowed=ALLOWED)
 
@@ -358,3 +360,10 @@ def test_an_empty_tag_is_a_clear_refusal_not_a_crash(template):
     assert problem.startswith("title: ") and ("empty tag" in problem or "Unknown variable {{}}" in problem)
     with pytest.raises(TemplateError):
         templating.render(template, {"Activity": {}})
+
+
+@pytest.mark.parametrize(("template", "shown"), [("{{}}", "{{}}"), ("{{=<% %>=}}<%%>", "<%%>")])
+def test_an_empty_tag_is_shown_in_the_delimiters_in_use(template, shown):
+    with pytest.raises(TemplateError) as err:
+        templating.render(template, {})
+    assert str(err.value) == f"Mustache syntax error: an empty tag {shown}"

@@ -194,6 +194,16 @@ def test_sections_one_after_another_are_not_nested():
     with pytest.raises(TemplateError, match=r"nested more than 8 deep \(at \{\{#Activity.owner\}\}\)"):
         templating.validate(too_deep, allowed=ALLOWED)
 
+    # After a closed section the count starts from where it was: the full depth is still allowed
+    # once, and one more is still refused.
+    def nested(levels: int) -> str:
+        return "{{^Activity.owner}}" * levels + "{{/Activity.owner}}" * levels
+
+    closed_first = "{{#Activity.title}}x{{/Activity.title}}"
+    templating.validate(closed_first + nested(TEMPLATE_MAX_SECTION_DEPTH), allowed=ALLOWED)
+    with pytest.raises(TemplateError, match="nested more than 8 deep"):
+        templating.validate(closed_first + nested(TEMPLATE_MAX_SECTION_DEPTH + 1), allowed=ALLOWED)
+
 
 def test_a_rendered_value_of_exactly_the_maximum_size_is_accepted():
     at_limit = {"Activity": {"title": "x" * RENDERED_FIELD_MAX_CHARS}}
@@ -347,6 +357,12 @@ def test_an_opening_tag_left_open_at_the_end_is_refused_not_dropped(template):
     assert problems_saving(template) == [f"title: The template ends with an opening {opening} that is never closed"]
     with pytest.raises(TemplateError, match="never closed"):
         templating.render(template, {"Activity": {"title": "Checkout errors"}})
+
+
+def test_a_tag_of_two_words_does_not_change_the_delimiters():
+    # Only a {{=<% %>=}} tag sets delimiters; a tag that merely holds two words leaves "{{" the opening.
+    with pytest.raises(TemplateError, match=r"^The template ends with an opening \{\{ that is never closed$"):
+        templating.render("{{Activity.title x}} {{", {"Activity": {"title": "T"}})
 
 
 def test_text_split_by_a_comment_is_one_piece_of_text_in_a_list_field():

@@ -2,6 +2,7 @@ import json
 
 import responses
 
+from apps.incidents.services import incident_update
 from apps.runbooks.services import runbook_upsert_from_spec
 from tests.conftest import PD_URL
 
@@ -61,3 +62,9 @@ def writes(pd) -> list[tuple[str, str]]:
         for c in pd.calls
         if c.request.method != "GET"
     ]
+
+
+def change_status(incident, status, capture):
+    """Commit a status change and run what its commit queues (the dispatch, eagerly)."""
+    with capture(execute=True):
+        incident_update(incident_id=incident.pk, status=status, actor="test")

@@ -17,7 +17,7 @@ from apps.runbooks import services, tasks, waits
 from apps.runbooks.models import RunbookRun, RunStatus, StepRun
 from tests.conftest import PD_URL
 from tests.factories import IncidentFactory
-from tests.runbooks.helpers import PAGE_STEP, add_create_ok, make_runbook, pd_incident, writes
+from tests.runbooks.helpers import PAGE_STEP, add_create_ok, change_status, make_runbook, pd_incident, writes
 
 pytestmark = pytest.mark.django_db
 
@@ -32,11 +32,6 @@ WAIT_STEP = {
     "with": {"statuses": "Monitoring, Resolved", "timeout_minutes": "120"},
 }
 RESOLVE_STEP = {"key": "resolve", "action": "pagerduty.resolve_incident", "connection": "default", "with": {}}
-
-
-def change_status(incident, status, capture):
-    with capture(execute=True):
-        incident_update(incident_id=incident.pk, status=status, actor="test")
 
 
 def api_for(user) -> APIClient:

@@ -17,14 +17,9 @@ from apps.runbooks import services, tasks
 from apps.runbooks.models import PagerDutyIncidentLink, RunbookRun, RunStatus, StepRun
 from tests.conftest import API_KEY, PD_URL
 from tests.factories import IncidentFactory
-from tests.runbooks.helpers import PAGE_STEP, add_create_ok, body, make_runbook, pd_incident, writes
+from tests.runbooks.helpers import PAGE_STEP, add_create_ok, body, change_status, make_runbook, pd_incident, writes
 
 pytestmark = pytest.mark.django_db
-
-
-def change_status(incident, status, capture):
-    with capture(execute=True):
-        incident_update(incident_id=incident.pk, status=status, actor="test")
 
 
 def test_investigating_sev1_sends_exact_create_request(pd, pd_connection, django_capture_on_commit_callbacks):

@@ -14,7 +14,7 @@ from apps.runbooks.models import Runbook, RunbookRun, RunbookVersion
 from apps.runbooks.services import runbook_upsert_from_spec
 from apps.runbooks.versions import runbook_version_ensure, version_yaml, versions_diff
 from tests.factories import IncidentFactory
-from tests.runbooks.helpers import PAGE_STEP, add_create_ok, make_runbook
+from tests.runbooks.helpers import PAGE_STEP, add_create_ok, change_status, make_runbook
 
 pytestmark = pytest.mark.django_db
 REPO_RUNBOOKS = Path(__file__).resolve().parents[2] / "runbooks"
@@ -138,8 +138,7 @@ def test_api_lists_versions_and_runs_name_theirs(pd, pd_connection, django_captu
 def _run_on_new_incident(pd, capture, incident_id) -> RunbookRun:
     incident = IncidentFactory()
     add_create_ok(pd, incident_id=incident_id)
-    with capture(execute=True):
-        incident_update(incident_id=incident.pk, status="Investigating", actor="test")
+    change_status(incident, "Investigating", capture)
     return RunbookRun.objects.get(incident=incident)
 
 

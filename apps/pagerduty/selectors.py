@@ -1,3 +1,5 @@
+import functools
+
 from django.db import connection as database
 
 from apps.core.errors import DomainError
@@ -5,15 +7,44 @@ from apps.pagerduty.models import Channel, PagerDutyConnection, ServiceMapping, 
 from apps.pagerduty.payloads import urgency_for_severity
 
 
-def connection_get(*, name: str) -> PagerDutyConnection:
-    try:
-        return PagerDutyConnection.objects.get(name=name)
-    except PagerDutyConnection.DoesNotExist:
+def connection_get(*, name: str, with_mappings: bool = False) -> PagerDutyConnection:
+    """The connection named so. `with_mappings`: on PostgreSQL, its mappings_for() are read in the
+    same statement and kept on it (`mappings`), so planning a page costs no round trip of its own;
+    elsewhere `mappings` is None and mappings_for() reads them when asked."""
+    if with_mappings and database.vendor == "postgresql":
+        found = list(PagerDutyConnection.objects.raw(_with_mappings_sql(), [name]))
+        connection = found[0] if found else None
+    else:
+        connection = PagerDutyConnection.objects.filter(name=name).first()
+    if connection is None:
         raise DomainError(
             f"No PagerDuty connection named {name!r}; create it in the admin or with "
             f"`python manage.py pagerduty_connect {name} --from-env`",
             field="connection",
-        ) from None
+        )
+    connection.mappings = None
+    if hasattr(connection, "service_keys"):
+        connection.mappings = (
+            dict(zip(connection.service_keys, connection.service_ids, strict=True)),
+            dict(zip(connection.urgency_keys, connection.urgency_values, strict=True)),
+        )
+    return connection
+
+
+@functools.cache
+def _with_mappings_sql() -> str:
+    # Written once per process, from the models' own table names; the name is the one parameter.
+    # Each pair of arrays comes from the same rows in the same order, zipped into dicts above.
+    connections = PagerDutyConnection._meta.db_table
+    services, urgencies = ServiceMapping._meta.db_table, UrgencyMapping._meta.db_table
+    mine = f"FROM {services} s WHERE s.connection_id = c.id ORDER BY s.id"
+    return (
+        f"SELECT c.*, ARRAY(SELECT s.service {mine}) AS service_keys, "
+        f"ARRAY(SELECT s.pagerduty_service_id {mine}) AS service_ids, "
+        f"ARRAY(SELECT u.severity FROM {urgencies} u ORDER BY u.id) AS urgency_keys, "
+        f"ARRAY(SELECT u.urgency FROM {urgencies} u ORDER BY u.id) AS urgency_values "
+        f"FROM {connections} c WHERE c.name = %s"
+    )
 
 
 def channel_get(*, name: str) -> Channel:

@@ -59,7 +59,9 @@ class LiveResolver:
         # execution (as its connection row is): a create step needs both before its request.
         key = ("mappings", self.connection.pk)
         if key not in self.cache:
-            self.cache[key] = selectors.mappings_for(connection=self.connection)
+            # Read with the connection where the database could (connection_get(with_mappings=True)).
+            known = getattr(self.connection, "mappings", None)
+            self.cache[key] = known if known is not None else selectors.mappings_for(connection=self.connection)
         return self.cache[key]
 
     def user_id(self, value: str, *, field: str) -> str:

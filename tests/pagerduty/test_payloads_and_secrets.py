@@ -5,6 +5,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connection as db
 
 from apps.core import encryption
+from apps.core.errors import DomainError
 from apps.pagerduty import payloads
 from apps.pagerduty.models import PagerDutyConnection, UrgencyMapping
 from apps.pagerduty.selectors import urgency_for
@@ -72,6 +73,42 @@ def test_mappings_for_reads_the_connections_services_and_the_urgency_overrides_i
     assert services == {"": "PDEFAULT", "payments": "PPAY"} and urgencies == {3: "high"}
     assert [service_for(services, s) for s in ("payments", "search")] == ["PPAY", "PDEFAULT"]
     assert payloads.urgency_for_severity(3, urgencies) == "high"
+
+
+@pytest.mark.django_db
+def test_connection_get_with_mappings_reads_them_with_the_connection_on_postgresql():
+    """The engine's connection read (one per run) carries the mappings on PostgreSQL: the same
+    services and overrides mappings_for() reads, no statement more than the connection's own."""
+    from django.test.utils import CaptureQueriesContext
+
+    from apps.pagerduty.selectors import connection_get, mappings_for
+
+    ours = PagerDutyConnection.objects.create(name="ours", api_key="k" * 20, from_email="a@example.com")
+    other = PagerDutyConnection.objects.create(name="other", api_key="k" * 20, from_email="a@example.com")
+    ours.service_mappings.create(service="", pagerduty_service_id="PDEFAULT")
+    ours.service_mappings.create(service="payments", pagerduty_service_id="PPAY")
+    other.service_mappings.create(service="search", pagerduty_service_id="PSEARCH")
+    UrgencyMapping.objects.create(severity=3, urgency="high")
+    UrgencyMapping.objects.create(severity=0, urgency="low")
+    with CaptureQueriesContext(db) as queries:
+        connection = connection_get(name="ours", with_mappings=True)
+    assert len(queries) == 1 and connection.pk == ours.pk
+    if db.vendor == "postgresql":
+        assert connection.mappings == ({"": "PDEFAULT", "payments": "PPAY"}, {3: "high", 0: "low"})
+        assert connection.mappings == mappings_for(connection=ours)
+    else:
+        assert connection.mappings is None
+    # A connection without mappings of its own: empty, not the other connection's.
+    lonely = connection_get(name="other", with_mappings=True)
+    if db.vendor == "postgresql":
+        assert lonely.mappings == ({"search": "PSEARCH"}, {3: "high", 0: "low"})
+    UrgencyMapping.objects.all().delete()
+    bare = PagerDutyConnection.objects.create(name="bare", api_key="k" * 20, from_email="a@example.com")
+    if db.vendor == "postgresql":
+        assert connection_get(name="bare", with_mappings=True).mappings == ({}, {}) == mappings_for(connection=bare)
+    assert connection_get(name="ours").mappings is None
+    with pytest.raises(DomainError, match="No PagerDuty connection named 'nope'"):
+        connection_get(name="nope", with_mappings=True)
 
 
 @pytest.mark.django_db

@@ -7,9 +7,12 @@ part exactly as save() or update() would write it (defaults, auto_now, field pre
 adding a field to a model needs nothing here.
 """
 
+from contextlib import nullcontext
+
 from django.db import connections, router, transaction
 from django.db.models import Q
 from django.db.models.constants import OnConflict
+from django.db.models.expressions import RawSQL
 from django.db.models.sql import InsertQuery, UpdateQuery
 
 
@@ -80,3 +83,78 @@ def upsert(obj, *, unique_fields: list[str], update_fields: list[str]) -> None:
         pk = model._default_manager.using(using).filter(**lookup).values_list("pk", flat=True).get()
     obj.pk = pk
     obj._state.adding, obj._state.db = False, using
+
+
+def insert_with_children(parent, children: list, *, link: str, then=None) -> None:
+    """INSERT `parent` and `children` (each pointing at it through its foreign key `link`), then
+    `then` = (queryset, values), an UPDATE as QuerySet.update would write it. All or nothing; the
+    objects get their primary keys, as save() and bulk_create() would give them.
+
+    On PostgreSQL one statement, a data-modifying WITH: the children name the parent's key through
+    its RETURNING, so it is one round trip and, outside a transaction, one commit. Elsewhere, or
+    inside a transaction (which a failure must not abort for the caller), in a transaction or
+    savepoint of its own."""
+    model = type(parent)
+    using = router.db_for_write(model)
+    db = connections[using]
+    if db.vendor != "postgresql":
+        with transaction.atomic(using=using):
+            parent.save_base(force_insert=True, using=using)
+            for child in children:
+                setattr(child, link, parent)
+            if children:
+                type(children[0]).objects.using(using).bulk_create(children)
+            if then is not None:
+                queryset, values = then
+                queryset.using(using).update(**values)
+        return
+
+    meta = model._meta
+    parts, params = [], []
+    insert = InsertQuery(model)
+    insert.insert_values(_insert_fields(model), [parent])
+    compiler = insert.get_compiler(using=using)
+    compiler.returning_fields = [meta.pk]
+    [(sql, sql_params)] = compiler.as_sql()
+    parts.append(f"new_parent AS ({sql})")
+    params += sql_params
+    if children:
+        child_model = type(children[0])
+        child_meta = child_model._meta
+        column = child_meta.get_field(link).attname
+        for child in children:
+            # An expression, compiled into each row by Django's own INSERT compiler.
+            setattr(child, column, RawSQL(f"SELECT {db.ops.quote_name(meta.pk.column)} FROM new_parent", ()))
+        insert = InsertQuery(child_model)
+        insert.insert_values(_insert_fields(child_model), children)
+        compiler = insert.get_compiler(using=using)
+        compiler.returning_fields = [child_meta.pk]
+        [(sql, sql_params)] = compiler.as_sql()
+        parts.append(f"new_children AS ({sql})")
+        params += sql_params
+    if then is not None:
+        queryset, values = then
+        update = queryset.query.chain(UpdateQuery)
+        update.add_update_values(values)
+        sql, sql_params = update.get_compiler(using=using).as_sql()
+        parts.append(f"updated AS ({sql})")
+        params += sql_params
+    pk = db.ops.quote_name(meta.pk.column)
+    children_keys = f"ARRAY(SELECT {db.ops.quote_name(child_meta.pk.column)} FROM new_children)" if children else "NULL"
+    with transaction.atomic(using=using) if db.in_atomic_block else nullcontext(), db.cursor() as cursor:
+        cursor.execute(f"WITH {', '.join(parts)} SELECT {pk}, {children_keys} FROM new_parent", params)
+        parent_pk, children_pks = cursor.fetchone()
+    parent.pk = parent_pk
+    parent._state.adding, parent._state.db = False, using
+    for child, child_pk in zip(children, children_pks or (), strict=True):
+        setattr(child, column, parent_pk)
+        child.pk = child_pk
+        child._state.adding, child._state.db = False, using
+
+
+def hold_prefetched(instance, name: str, objects: list) -> None:
+    """`instance.<name>.all()` answers `objects` without a query, as after prefetch_related(name):
+    for rows the caller read (or wrote) itself in fewer statements than the ORM would."""
+    queryset = getattr(instance, name).all()
+    queryset._result_cache, queryset._prefetch_done = objects, True
+    instance.__dict__.setdefault("_prefetched_objects_cache", {})[name] = queryset

@@ -24,7 +24,7 @@ from apps.core.errors import Conflict, DomainError
 from apps.core.limits import STORED_BODY_MAX_CHARS
 from apps.core.queueing import enqueue
 from apps.core.redaction import redact_data, redact_headers
-from apps.core.sql import insert_and_update, prepared_for_insert
+from apps.core.sql import hold_prefetched, insert_and_update, insert_with_children, prepared_for_insert
 from apps.core.validators import storable_json
 from apps.incidents.models import IncidentEvent
 from apps.incidents.services import incident_trigger_runbook
@@ -122,10 +122,12 @@ def runs_create_for_event(*, event_id: int, queue_from: int = 0) -> list[Runbook
     stamped = event.dispatched_at is not None
     for runbook in runbooks_matching_event(event=event):
         try:
-            with transaction.atomic():
-                run, step_runs = _run_create(runbook=runbook, event=event, leased=len(created) < queue_from)
-                # In the first run's transaction: no statement of its own, and never a run without it.
-                stamped = stamped or _stamp_dispatched(event)
+            # The first run's statement stamps the event too: no statement of its own, and never a
+            # run without it.
+            run, step_runs = _run_create(
+                runbook=runbook, event=event, leased=len(created) < queue_from, stamp=not stamped
+            )
+            stamped = True
         except IntegrityError:
             if RunbookRun.objects.filter(runbook=runbook, event=event).exists():
                 continue  # this (runbook, event) already has its run
@@ -138,18 +140,19 @@ def runs_create_for_event(*, event_id: int, queue_from: int = 0) -> list[Runbook
         elif all(step_run.pk for step_run in step_runs):
             # Executed by the caller: it starts from the rows just written instead of reading them
             # back, held as prefetch_related would hold them.
-            prefetched = run.step_runs.all()
-            prefetched._result_cache, prefetched._prefetch_done = step_runs, True
-            run._prefetched_objects_cache = {"step_runs": prefetched}
+            hold_prefetched(run, "step_runs", step_runs)
         created.append(run)
     if not stamped:
         _stamp_dispatched(event)
     return created
 
 
-def _stamp_dispatched(event: IncidentEvent) -> bool:
-    IncidentEvent.objects.filter(pk=event.pk, dispatched_at__isnull=True).update(dispatched_at=timezone.now())
-    return True
+def _undispatched(event: IncidentEvent):
+    return IncidentEvent.objects.filter(pk=event.pk, dispatched_at__isnull=True)
+
+
+def _stamp_dispatched(event: IncidentEvent) -> None:
+    _undispatched(event).update(dispatched_at=timezone.now())
 
 
 @transaction.atomic
@@ -176,7 +179,11 @@ def run_create(*, runbook: Runbook, event: IncidentEvent) -> RunbookRun:
     return _run_create(runbook=runbook, event=event)[0]
 
 
-def _run_create(*, runbook: Runbook, event: IncidentEvent, leased: bool = False) -> tuple[RunbookRun, list[StepRun]]:
+def _run_create(
+    *, runbook: Runbook, event: IncidentEvent, leased: bool = False, stamp: bool = False
+) -> tuple[RunbookRun, list[StepRun]]:
+    """The run and its steps, written together (one statement on PostgreSQL); `stamp`: the event
+    marked dispatched in the same statement."""
     # The steps as matched (prefetched with the runbook), so the run and its version describe the
     # same runbook even if it is being edited right now.
     steps = sorted(runbook.steps.all(), key=lambda step: (step.position, step.pk))
@@ -186,23 +193,23 @@ def _run_create(*, runbook: Runbook, event: IncidentEvent, leased: bool = False)
         # Exactly what _claim writes, in the same INSERT.
         run.status, run.lease_token, run.lease_expires_at = RunStatus.RUNNING, uuid.uuid4().hex, _lease_until()
         run.executions, run.started_at = 1, timezone.now()
-    run.save(force_insert=True)
-    step_runs = StepRun.objects.bulk_create(
-        [
-            StepRun(
-                run=run,
-                step=step,
-                position=index,
-                key=step.key,
-                name=step.name,
-                action=step.action,
-                connection=step.connection,
-                inputs=step.inputs,
-                on_failure=step.on_failure,
-            )
-            for index, step in enumerate(steps)
-        ]
-    )
+    step_runs = [
+        StepRun(
+            step=step,
+            position=index,
+            key=step.key,
+            name=step.name,
+            action=step.action,
+            connection=step.connection,
+            inputs=step.inputs,
+            on_failure=step.on_failure,
+        )
+        for index, step in enumerate(steps)
+    ]
+    then = (_undispatched(event), {"dispatched_at": timezone.now()}) if stamp else None
+    insert_with_children(run, step_runs, link="run", then=then)
+    for step_run in step_runs:
+        step_run.run = run
     return run, step_runs
 
 
@@ -295,7 +302,7 @@ class _Execution:
 
     def connection(self, name: str):
         if name not in self._connections:
-            self._connections[name] = connection_get(name=name)
+            self._connections[name] = connection_get(name=name, with_mappings=True)
         return self._connections[name]
 
     def channel(self, name: str):

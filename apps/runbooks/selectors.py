@@ -1,11 +1,10 @@
 from datetime import UTC, datetime
 
-from django.db.models import prefetch_related_objects
-
+from apps.core.sql import hold_prefetched
 from apps.incidents.models import Incident, IncidentEvent, IncidentEventKind
 from apps.runbooks import matcher, templating
 from apps.runbooks.executors import get_action
-from apps.runbooks.models import Runbook, RunbookRun, RunStatus, StepRun
+from apps.runbooks.models import Runbook, RunbookRun, RunStatus, Step, StepRun
 from apps.runbooks.resolvers import linked_incident_id
 
 
@@ -20,9 +19,34 @@ def runbooks_matching_event(*, event: IncidentEvent) -> list[Runbook]:
         candidates = candidates.filter(slug=event.runbook_slug)
     else:
         candidates = candidates.filter(trigger_on__in=matcher.triggers_for(event.kind))
-    matched = [rb for rb in candidates if matcher.runbook_matches(rb, event, event.incident)]
-    prefetch_related_objects(matched, "steps")
-    return matched
+    return [rb for rb in _with_steps(candidates) if matcher.runbook_matches(rb, event, event.incident)]
+
+
+def _with_steps(runbooks) -> list[Runbook]:
+    """The runbooks of the queryset, each holding its steps as prefetch_related("steps") would,
+    read in one statement instead of two: a LEFT JOIN, a runbook without steps comes with none.
+    Every row of a runbook repeats its columns; a matching runbook has a handful of steps."""
+    own = [field.attname for field in Runbook._meta.concrete_fields]
+    step_fields = Step._meta.concrete_fields
+    # The step's columns through the join, its runbook's key taken from the runbook's own.
+    joined = [f"steps__{field.name}" for field in step_fields if field.name != "runbook"]
+    rows = runbooks.order_by("slug", "steps__position", "steps__id").values_list(*own, *joined)
+    by_pk: dict = {}
+    held: dict = {}
+    for row in rows:
+        runbook = by_pk.get(row[0])
+        if runbook is None:
+            runbook = by_pk[row[0]] = Runbook.from_db(rows.db, own, row[: len(own)])
+            held[runbook.pk] = []
+        values = iter(row[len(own) :])
+        step_values = [runbook.pk if field.name == "runbook" else next(values) for field in step_fields]
+        if step_values[0] is not None:
+            step = Step.from_db(rows.db, [field.attname for field in step_fields], step_values)
+            step.runbook = runbook
+            held[runbook.pk].append(step)
+    for runbook in by_pk.values():
+        hold_prefetched(runbook, "steps", held[runbook.pk])
+    return list(by_pk.values())
 
 
 def _iso(value: datetime | None) -> str:

@@ -186,3 +186,37 @@ def test_an_event_without_a_severity_is_judged_by_the_incident_severity(incident
         kind=IncidentEventKind.STATUS_CHANGED, from_status="Detected", to_status="Investigating", to_severity=None
     )
     assert runbook_matches(runbook, event, incident) is matches
+
+
+def test_matching_runbooks_come_with_their_steps_from_one_statement():
+    """The dispatch task's read: the candidates and their steps in one statement, each runbook
+    holding its own steps in order (inputs as stored), a runbook without steps holding none, and
+    nothing read again when the steps or their runbook are used."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from apps.runbooks.selectors import runbooks_matching_event
+    from tests.factories import RunbookFactory, StepFactory
+
+    two = RunbookFactory(slug="b-two", trigger_to=["Identified"])
+    StepFactory(runbook=two, position=2, key="later", inputs={"title": "{{Activity.title}}", "n": [1, 2]})
+    StepFactory(runbook=two, position=1, key="first", inputs={})
+    empty = RunbookFactory(slug="a-empty", trigger_to=[])
+    RunbookFactory(slug="c-other", trigger_to=["Resolved"])
+    StepFactory(runbook=RunbookFactory(slug="d-off", enabled=False, trigger_to=[]), key="never")
+    incident = IncidentFactory()
+    event = IncidentEvent.objects.create(
+        incident=incident, kind=IncidentEventKind.STATUS_CHANGED, from_status="Investigating", to_status="Identified"
+    )
+    event = IncidentEvent.objects.select_related("incident").get(pk=event.pk)
+
+    with CaptureQueriesContext(connection) as queries:
+        matched = runbooks_matching_event(event=event)
+        held = {rb.slug: [(s.key, s.inputs, s.runbook.slug) for s in rb.steps.all()] for rb in matched}
+    assert len(queries) == 1
+    assert [rb.pk for rb in matched] == [empty.pk, two.pk]
+    assert held == {
+        "a-empty": [],
+        "b-two": [("first", {}, "b-two"), ("later", {"title": "{{Activity.title}}", "n": [1, 2]}, "b-two")],
+    }
+    assert matched[1].trigger_to == ["Identified"] and matched[1].updated_at == two.updated_at

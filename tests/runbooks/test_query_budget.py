@@ -22,8 +22,8 @@ from tests.conftest import PD_URL
 from tests.factories import IncidentFactory
 from tests.runbooks.helpers import pd_incident
 
-BUDGET = 24
-FIRST_RUN_BUDGET = 25
+BUDGET = 18
+FIRST_RUN_BUDGET = 19
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -50,13 +50,22 @@ def test_headers_on_reads_and_writes(client):
     assert read.headers["Accept"] == "application/vnd.pagerduty+json;version=2"
     assert write.headers["From"] == "other@example.com"
     assert write.headers["Content-Type"] == "application/json"
+    # Nothing else of ours: requests' own (agent, encodings, keep-alive, the body's length) besides.
+    ours = {"authorization", "accept", "content-type"}
+    library = {"user-agent", "accept-encoding", "connection"}
+    assert {name.lower() for name in read.headers} == ours | library | {"from"}  # the connection's default
+    assert {name.lower() for name in write.headers} == ours | library | {"from", "content-length"}
 
 
 def test_write_without_from_is_refused_before_sending():
     c = PagerDutyClient(api_key=KEY, api_url=URL, from_email="")
-    with responses.RequestsMock() as mock, pytest.raises(PagerDutyBadRequest, match='"From" header'):
+    with responses.RequestsMock() as mock, pytest.raises(PagerDutyBadRequest) as refused:
         c.create_incident({"incident": {}})
     assert len(mock.calls) == 0
+    assert refused.value.message == (
+        'No From email: PagerDuty requires a user\'s email in the "From" header on writes; '
+        "set `from` on the step or a default From email on the connection"
+    )
 
 
 @responses.activate

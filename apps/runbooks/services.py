@@ -193,24 +193,27 @@ def _run_create(
         # Exactly what _claim writes, in the same INSERT.
         run.status, run.lease_token, run.lease_expires_at = RunStatus.RUNNING, uuid.uuid4().hex, _lease_until()
         run.executions, run.started_at = 1, timezone.now()
-    step_runs = [
-        StepRun(
-            step=step,
-            position=index,
-            key=step.key,
-            name=step.name,
-            action=step.action,
-            connection=step.connection,
-            inputs=step.inputs,
-            on_failure=step.on_failure,
-        )
-        for index, step in enumerate(steps)
-    ]
+    step_runs = [_step_run_of(step, position) for position, step in enumerate(steps)]
     then = (_undispatched(event), {"dispatched_at": timezone.now()}) if stamp else None
     insert_with_children(run, step_runs, link="run", then=then)
     for step_run in step_runs:
         step_run.run = run
     return run, step_runs
+
+
+def _step_run_of(step, position: int, **fields) -> StepRun:
+    """A step run holding a snapshot of the step: editing the runbook later never changes it."""
+    return StepRun(
+        step=step,
+        position=position,
+        key=step.key,
+        name=step.name,
+        action=step.action,
+        connection=step.connection,
+        inputs=step.inputs,
+        on_failure=step.on_failure,
+        **fields,
+    )
 
 
 # --- executing runs ------------------------------------------------------------------------------
@@ -676,17 +679,7 @@ def _step_runs_take_current(*, run: RunbookRun) -> None:
     for position, step in enumerate(steps):
         step_run = existing.get(step.key)
         if step_run is None:
-            StepRun.objects.create(
-                run=run,
-                step=step,
-                position=position,
-                key=step.key,
-                name=step.name,
-                action=step.action,
-                connection=step.connection,
-                inputs=step.inputs,
-                on_failure=step.on_failure,
-            )
+            _step_run_of(step, position, run=run).save(force_insert=True)
             continue
         step_run.position = position
         fields = ["position"]

@@ -55,18 +55,24 @@ def test_urgency_mapping_overrides():
     assert urgency_for(severity=2) == "high"
 
 
-@pytest.mark.django_db
-def test_mappings_for_reads_the_connections_services_and_the_urgency_overrides_in_one_statement():
-    from django.test.utils import CaptureQueriesContext
-
-    from apps.pagerduty.selectors import mappings_for, service_for
-
+def two_connections_with_mappings() -> PagerDutyConnection:
+    """Connection ours with a default and a payments mapping, other with search; SEV3 overridden to high."""
     ours = PagerDutyConnection.objects.create(name="ours", api_key="k" * 20, from_email="a@example.com")
     other = PagerDutyConnection.objects.create(name="other", api_key="k" * 20, from_email="a@example.com")
     ours.service_mappings.create(service="", pagerduty_service_id="PDEFAULT")
     ours.service_mappings.create(service="payments", pagerduty_service_id="PPAY")
     other.service_mappings.create(service="search", pagerduty_service_id="PSEARCH")
     UrgencyMapping.objects.create(severity=3, urgency="high")
+    return ours
+
+
+@pytest.mark.django_db
+def test_mappings_for_reads_the_connections_services_and_the_urgency_overrides_in_one_statement():
+    from django.test.utils import CaptureQueriesContext
+
+    from apps.pagerduty.selectors import mappings_for, service_for
+
+    ours = two_connections_with_mappings()
     with CaptureQueriesContext(db) as queries:
         services, urgencies = mappings_for(connection=ours)
     assert len(queries) == 1
@@ -83,12 +89,7 @@ def test_connection_get_with_mappings_reads_them_with_the_connection_on_postgres
 
     from apps.pagerduty.selectors import connection_get, mappings_for
 
-    ours = PagerDutyConnection.objects.create(name="ours", api_key="k" * 20, from_email="a@example.com")
-    other = PagerDutyConnection.objects.create(name="other", api_key="k" * 20, from_email="a@example.com")
-    ours.service_mappings.create(service="", pagerduty_service_id="PDEFAULT")
-    ours.service_mappings.create(service="payments", pagerduty_service_id="PPAY")
-    other.service_mappings.create(service="search", pagerduty_service_id="PSEARCH")
-    UrgencyMapping.objects.create(severity=3, urgency="high")
+    ours = two_connections_with_mappings()
     UrgencyMapping.objects.create(severity=0, urgency="low")
     with CaptureQueriesContext(db) as queries:
         connection = connection_get(name="ours", with_mappings=True)

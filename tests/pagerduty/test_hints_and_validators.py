@@ -5,6 +5,7 @@ import io
 import pytest
 import requests
 import responses
+from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 
 from apps.pagerduty.client import PagerDutyClient, RetryPolicy
@@ -213,6 +214,22 @@ def test_events_url_follows_api_url_when_not_given(db, settings):
     assert eu.events_url == "https://events.eu.pagerduty.com"
     local = connection_upsert(name="local", api_key=API_KEY, from_email="a@b.co", api_url="http://127.0.0.1:8765/")
     assert (local.api_url, local.events_url) == ("http://127.0.0.1:8765", "http://127.0.0.1:8765")
+
+
+def test_only_trailing_slashes_are_taken_off_a_url_with_a_path(db, settings):
+    """A connection through a proxy keeps its path to the last character; dropping a segment of it
+    is another destination, which needs the key again."""
+    settings.PAGERDUTY_ALLOWED_HOSTS = ["pd-proxy.example.com"]
+    proxied = connection_upsert(
+        name="proxied", api_key=API_KEY, from_email="a@b.co", api_url="https://pd-proxy.example.com/pd/X/"
+    )
+    assert (proxied.api_url, proxied.events_url) == (
+        "https://pd-proxy.example.com/pd/X",
+        "https://pd-proxy.example.com/pd/X",
+    )
+    with pytest.raises(ValidationError) as refused:
+        connection_upsert(name="proxied", from_email="a@b.co", api_url="https://pd-proxy.example.com/pd/")
+    assert set(refused.value.message_dict) == {"api_url", "events_url"}  # events_url follows api_url
 
 
 def test_the_api_url_field_reads_host_names_without_regard_to_case():

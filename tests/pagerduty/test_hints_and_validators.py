@@ -103,6 +103,20 @@ def test_key_problems_never_echo_the_key():
         assert problem and key not in problem
 
 
+def test_each_key_problem_says_what_to_do_word_for_word():
+    """The words a person reads under the field (validate_api_key puts "This API key … ." around them)."""
+    assert api_key_problem("") == api_key_problem(None) == "is empty"
+    assert api_key_problem("x" * 512) is None  # the longest key taken
+    assert api_key_problem("x" * 513) == "is 513 characters long; a PagerDuty key is far shorter (at most 512)"
+    assert api_key_problem("abc\ndef") == (
+        "contains whitespace (character 4); a key is one word: paste it again without spaces or line breaks"
+    )
+    assert api_key_problem("abcdéf") == (
+        "contains a control or non-ASCII character (character 5), which cannot be sent in an HTTP header; "
+        "paste the key again from PagerDuty"
+    )
+
+
 # --- what to do about PagerDuty's answers ------------------------------------------------------
 
 

@@ -64,6 +64,15 @@ def test_refused_urls_say_why(settings, url, says):
     assert problem and says in problem
 
 
+def test_an_empty_url_and_one_with_a_blank_or_unprintable_character_are_refused_word_for_word(settings):
+    """Anywhere in the URL, path included: a space (printable) as much as DEL (not whitespace)."""
+    settings.PAGERDUTY_ALLOWED_HOSTS = ["api.pagerduty.com"]
+    assert url_problem("") == url_problem(None) == "is empty"
+    for url in ("https://api.pagerduty.com/ v2", "https://api.pagerduty.com/v2\x7f", "https://api.pagerduty.com/\t"):
+        assert url_problem(url) == "contains whitespace or control characters", url
+    assert url_problem("https://api.pagerduty.com/v2") is None
+
+
 def test_loopback_may_use_http_when_allowed_and_star_allows_any(settings):
     settings.PAGERDUTY_ALLOWED_HOSTS = ["127.0.0.1", "::1", "localhost", "127.0.0.2"]
     for url in ("http://127.0.0.1:8765", "http://[::1]:8765", "http://localhost:1", "http://127.0.0.2"):

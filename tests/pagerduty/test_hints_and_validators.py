@@ -73,6 +73,25 @@ def test_an_empty_url_and_one_with_a_blank_or_unprintable_character_are_refused_
     assert url_problem("https://api.pagerduty.com/v2") is None
 
 
+def test_each_refused_url_says_why_in_full(settings):
+    settings.PAGERDUTY_ALLOWED_HOSTS = ["api.pagerduty.com"]
+    assert url_problem("https://") == "has no host"
+    assert url_problem("https://u:p@api.pagerduty.com") == (
+        "contains credentials (user:password@); the key is the only credential sent"
+    )
+    assert url_problem("https://api.pagerduty.com:0") == "has port 0; a port is 1–65535"
+    assert url_problem("http://api.pagerduty.com") == (
+        "uses http; https is required except for loopback hosts (127.0.0.1, ::1, localhost)"
+    )
+    assert url_problem("ftp://api.pagerduty.com") == (
+        "has the scheme ftp:; only https (http for loopback hosts) is allowed"
+    )
+    assert url_problem("https://pd.test") == (
+        "has the host 'pd.test', which is not in PAGERDUTY_ALLOWED_HOSTS (api.pagerduty.com); "
+        "whoever deploys this service can add it"
+    )
+
+
 def test_loopback_may_use_http_when_allowed_and_star_allows_any(settings):
     settings.PAGERDUTY_ALLOWED_HOSTS = ["127.0.0.1", "::1", "localhost", "127.0.0.2"]
     for url in ("http://127.0.0.1:8765", "http://[::1]:8765", "http://localhost:1", "http://127.0.0.2"):

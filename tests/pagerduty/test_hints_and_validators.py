@@ -90,6 +90,10 @@ def test_each_refused_url_says_why_in_full(settings):
         "has the host 'pd.test', which is not in PAGERDUTY_ALLOWED_HOSTS (api.pagerduty.com); "
         "whoever deploys this service can add it"
     )
+    settings.PAGERDUTY_ALLOWED_HOSTS = ["api.pagerduty.com", "api.eu.pagerduty.com"]
+    assert "PAGERDUTY_ALLOWED_HOSTS (api.pagerduty.com, api.eu.pagerduty.com);" in url_problem("https://pd.test")
+    settings.PAGERDUTY_ALLOWED_HOSTS = []
+    assert "PAGERDUTY_ALLOWED_HOSTS ((none));" in url_problem("https://api.pagerduty.com")
 
 
 def test_loopback_may_use_http_when_allowed_and_star_allows_any(settings):

@@ -1,4 +1,5 @@
-"""Writes the ORM spreads over several statements, as one statement each.
+"""Writes the ORM spreads over several statements, as one statement each (and rows so read or
+written held as a prefetch would hold them).
 
 Every statement is a round trip and, outside a transaction, a commit (a WAL flush on PostgreSQL).
 The runbook engine writes a few rows per step on the path between a status change and the
@@ -140,6 +141,8 @@ def insert_with_children(parent, children: list, *, link: str, then=None) -> Non
         parts.append(f"updated AS ({sql})")
         params += sql_params
     pk = db.ops.quote_name(meta.pk.column)
+    # The children's keys in the order of their rows: PostgreSQL's RETURNING follows the VALUES,
+    # which bulk_create() relies on as well.
     children_keys = f"ARRAY(SELECT {db.ops.quote_name(child_meta.pk.column)} FROM new_children)" if children else "NULL"
     with transaction.atomic(using=using) if db.in_atomic_block else nullcontext(), db.cursor() as cursor:
         cursor.execute(f"WITH {', '.join(parts)} SELECT {pk}, {children_keys} FROM new_parent", params)

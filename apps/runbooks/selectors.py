@@ -30,6 +30,7 @@ def _with_steps(runbooks) -> list[Runbook]:
     step_fields = Step._meta.concrete_fields
     # The step's columns through the join, its runbook's key taken from the runbook's own.
     joined = [f"steps__{field.name}" for field in step_fields if field.name != "runbook"]
+    step_names = [field.attname for field in step_fields]
     rows = runbooks.order_by("slug", "steps__position", "steps__id").values_list(*own, *joined)
     by_pk: dict = {}
     held: dict = {}
@@ -41,7 +42,7 @@ def _with_steps(runbooks) -> list[Runbook]:
         values = iter(row[len(own) :])
         step_values = [runbook.pk if field.name == "runbook" else next(values) for field in step_fields]
         if step_values[0] is not None:
-            step = Step.from_db(rows.db, [field.attname for field in step_fields], step_values)
+            step = Step.from_db(rows.db, step_names, step_values)
             step.runbook = runbook
             held[runbook.pk].append(step)
     for runbook in by_pk.values():

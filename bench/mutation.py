@@ -191,6 +191,24 @@ def build_template_db(env: dict) -> Path:
     return template
 
 
+def generate_mutants(env: dict, processes: int) -> None:
+    """Write every module's mutants as `mutmut run` does before testing anything (its own steps, in
+    its order), keeping the restored verdicts of the functions whose hash is unchanged."""
+    steps = (
+        "import mutmut.__main__ as m",
+        "m.set_mutant_under_test('mutant_generation')",
+        "m.makedirs(m.Path('mutants'), exist_ok=True)",
+        "m.copy_src_dir()",
+        "m.copy_also_copy_files()",
+        "m.setup_source_paths()",
+        "m.store_lines_covered_by_tests()",
+        f"m.create_mutants({processes})",
+    )
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-c", "; ".join(steps)], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+    print(f"mutants written in {time.monotonic() - started:.1f} s", flush=True)
+
+
 def mutant_diff(mutmut: Path, name: str, env: dict) -> list[str]:
     shown = subprocess.run([str(mutmut), "show", name], cwd=ROOT, env=env, capture_output=True, text=True)
     return [line for line in shown.stdout.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---")]
@@ -249,14 +267,15 @@ def main() -> int:
     started = time.monotonic()
     log = MUTANTS / "mutmut-run.log"
     print(f"{', '.join(modules)}: running (log: {log.relative_to(ROOT)})", flush=True)
-    # mutmut tests again every mutant it is *named*, decided or not; named by nothing, it tests the
-    # undecided mutants of every module. So all the modules are run unnamed, and some of them by the
-    # names of their undecided mutants (by pattern only while nothing is known of them: a fresh
-    # mutants/ without recorded verdicts).
+    # mutmut tests again every mutant it is *named*, decided or not (a pattern names them all);
+    # named by nothing, it tests the undecided mutants of every module. So all the modules are run
+    # unnamed, and some of them by the names of their undecided mutants, which only exist once
+    # mutmut has written the mutants: a fresh mutants/ has them written first.
     command = [str(mutmut), "run", "--max-children", str(args.max_children)]
     if set(modules) != set(configured_modules()):
-        generated = all((MUTANTS / path).exists() and meta_path(path).exists() for path in modules)
-        names = undecided(modules) if generated else [f"{dotted(path)}.*" for path in modules]
+        if not all((MUTANTS / path).exists() and meta_path(path).exists() for path in modules):
+            generate_mutants(env, args.max_children)
+        names = undecided(modules)
         # Nothing left to decide: `true` stands in, so the table below is still printed.
         command = command + names if names else ["true"]
     with log.open("w") as out:

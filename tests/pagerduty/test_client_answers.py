@@ -8,6 +8,7 @@ from email.utils import format_datetime
 
 import pytest
 import redis
+import requests
 import responses
 
 from apps.pagerduty.client import PagerDutyClient, RetryPolicy, announced_wait, is_dedup_conflict
@@ -276,7 +277,55 @@ def test_a_lost_budget_does_not_stop_a_page_from_going_out(caplog):
     client = PagerDutyClient(api_key=KEY, api_url=URL, from_email="a@b.co", throttle=BrokenLimiter())
     with caplog.at_level(logging.WARNING, logger="apps.pagerduty.client"):
         assert client.create_incident({"incident": {}}) == {"id": "Q1"}
-    assert "rate limiter unavailable (Redis is down); sending without it" in caplog.text
+    # In full: the operator searching the logs for "PagerDuty rate limiter" finds it.
+    [record] = [r for r in caplog.records if r.name == "apps.pagerduty.client"]
+    assert record.getMessage() == "PagerDuty rate limiter unavailable (Redis is down); sending without it"
+    assert record.levelno == logging.WARNING
+
+
+class FakeClock:
+    """time.monotonic for the client alone: it moves only when PagerDuty takes its time to answer."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def monotonic(self):
+        return self.now
+
+
+@responses.activate
+def test_each_exchange_records_how_long_pagerduty_took(client, monkeypatch):
+    import apps.pagerduty.client as client_module
+
+    clock = FakeClock()
+    monkeypatch.setattr(client_module, "time", clock)
+
+    def slow(request, seconds=2.5):
+        clock.now += seconds
+        return 201, {}, '{"incident": {"id": "Q1"}}'
+
+    responses.add_callback(responses.POST, f"{URL}/incidents", callback=slow)
+    client.create_incident({"incident": {}})
+    assert [e.duration_ms for e in client.exchanges] == [2500]
+
+
+@responses.activate
+def test_every_request_is_counted_by_method_and_answer(client):
+    from prometheus_client import REGISTRY
+
+    def count(status):
+        return REGISTRY.get_sample_value("pagerduty_requests_total", {"method": "POST", "status": status}) or 0
+
+    before = {status: count(status) for status in ("201", "400", "error")}
+    responses.post(f"{URL}/incidents", json={"incident": {"id": "Q1"}}, status=201)
+    client.create_incident({"incident": {}})
+    responses.replace(responses.POST, f"{URL}/incidents", json={"error": {"message": "Invalid"}}, status=400)
+    with pytest.raises(PagerDutyBadRequest):
+        client.create_incident({"incident": {}})
+    responses.replace(responses.POST, f"{URL}/incidents", body=requests.ConnectTimeout("no answer to SYN"))
+    with pytest.raises(PagerDutyError):
+        client.create_incident({"incident": {}})
+    assert {status: count(status) - before[status] for status in before} == {"201": 1, "400": 1, "error": 3}
 
 
 @responses.activate

@@ -1,5 +1,6 @@
 """Writes the ORM spreads over several statements, as one statement each (and rows so read or
-written held as a prefetch would hold them).
+written held as a prefetch would hold them); reads the hot path makes again and again, compiled
+once per connection.
 
 Every statement is a round trip and, outside a transaction, a commit (a WAL flush on PostgreSQL).
 The runbook engine writes a few rows per step on the path between a status change and the
@@ -8,8 +9,10 @@ part exactly as save() or update() would write it (defaults, auto_now, field pre
 adding a field to a model needs nothing here.
 """
 
+import threading
 from contextlib import nullcontext
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connections, router, transaction
 from django.db.models import Q
 from django.db.models.constants import OnConflict
@@ -161,3 +164,54 @@ def hold_prefetched(instance, name: str, objects: list) -> None:
     queryset = getattr(instance, name).all()
     queryset._result_cache, queryset._prefetch_done = objects, True
     instance.__dict__.setdefault("_prefetched_objects_cache", {})[name] = queryset
+
+
+class CompiledQuery:
+    """A read whose SQL is the same every time but for its parameters, compiled by Django once per
+    database connection instead of on every call: building a queryset and compiling it cost the
+    dispatch task more CPU than PostgreSQL spent answering (docs/benchmarks.md, stop 22).
+
+    `build(shape, *placeholders)` returns a values_list() queryset; `shape` (hashable) chooses
+    among statements of different shapes (an IN list of another length), and each placeholder must
+    reach the SQL as one parameter of its own, unchanged — checked when it is compiled, so a
+    placeholder Django transforms or repeats fails loudly instead of leaving a stale value in. So
+    the parameters are integers and text, which every database takes as they are (not a UUID:
+    SQLite is given its hex).
+    `rows(shape, *values)` answers what iterating the queryset built with `values` would: the
+    same statement, the fields' converters applied, one tuple per row."""
+
+    def __init__(self, build, *placeholders):
+        self.build, self.placeholders = build, placeholders
+        # Connections are per thread, and a compiled statement keeps its compiler's connection.
+        self._local = threading.local()
+
+    def _compiled(self, shape):
+        cache = self._local.__dict__.setdefault("cache", {})
+        if shape not in cache:
+            queryset = self.build(shape, *self.placeholders)
+            compiler = queryset.query.get_compiler(using=queryset.db)
+            sql, params = compiler.as_sql()
+            positions = []
+            for placeholder in self.placeholders:
+                found = [i for i, p in enumerate(params) if isinstance(p, type(placeholder)) and p == placeholder]
+                if len(found) != 1:
+                    raise ImproperlyConfigured(f"placeholder {placeholder!r} is {len(found)} parameters of {sql}")
+                # With the type Django gave it: on PostgreSQL an integer column's value is wrapped
+                # (psycopg's Int4…) so the server knows its type.
+                positions.append((found[0], type(params[found[0]])))
+            fields = [column[0] for column in compiler.select[: compiler.col_count]]
+            cache[shape] = (queryset.db, sql, list(params), positions, compiler, compiler.get_converters(fields))
+        return cache[shape]
+
+    def rows(self, shape, *values) -> list[tuple]:
+        using, sql, params, positions, compiler, converters = self._compiled(shape)
+        params = list(params)
+        for (position, kind), value in zip(positions, values, strict=True):
+            params[position] = value if type(value) is kind else kind(value)
+        with connections[using].cursor() as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+        width = compiler.col_count
+        if converters:
+            rows = compiler.apply_converters(rows, converters)
+        return [tuple(row[:width]) for row in rows]

@@ -1,48 +1,100 @@
 from datetime import UTC, datetime
 
-from apps.core.sql import hold_prefetched
+from django.db import router
+from django.db.models import Exists, OuterRef
+
+from apps.core.sql import CompiledQuery, hold_prefetched
 from apps.incidents.models import Incident, IncidentEvent, IncidentEventKind
 from apps.runbooks import matcher, templating
 from apps.runbooks.executors import get_action
-from apps.runbooks.models import Runbook, RunbookRun, RunStatus, Step, StepRun
+from apps.runbooks.models import PagerDutyIncidentLink, Runbook, RunbookRun, RunStatus, Step, StepRun
 from apps.runbooks.resolvers import linked_incident_id
+
+# The event being dispatched with its incident, and whether the incident has any PagerDuty link (a
+# run executed right away on an incident that has none need not look for one before paging).
+_EVENT_FIELDS = [field.attname for field in IncidentEvent._meta.concrete_fields]
+_INCIDENT_FIELDS = [field.attname for field in Incident._meta.concrete_fields]
+_EVENT_PLACEHOLDER = -(2**62) + 22  # never a key: stands for the event's in the compiled statement
+
+
+def _event_query(_shape, event_id):
+    linked = Exists(PagerDutyIncidentLink.objects.filter(incident_id=OuterRef("incident_id")))
+    incident = [f"incident__{field.name}" for field in Incident._meta.concrete_fields]
+    return (
+        IncidentEvent.objects.filter(pk=event_id)
+        .annotate(linked=linked)
+        .values_list(*_EVENT_FIELDS, *incident, "linked")
+    )
+
+
+_EVENT = CompiledQuery(_event_query, _EVENT_PLACEHOLDER)
+
+
+def event_for_dispatch(*, event_id: int) -> IncidentEvent | None:
+    """The event with its incident (as select_related would hold it) and `incident_linked`, in one
+    statement Django compiles once per connection; None when there is no such event."""
+    found = _EVENT.rows(None, int(event_id))
+    if not found:
+        return None
+    [row] = found
+    db = router.db_for_read(IncidentEvent)
+    event = IncidentEvent.from_db(db, _EVENT_FIELDS, row[: len(_EVENT_FIELDS)])
+    event.incident = Incident.from_db(db, _INCIDENT_FIELDS, row[len(_EVENT_FIELDS) : -1])
+    event.incident_linked = row[-1]
+    return event
 
 
 def runbooks_matching_event(*, event: IncidentEvent) -> list[Runbook]:
     # Manual runs too: a runbook disabled after someone asked for it does not run.
-    candidates = Runbook.objects.filter(enabled=True)
     # Narrowed in SQL to the runbooks that can match at all (the event kind's trigger, or the one
     # asked for by name), and the steps read for the matching ones only: an event no runbook fires
     # on (most `created` ones) costs one small query, and no runbook or step of another trigger is
     # built. The matcher still decides.
     if event.kind == IncidentEventKind.MANUAL:
-        candidates = candidates.filter(slug=event.runbook_slug)
+        rows = _RUNBOOK_NAMED.rows(None, event.runbook_slug)
     else:
-        candidates = candidates.filter(trigger_on__in=matcher.triggers_for(event.kind))
-    return [rb for rb in _with_steps(candidates) if matcher.runbook_matches(rb, event, event.incident)]
+        rows = _RUNBOOKS_TRIGGERED.rows(tuple(matcher.triggers_for(event.kind)))
+    return [rb for rb in _with_steps(rows) if matcher.runbook_matches(rb, event, event.incident)]
 
 
-def _with_steps(runbooks) -> list[Runbook]:
-    """The runbooks of the queryset, each holding its steps as prefetch_related("steps") would,
-    read in one statement instead of two: a LEFT JOIN, a runbook without steps comes with none.
-    Every row of a runbook repeats its columns; a matching runbook has a handful of steps."""
-    own = [field.attname for field in Runbook._meta.concrete_fields]
-    step_fields = Step._meta.concrete_fields
-    # The step's columns through the join, its runbook's key taken from the runbook's own.
-    joined = [f"steps__{field.name}" for field in step_fields if field.name != "runbook"]
-    step_names = [field.attname for field in step_fields]
-    rows = runbooks.order_by("slug", "steps__position", "steps__id").values_list(*own, *joined)
+# A runbook with its steps: one row per step (a LEFT JOIN; a runbook without steps is one row
+# with none). The step's columns through the join, its runbook's key taken from the runbook's own.
+_RUNBOOK_FIELDS = [field.attname for field in Runbook._meta.concrete_fields]
+_STEP_FIELDS = Step._meta.concrete_fields
+_STEP_NAMES = [field.attname for field in _STEP_FIELDS]
+_SLUG_PLACEHOLDER = "\x00runbook slug\x00"  # never a slug: stands for the one asked for
+
+
+def _with_steps_query(runbooks):
+    joined = [f"steps__{field.name}" for field in _STEP_FIELDS if field.name != "runbook"]
+    return runbooks.order_by("slug", "steps__position", "steps__id").values_list(*_RUNBOOK_FIELDS, *joined)
+
+
+_RUNBOOKS_TRIGGERED = CompiledQuery(
+    lambda triggers: _with_steps_query(Runbook.objects.filter(enabled=True, trigger_on__in=triggers))
+)
+_RUNBOOK_NAMED = CompiledQuery(
+    lambda _shape, slug: _with_steps_query(Runbook.objects.filter(enabled=True, slug=slug)), _SLUG_PLACEHOLDER
+)
+
+
+def _with_steps(rows) -> list[Runbook]:
+    """The runbooks of `rows` (_with_steps_query's), each holding its steps as
+    prefetch_related("steps") would: one statement instead of two. Every row of a runbook repeats
+    its columns; a matching runbook has a handful of steps."""
+    own = _RUNBOOK_FIELDS
+    db = router.db_for_read(Runbook)
     by_pk: dict = {}
     held: dict = {}
     for row in rows:
         runbook = by_pk.get(row[0])
         if runbook is None:
-            runbook = by_pk[row[0]] = Runbook.from_db(rows.db, own, row[: len(own)])
+            runbook = by_pk[row[0]] = Runbook.from_db(db, own, row[: len(own)])
             held[runbook.pk] = []
         values = iter(row[len(own) :])
-        step_values = [runbook.pk if field.name == "runbook" else next(values) for field in step_fields]
+        step_values = [runbook.pk if field.name == "runbook" else next(values) for field in _STEP_FIELDS]
         if step_values[0] is not None:
-            step = Step.from_db(rows.db, step_names, step_values)
+            step = Step.from_db(db, _STEP_NAMES, step_values)
             step.runbook = runbook
             held[runbook.pk].append(step)
     for runbook in by_pk.values():

@@ -16,7 +16,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, OperationalError, transaction
-from django.db.models import Exists, F, OuterRef, Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from apps.audit.services import audit_record
@@ -47,7 +47,6 @@ from apps.runbooks.executors.control import StepWaiting, is_control
 from apps.runbooks.models import (
     FINISHED,
     OnFailure,
-    PagerDutyIncidentLink,
     Runbook,
     RunbookRun,
     RunStatus,
@@ -56,6 +55,7 @@ from apps.runbooks.models import (
 )
 from apps.runbooks.resolvers import LiveResolver
 from apps.runbooks.selectors import (
+    event_for_dispatch,
     exchange_is_own,
     runbooks_matching_event,
     step_run_exchanges,
@@ -110,12 +110,9 @@ def runs_create_for_event(*, event_id: int, queue_from: int = 0) -> list[Runbook
     caller's to execute right away: they are created already leased to it (`lease_token`), as a
     claim would have left them, so nobody else takes them while the lease lasts, and a caller that
     dies leaves them to the recovery sweep once it expires (event_dispatch executes the first)."""
-    # Whether the incident has any PagerDuty link, in the same statement: a run executed right away
-    # on an incident that has none need not look for one before paging (_Execution.unlinked).
-    linked = Exists(PagerDutyIncidentLink.objects.filter(incident_id=OuterRef("incident_id")))
-    event = (
-        IncidentEvent.objects.select_related("incident").annotate(incident_linked=linked).filter(pk=event_id).first()
-    )
+    # With whether the incident has any PagerDuty link: a run executed right away on an incident
+    # that has none need not look for one before paging (_Execution.unlinked).
+    event = event_for_dispatch(event_id=event_id)
     if event is None:
         return []
     created = []

@@ -2,12 +2,14 @@
 PostgreSQL, all or nothing on every database, and objects holding the keys the rows got."""
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, transaction
 from django.db import connection as db
+from django.db.models import Q
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from apps.core.sql import insert_with_children
+from apps.core.sql import CompiledQuery, insert_with_children
 from apps.incidents.models import IncidentEvent
 from apps.runbooks.models import RunbookRun, StepRun
 from tests.factories import IncidentFactory, RunbookFactory
@@ -108,3 +110,59 @@ def test_the_update_touches_only_the_rows_its_queryset_names(event):
     event.refresh_from_db()
     other.refresh_from_db()
     assert event.dispatched_at is None and other.dispatched_at == already
+
+
+# --- CompiledQuery: compiled once per connection, run with each call's parameters ------------------
+
+
+def _events_by(_shape, actor):
+    return IncidentEvent.objects.filter(actor=actor).order_by("pk").values_list("pk", "kind", "details")
+
+
+def test_a_compiled_query_answers_as_the_queryset_would_with_each_calls_parameters():
+    incident = IncidentFactory()
+    made = [
+        IncidentEvent.objects.create(incident=incident, kind=kind, actor=actor, details={"n": n})
+        for n, (actor, kind) in enumerate([("ann", "severity_changed"), ("bob", "status_changed"), ("ann", "manual")])
+    ]
+    builds = []
+
+    def build(shape, actor):
+        builds.append(shape)
+        return _events_by(shape, actor)
+
+    query = CompiledQuery(build, "\x00placeholder\x00")
+    for actor in ("ann", "bob", "ann", "nobody"):
+        assert query.rows("events", actor) == list(_events_by(None, actor))
+    assert builds == ["events"]  # built and compiled once; every call after ran the same SQL
+    # The JSON column converted as values_list() converts it: a dict, not its text.
+    assert query.rows("events", "ann") == [(made[0].pk, "severity_changed", {"n": 0}), (made[2].pk, "manual", {"n": 2})]
+    assert query.rows("events", "bob") == [(made[1].pk, "status_changed", {"n": 1})]
+    assert query.rows("events", "nobody") == []
+
+
+def test_each_shape_is_compiled_on_its_own():
+    incident = IncidentFactory()
+    for kind in ("severity_changed", "status_changed", "manual"):
+        IncidentEvent.objects.create(incident=incident, kind=kind)
+
+    query = CompiledQuery(
+        lambda kinds: IncidentEvent.objects.filter(kind__in=kinds).values_list("kind").order_by("kind")
+    )
+    assert query.rows(("severity_changed",)) == [("severity_changed",)]
+    assert query.rows(("manual", "status_changed")) == [("manual",), ("status_changed",)]
+
+
+def test_a_placeholder_that_does_not_reach_the_sql_as_one_parameter_is_refused():
+    # Used twice, it would leave the second use holding the placeholder's value forever.
+    twice = CompiledQuery(
+        lambda _shape, pk: IncidentEvent.objects.filter(Q(pk=pk) | Q(incident__number=pk)).values_list("pk"), 987654321
+    )
+    with pytest.raises(ImproperlyConfigured, match="987654321 is 2 parameters"):
+        twice.rows(None, 1)
+    # Transformed by a lookup (icontains wraps it in %…%), it is not the value the caller gives.
+    transformed = CompiledQuery(
+        lambda _shape, text: IncidentEvent.objects.filter(actor__icontains=text).values_list("pk"), "x\x00"
+    )
+    with pytest.raises(ImproperlyConfigured, match="is 0 parameters"):
+        transformed.rows(None, "someone")

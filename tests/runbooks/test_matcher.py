@@ -220,3 +220,30 @@ def test_matching_runbooks_come_with_their_steps_from_one_statement():
         "b-two": [("first", {}, "b-two"), ("later", {"title": "{{Activity.title}}", "n": [1, 2]}, "b-two")],
     }
     assert matched[1].trigger_to == ["Identified"] and matched[1].updated_at == two.updated_at
+
+
+def test_the_dispatched_event_comes_with_its_incident_and_whether_it_has_a_link():
+    """The dispatch task's first read, one statement: the event, its incident held as select_related
+    would hold it, and whether any PagerDuty link exists (the first page then looks for none)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from apps.runbooks.models import PagerDutyIncidentLink
+    from apps.runbooks.selectors import event_for_dispatch
+
+    plain, linked = IncidentFactory(title="plain one"), IncidentFactory(title="linked one")
+    PagerDutyIncidentLink.objects.create(incident=linked, pagerduty_incident_id="QABC")
+    events = {
+        incident.title: IncidentEvent.objects.create(
+            incident=incident, kind=IncidentEventKind.STATUS_CHANGED, to_status="Identified", details={"k": "v"}
+        )
+        for incident in (plain, linked, plain)
+    }
+    for title, expected in events.items():
+        with CaptureQueriesContext(connection) as queries:
+            event = event_for_dispatch(event_id=expected.pk)
+            seen = (event.pk, event.to_status, event.details, event.incident.title, event.incident.created_at)
+        assert len(queries) == 1
+        assert seen == (expected.pk, "Identified", {"k": "v"}, title, expected.incident.created_at)
+        assert event.incident_linked is (title == "linked one")
+    assert event_for_dispatch(event_id=max(e.pk for e in events.values()) + 1) is None

@@ -64,3 +64,28 @@ def test_activity_variables_are_iso_utc_with_z(settings):
     assert activity["resolved_at"].endswith("Z")
     assert activity["url"] == f"https://runbooks.example.com/admin/incidents/incident/{incident.pk}/change/"
     assert (activity["severity"], activity["severity_label"], activity["short_id"]) == (1, "SEV1", incident.short_id)
+
+
+def test_a_status_change_locks_writes_and_records_in_three_statements():
+    """What every status change through the API costs: the locked read, the row, the event. The
+    number (the one unique field) is not checked again: a change never touches it."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    incident = incident_create(title="a", severity=2)
+    with CaptureQueriesContext(connection) as queries:
+        incident_update(incident_id=incident.pk, status="Identified", owner="b@c.co")
+    statements = [q["sql"] for q in queries.captured_queries if "SAVEPOINT" not in q["sql"]]
+    assert [sql.split()[0] for sql in statements] == ["SELECT", "UPDATE", "INSERT"]
+    assert statements[0].startswith('SELECT "incidents_incident"')
+    assert "FOR UPDATE" in statements[0] or connection.vendor == "sqlite"
+
+
+def test_a_change_still_validates_the_fields():
+    from django.core.exceptions import ValidationError
+
+    incident = incident_create(title="a")
+    for change, field in (({"owner": "not an address"}, "owner"), ({"title": "x" * 10_000}, "title")):
+        with pytest.raises(ValidationError) as err:
+            incident_update(incident_id=incident.pk, **change)
+        assert list(err.value.message_dict) == [field]

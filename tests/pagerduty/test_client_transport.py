@@ -226,3 +226,73 @@ def test_session_takes_proxies_and_ca_bundle_from_the_environment_and_notices_a_
         session.request("GET", "https://api.pagerduty.com/abilities")
     assert [kw["proxies"].get("https") for kw in sent] == [None, "http://proxy.example:3128", None]
     assert {kw["verify"] for kw in sent} == {"/etc/ssl/bundle.pem"}
+
+
+def test_the_session_keeps_what_the_caller_chose_over_the_environment(monkeypatch):
+    """As requests' own merge: explicit proxies win over the environment's, an explicit `verify`
+    other than the default (False, a bundle of its own) is kept, the default (True or None) takes
+    the environment's CA bundle; arguments may be given by position, as Session.request takes them."""
+    from unittest import mock
+
+    from apps.pagerduty.client import PagerDutySession
+
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/bundle.pem")
+    session = PagerDutySession()
+    sent = []
+    with mock.patch.object(requests.Session, "send", lambda self, request, **kw: sent.append((request.url, kw))):
+        session.request("GET", "https://api.pagerduty.com/a", proxies={"https": "http://mine.example:8080"})
+        session.request("GET", "https://api.pagerduty.com/b", verify=False)
+        session.request("GET", "https://api.pagerduty.com/c", verify="/etc/ssl/mine.pem")
+        session.request("GET", "https://api.pagerduty.com/d", verify=True)
+        session.request("GET", "https://api.pagerduty.com/e", {"limit": "5"})
+    assert [(url, kw["proxies"].get("https"), kw["verify"]) for url, kw in sent] == [
+        ("https://api.pagerduty.com/a", "http://mine.example:8080", "/etc/ssl/bundle.pem"),
+        ("https://api.pagerduty.com/b", "http://proxy.example:3128", False),
+        ("https://api.pagerduty.com/c", "http://proxy.example:3128", "/etc/ssl/mine.pem"),
+        ("https://api.pagerduty.com/d", "http://proxy.example:3128", "/etc/ssl/bundle.pem"),
+        ("https://api.pagerduty.com/e?limit=5", "http://proxy.example:3128", "/etc/ssl/bundle.pem"),
+    ]
+
+
+def test_the_key_never_leaves_the_connections_host_whatever_url_is_asked_for(client):
+    """Defense in depth under every request: a URL on another host is refused before anything is
+    sent, naming the api_url (redacted) and why."""
+    from apps.pagerduty.errors import PagerDutyDestinationRefused
+
+    for url in ("https://evil.example/incidents", "https://pd.test.evil.example/incidents", "http://127.0.0.1/x"):
+        with pytest.raises(PagerDutyDestinationRefused) as refused:
+            client._check_destination(url)
+        assert str(refused.value.message) == (
+            "Refusing to send the PagerDuty API key: api_url 'https://pd.test' does not keep the request on its own host."
+        )
+    client._check_destination(f"{URL}/incidents/Q1")  # its own host: fine
+
+
+@responses.activate
+def test_list_parameters_are_recorded_as_sent_one_pair_per_value(client):
+    responses.get(INCIDENTS, json={"incidents": [], "more": False})
+    client.request("GET", "/incidents", params={"statuses[]": ["triggered", "acknowledged"], "limit": 5})
+    assert responses.calls[0].request.url == f"{INCIDENTS}?statuses%5B%5D=triggered&statuses%5B%5D=acknowledged&limit=5"
+    assert [e.url for e in client.exchanges] == [responses.calls[0].request.url]
+
+
+@responses.activate
+def test_a_write_found_not_done_is_looked_up_once_not_again_when_it_then_fails_plainly(client, waits):
+    """A 502 on a responder request may have paged: looked up (nothing there), sent again, refused
+    with a 400 — which cannot have paged anyone, so the call ends there without a second look-up."""
+    responses.post(RESPONDERS, status=502, json={"error": {"message": "Bad gateway"}})
+    responses.post(RESPONDERS, status=400, json={"error": {"message": "Invalid Input Provided", "code": 2001}})
+    lookups = []
+
+    def verify():
+        lookups.append(len(responses.calls))
+        return None
+
+    with pytest.raises(PagerDutyError) as failed:
+        client.request("POST", "/incidents/Q1/responder_requests", json={}, retry_ambiguous=False, verify=verify)
+    assert failed.value.status == 400 and not failed.value.outcome_unknown
+    assert lookups == [1]
+    assert [call.request.method for call in responses.calls] == ["POST", "POST"]

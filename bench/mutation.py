@@ -5,6 +5,7 @@ fast unit tests, one module at a time, then a table of scores. Prints figures; s
     .venv/bin/python bench/mutation.py --module matcher      # one module (a suffix of its dotted name)
     .venv/bin/python bench/mutation.py --keep --module client --show   # reuse mutants/ after editing tests only
     .venv/bin/python bench/mutation.py --keep --retest-survivors         # after adding tests: survivors again
+    .venv/bin/python bench/mutation.py --keep --retest "*url_problem__mutmut_4"   # named ones again
 
 Verdicts are recorded in bench/mutation-results.json (committed) and restored into a fresh mutants/,
 so a new checkout resumes where the last run stopped; `--fresh` tests everything again.
@@ -19,6 +20,7 @@ Exits 1 when a module scores under --fail-under (90 by default).
 """
 
 import argparse
+import fnmatch
 import json
 import os
 import shutil
@@ -110,6 +112,21 @@ def forget_survivors(modules: list[str]) -> int:
             continue
         for name, exit_code in meta["exit_code_by_key"].items():
             if exit_code is not None and status_by_exit_code[exit_code] in ("survived", "no tests"):
+                meta["exit_code_by_key"][name] = None
+                forgotten += 1
+        meta_path(path).write_text(json.dumps(meta, indent=4))
+    return forgotten
+
+
+def forget(modules: list[str], patterns: list[str]) -> int:
+    """Clear the verdicts of the mutants named by `patterns`, so the next run tests them again."""
+    forgotten = 0
+    for path in modules:
+        meta = read_meta(path)
+        if meta is None:
+            continue
+        for name, exit_code in meta["exit_code_by_key"].items():
+            if exit_code is not None and any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns):
                 meta["exit_code_by_key"][name] = None
                 forgotten += 1
         meta_path(path).write_text(json.dumps(meta, indent=4))
@@ -227,6 +244,13 @@ def main() -> int:
         action="store_true",
         help="test the recorded survivors (and mutants without tests) again, after adding tests",
     )
+    parser.add_argument(
+        "--retest",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="test these mutants again (fnmatch patterns of their names), e.g. after a test pinned them",
+    )
     parser.add_argument("--show", action="store_true", help="print each survivor's diff")
     parser.add_argument("--fail-under", type=float, default=90.0)
     args = parser.parse_args()
@@ -258,6 +282,11 @@ def main() -> int:
             print("--retest-survivors with --fresh: every mutant is tested anyway", file=sys.stderr)
             return 2
         print(f"survivors to test again: {forget_survivors(modules)}", flush=True)
+
+    if args.retest:
+        if not all((MUTANTS / path).exists() and meta_path(path).exists() for path in modules):
+            generate_mutants(env, args.max_children)
+        print(f"mutants to test again: {forget(modules, args.retest)}", flush=True)
 
     template = build_template_db(env)
     env["MUTATION_TEMPLATE_DB"] = str(template)

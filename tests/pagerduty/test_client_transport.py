@@ -296,3 +296,11 @@ def test_a_write_found_not_done_is_looked_up_once_not_again_when_it_then_fails_p
     assert failed.value.status == 400 and not failed.value.outcome_unknown
     assert lookups == [1]
     assert [call.request.method for call in responses.calls] == ["POST", "POST"]
+
+
+@responses.activate
+def test_a_client_given_no_api_url_talks_to_pagerduty_itself():
+    responses.get("https://api.pagerduty.com/users/PX", json={"user": {"id": "PX"}})
+    client = PagerDutyClient(api_key=KEY, sleep=lambda seconds: None)
+    assert client.get_user("PX") == {"id": "PX"}
+    assert responses.calls[0].request.url == "https://api.pagerduty.com/users/PX"

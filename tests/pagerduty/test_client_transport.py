@@ -304,3 +304,15 @@ def test_a_client_given_no_api_url_talks_to_pagerduty_itself():
     client = PagerDutyClient(api_key=KEY, sleep=lambda seconds: None)
     assert client.get_user("PX") == {"id": "PX"}
     assert responses.calls[0].request.url == "https://api.pagerduty.com/users/PX"
+
+
+@responses.activate
+def test_an_api_url_with_a_trailing_slash_or_a_path_is_joined_without_doubling_or_losing_anything():
+    responses.get("https://pd.test/users/PX", json={"user": {"id": "PX"}})
+    responses.get("https://pd.test/pagerduty-proxyX/users/PX", json={"user": {"id": "PX"}})
+    for api_url in ("https://pd.test/", "https://pd.test/pagerduty-proxyX/"):
+        PagerDutyClient(api_key=KEY, api_url=api_url, sleep=lambda seconds: None).get_user("PX")
+    assert [call.request.url for call in responses.calls] == [
+        "https://pd.test/users/PX",
+        "https://pd.test/pagerduty-proxyX/users/PX",
+    ]

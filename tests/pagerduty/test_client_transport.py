@@ -316,3 +316,16 @@ def test_an_api_url_with_a_trailing_slash_or_a_path_is_joined_without_doubling_o
         "https://pd.test/users/PX",
         "https://pd.test/pagerduty-proxyX/users/PX",
     ]
+
+
+@responses.activate
+def test_a_netrc_entry_for_the_host_never_replaces_the_key(tmp_path, monkeypatch):
+    """requests would put ~/.netrc's login for the host in Authorization, over the key: the session
+    reads no netrc, so PagerDuty gets the connection's own key."""
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine pd.test login someone password hunter2\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    responses.get(f"{URL}/users/PX", json={"user": {"id": "PX"}})
+    PagerDutyClient(api_key=KEY, api_url=URL, sleep=lambda seconds: None).get_user("PX")
+    assert responses.calls[0].request.headers["Authorization"] == f"Token token={KEY}"

@@ -154,6 +154,66 @@ class Workers:
 # --- measurements --------------------------------------------------------------------------------
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _process_cpu(pid: int, tid: int | None = None, *, system_only: bool = False) -> float:
+    """User + system CPU seconds of one process, or of one of its threads (0 once it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/task/{tid}/stat" if tid else f"/proc/{pid}/stat")
+        fields = stat.read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    utime, stime = int(fields[11]), int(fields[12])
+    return (stime if system_only else utime + stime) / CLOCK_TICKS
+
+
+def _pids_named(name: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == name:
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def cpu_seconds(workers: "Workers") -> Counter:
+    """CPU seconds used so far, by part of the stack: where a storm's time goes on two cores.
+    PostgreSQL and Redis are every process of those servers (the bench keeps its connections, so
+    their backends live through a phase). This process is split in two: its main thread (the status
+    changes of the storm, the web side's work) and its other threads (the stand-in, and the bare
+    loops of the floor)."""
+    from bench._stack import child_pids
+
+    totals: Counter = Counter()
+    for process in workers.procs.running.values():
+        main, pool = process.pid, child_pids(process.pid)
+        totals["workers"] += sum(_process_cpu(pid) for pid in [main, *pool])
+        totals["workers' main processes"] += _process_cpu(main)
+        totals["workers' kernel time"] += sum(_process_cpu(pid, system_only=True) for pid in [main, *pool])
+    totals["PostgreSQL"] = sum(_process_cpu(pid) for pid in _pids_named("postgres"))
+    totals["Redis"] = sum(_process_cpu(pid) for pid in _pids_named("redis-server"))
+    main = _process_cpu(os.getpid(), threading.main_thread().native_id)
+    totals["status changes"] = main
+    totals["stand-in (+ floor loops)"] = _process_cpu(os.getpid()) - main
+    return totals
+
+
+CPU_PARTS = ("workers", "PostgreSQL", "Redis", "status changes", "stand-in (+ floor loops)")
+
+
+def cpu_line(used: Counter, units: int, unit: str) -> str:
+    parts = ", ".join(f"{name} {1000 * used[name] / units:.2f}" for name in CPU_PARTS)
+    whole = sum(used[name] for name in CPU_PARTS)
+    inside = ", ".join(
+        f"{name} {1000 * used[name] / units:.2f}" for name in ("workers' main processes", "workers' kernel time")
+    )
+    return f"CPU ms per {unit}: {parts}; all {1000 * whole / units:.2f} (of the workers': {inside})"
+
+
 def percentile(values, p: float) -> float:
     """Nearest-rank percentile."""
     ordered = sorted(values)
@@ -252,7 +312,7 @@ def latency_phase(state, count: int) -> dict:
     }
 
 
-def storm_phase(state, count: int, label: str) -> dict:
+def storm_phase(state, count: int, label: str, workers: "Workers | None" = None) -> dict:
     from apps.incidents.services import incident_create, incident_update
     from apps.runbooks.models import FINISHED, RunbookRun, StepRun, StepRunExchange
 
@@ -260,6 +320,7 @@ def storm_phase(state, count: int, label: str) -> dict:
     incidents = [incident_create(title=f"{label} {n}", severity=2, owner="sre@example.com") for n in range(count)]
     ids = [i.pk for i in incidents]
     wait_until_dispatched()
+    cpu_before = cpu_seconds(workers) if workers else Counter()
     started = time.monotonic()
     for incident_id in ids:
         incident_update(incident_id=incident_id, status="Identified")
@@ -277,6 +338,7 @@ def storm_phase(state, count: int, label: str) -> dict:
             last_report = time.monotonic()
             progress(f"{label}: {finished}/{count} runs finished after {last_report - started:.0f} s")
     elapsed = time.monotonic() - started
+    cpu = cpu_seconds(workers) - cpu_before if workers else Counter()
 
     with state.lock:
         received = list(state.requests)
@@ -297,6 +359,7 @@ def storm_phase(state, count: int, label: str) -> dict:
         "lookups": sum(1 for r in received if r["method"] == "GET"),
         "attempts": exchanges.count(),
         "http_ms": statistics.mean(exchanges.values_list("duration_ms", flat=True) or [0]),
+        "cpu": cpu,
     }
 
 
@@ -568,14 +631,18 @@ def run(args, env: dict, workers: Workers) -> None:
         ours = None
         if args.storm:
             progress(f"storm: {args.storm} incidents, limits raised")
-            r = storm_phase(state, args.storm, "storm")
+            r = storm_phase(state, args.storm, "storm", workers)
             ours = r["steps_ok"] / r["elapsed"]
             print(storm_line(f"2. storm, limits raised (stand-in {RAISED:,}/min, client budget {RAISED:,}/min)", r))
+            print(f"    {cpu_line(r['cpu'], r['steps_ok'], 'step')}")
             progress("floor: the same requests from a bare requests loop")
+            before = cpu_seconds(workers)
             floor = floor_phase(server, state, args.storm, workers.slots)
+            used = cpu_seconds(workers) - before
             print(
                 f"3. floor: the same {3 * args.storm} requests from bare requests.Session loops in {workers.slots} "
-                f"threads, same stand-in: {floor:.1f} requests/s; engine / floor = {ours / floor:.2f}"
+                f"threads, same stand-in: {floor:.1f} requests/s; engine / floor = {ours / floor:.2f}\n"
+                f"    {cpu_line(used, 3 * args.storm, 'request')}"
             )
 
         state.rate_limit_per_minute = PAGERDUTY_LIMIT

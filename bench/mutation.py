@@ -100,9 +100,9 @@ def status_counts(path: str) -> tuple[Counter, list[tuple[str, str]]]:
     return counts, sorted(survivors, key=lambda s: (s[0].rpartition("__mutmut_")[0], int(s[0].rpartition("_")[2])))
 
 
-def forget_survivors(modules: list[str]) -> int:
+def forget(modules: list[str], chosen) -> int:
     """mutmut keeps a verdict until the mutated function changes; new tests alone do not reopen it.
-    Clear the verdicts of the survivors (and mutants no test reached) so the next run tests them."""
+    Clear the verdicts of the mutants `chosen(name, status)` picks, so the next run tests them."""
     from mutmut.stats import status_by_exit_code
 
     forgotten = 0
@@ -111,26 +111,15 @@ def forget_survivors(modules: list[str]) -> int:
         if meta is None:
             continue
         for name, exit_code in meta["exit_code_by_key"].items():
-            if exit_code is not None and status_by_exit_code[exit_code] in ("survived", "no tests"):
+            if exit_code is not None and chosen(name, status_by_exit_code[exit_code]):
                 meta["exit_code_by_key"][name] = None
                 forgotten += 1
         meta_path(path).write_text(json.dumps(meta, indent=4))
     return forgotten
 
 
-def forget(modules: list[str], patterns: list[str]) -> int:
-    """Clear the verdicts of the mutants named by `patterns`, so the next run tests them again."""
-    forgotten = 0
-    for path in modules:
-        meta = read_meta(path)
-        if meta is None:
-            continue
-        for name, exit_code in meta["exit_code_by_key"].items():
-            if exit_code is not None and any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns):
-                meta["exit_code_by_key"][name] = None
-                forgotten += 1
-        meta_path(path).write_text(json.dumps(meta, indent=4))
-    return forgotten
+def survivors_again(name: str, status: str) -> bool:
+    return status in ("survived", "no tests")
 
 
 def save_results(modules: list[str]) -> None:
@@ -281,12 +270,16 @@ def main() -> int:
         if args.fresh:
             print("--retest-survivors with --fresh: every mutant is tested anyway", file=sys.stderr)
             return 2
-        print(f"survivors to test again: {forget_survivors(modules)}", flush=True)
+        print(f"survivors to test again: {forget(modules, survivors_again)}", flush=True)
 
     if args.retest:
         if not all((MUTANTS / path).exists() and meta_path(path).exists() for path in modules):
             generate_mutants(env, args.max_children)
-        print(f"mutants to test again: {forget(modules, args.retest)}", flush=True)
+
+        def named(name: str, status: str) -> bool:
+            return any(fnmatch.fnmatchcase(name, pattern) for pattern in args.retest)
+
+        print(f"mutants to test again: {forget(modules, named)}", flush=True)
 
     template = build_template_db(env)
     env["MUTATION_TEMPLATE_DB"] = str(template)

@@ -9,15 +9,64 @@ part exactly as save() or update() would write it (defaults, auto_now, field pre
 adding a field to a model needs nothing here.
 """
 
+import functools
 import threading
+import uuid
 from contextlib import nullcontext
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections, router, transaction
-from django.db.models import Q
+from django.db.models import UUIDField
 from django.db.models.constants import OnConflict
 from django.db.models.expressions import RawSQL
 from django.db.models.sql import InsertQuery, UpdateQuery
+
+
+def _placeholder_slots(params, placeholders, sql) -> list:
+    """Where each placeholder is among `params` (Django's, for `sql`), and how a value takes its
+    place: as the placeholder did (with the type Django gave it: on PostgreSQL an integer column's
+    value is wrapped, psycopg's Int4…, so the server knows its type), or, for a UUID on a database
+    without a uuid type (SQLite), as its hex. A placeholder Django repeats or transforms is refused."""
+    slots = []
+    for placeholder in placeholders:
+        found = [i for i, p in enumerate(params) if isinstance(p, type(placeholder)) and p == placeholder]
+        as_hex = isinstance(placeholder, uuid.UUID) and not found
+        if as_hex:
+            found = [i for i, p in enumerate(params) if p == placeholder.hex]
+        if len(found) != 1:
+            raise ImproperlyConfigured(f"placeholder {placeholder!r} is {len(found)} parameters of {sql}")
+        slots.append((found[0], _hex if as_hex else _as_type(type(params[found[0]]))))
+    return slots
+
+
+def _hex(value) -> str:
+    return (value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))).hex
+
+
+@functools.cache
+def _as_type(kind):
+    return lambda value: value if type(value) is kind else kind(value)
+
+
+def _with_values(params: list, slots, values) -> list:
+    params = list(params)
+    for (position, prepare), value in zip(slots, values, strict=True):
+        params[position] = prepare(value)
+    return params
+
+
+class _PerConnection:
+    """Statements compiled by Django once per database connection (so once per thread: a compiled
+    statement keeps its compiler's connection), by shape."""
+
+    def __init__(self):
+        self._local = threading.local()
+
+    def get(self, shape, compile_):
+        cache = self._local.__dict__.setdefault("cache", {})
+        if shape not in cache:
+            cache[shape] = compile_()
+        return cache[shape]
 
 
 def _insert_fields(model):
@@ -49,17 +98,83 @@ def insert_and_update(obj, model, pk, values: dict) -> None:
     if db.vendor != "postgresql":
         with transaction.atomic(using=using):
             obj.save_base(raw=raw, force_insert=True, using=using)
-            model.objects.using(using).filter(pk=pk).update(**values)
+            _by_key(model).update(pk, **values)
         return
-    insert = InsertQuery(type(obj))
-    insert.insert_values(_insert_fields(type(obj)), [obj], raw=raw)
-    [(insert_sql, insert_params)] = insert.get_compiler(using=using).as_sql()
-    update = UpdateQuery(model)
-    update.add_update_values(values)
-    update.add_q(Q(pk=pk))
-    update_sql, update_params = update.get_compiler(using=using).as_sql()
+    insert_sql, insert_params = _insert_statement(obj, using, raw)
+    _, update_sql, update_params = _by_key(model).statement(pk, **values)
     with db.cursor() as cursor:
         cursor.execute(f"WITH inserted AS ({insert_sql}) {update_sql}", (*insert_params, *update_params))
+
+
+_INSERTS = _PerConnection()
+
+
+def _insert_statement(obj, using: str, raw: bool, *, conflict=None, returning: bool = False) -> tuple[str, list]:
+    """The INSERT of `obj` as save_base(force_insert=True) writes it (`conflict`: (unique fields,
+    fields updated) of an INSERT … ON CONFLICT DO UPDATE; `returning`: the row's key): its SQL
+    compiled by Django once per connection and kind, its parameters prepared by the fields on each
+    call, and checked against Django's own when compiled."""
+    model = type(obj)
+    db = connections[using]
+    fields = _insert_fields(model)
+    values = [getattr(obj, f.attname) if raw else f.pre_save(obj, add=True) for f in fields]
+    if any(hasattr(value, "resolve_expression") for value in values):  # part of the SQL: not compiled
+        return _insert_compiled(obj, using, True, conflict, returning)
+    params = [f.get_db_prep_save(value, connection=db) for f, value in zip(fields, values, strict=True)]
+
+    def compile_():
+        if any(hasattr(f, "get_placeholder") for f in fields):
+            raise ImproperlyConfigured(f"{model.__name__} has a field that writes itself with a placeholder of its own")
+        sql, written = _insert_compiled(obj, using, True, conflict, returning)  # pre_save ran above
+        if len(written) != len(params) or not all(map(_same, written, params)):
+            raise ImproperlyConfigured(f"the parameters of {sql} are not the values prepared for it: not compiled")
+        return sql
+
+    return _INSERTS.get((model, conflict, returning), compile_), params
+
+
+def _insert_compiled(obj, using: str, raw: bool, conflict, returning: bool) -> tuple[str, list]:
+    model = type(obj)
+    meta = model._meta
+    options = {}
+    if conflict is not None:
+        unique, updated = conflict
+        options = {
+            "on_conflict": OnConflict.UPDATE,
+            "update_fields": [meta.get_field(name) for name in updated],
+            "unique_fields": [meta.get_field(name) for name in unique],
+        }
+    insert = InsertQuery(model, **options)
+    insert.insert_values(_insert_fields(model), [obj], raw=raw)
+    compiler = insert.get_compiler(using=using)
+    if returning:
+        compiler.returning_fields = [meta.pk]
+    [(sql, params)] = compiler.as_sql()
+    return sql, list(params)
+
+
+def insert_row(obj) -> None:
+    """`obj.save(force_insert=True)` as one compiled INSERT … RETURNING its key (model signals
+    are not sent: the rows written this way have no receivers)."""
+    model = type(obj)
+    using = router.db_for_write(model)
+    db = connections[using]
+    if not db.features.can_return_columns_from_insert:
+        obj.save_base(force_insert=True, using=using)
+        return
+    sql, params = _insert_statement(obj, using, False, returning=True)
+    with transaction.mark_for_rollback_on_error(using), db.cursor() as cursor:
+        cursor.execute(sql, params)
+        (obj.pk,) = cursor.fetchone()
+    obj._state.adding, obj._state.db = False, using
+
+
+def update_all_columns(obj) -> int:
+    """`obj.save()` of a row that exists (it is locked, say): an UPDATE of every column by its
+    key, the auto_now ones stamped as save() stamps them, compiled once per connection."""
+    meta = obj._meta
+    columns = {f.attname: f.pre_save(obj, add=False) for f in meta.local_concrete_fields if not f.primary_key}
+    return update_row(type(obj), obj.pk, **columns)
 
 
 def upsert(obj, *, unique_fields: list[str], update_fields: list[str]) -> None:
@@ -71,18 +186,16 @@ def upsert(obj, *, unique_fields: list[str], update_fields: list[str]) -> None:
     model = type(obj)
     meta = model._meta
     using = router.db_for_write(model)
-    query = InsertQuery(
-        model,
-        on_conflict=OnConflict.UPDATE,
-        update_fields=[meta.get_field(name) for name in update_fields],
-        unique_fields=[meta.get_field(name) for name in unique_fields],
-    )
-    query.insert_values(_insert_fields(model), [obj])
+    db = connections[using]
+    conflict = (tuple(unique_fields), tuple(update_fields))
     # Callers go on using the row by its key (the webhook mirror marks the link it just made).
-    if connections[using].features.can_return_columns_from_insert:
-        [(pk,)] = query.get_compiler(using=using).execute_sql(returning_fields=[meta.pk])
-    else:
-        query.get_compiler(using=using).execute_sql(returning_fields=None)
+    returning = db.features.can_return_columns_from_insert
+    sql, params = _insert_statement(obj, using, False, conflict=conflict, returning=returning)
+    with transaction.mark_for_rollback_on_error(using), db.cursor() as cursor:
+        cursor.execute(sql, params)
+        if returning:
+            (pk,) = cursor.fetchone()
+    if not returning:
         lookup = {meta.get_field(name).attname: getattr(obj, meta.get_field(name).attname) for name in unique_fields}
         pk = model._default_manager.using(using).filter(**lookup).values_list("pk", flat=True).get()
     obj.pk = pk
@@ -175,43 +288,140 @@ class CompiledQuery:
     among statements of different shapes (an IN list of another length), and each placeholder must
     reach the SQL as one parameter of its own, unchanged — checked when it is compiled, so a
     placeholder Django transforms or repeats fails loudly instead of leaving a stale value in. So
-    the parameters are integers and text, which every database takes as they are (not a UUID:
-    SQLite is given its hex).
+    the parameters are integers, text and UUIDs (given to SQLite as hex, as Django gives them).
     `rows(shape, *values)` answers what iterating the queryset built with `values` would: the
     same statement, the fields' converters applied, one tuple per row."""
 
     def __init__(self, build, *placeholders):
         self.build, self.placeholders = build, placeholders
-        # Connections are per thread, and a compiled statement keeps its compiler's connection.
-        self._local = threading.local()
+        self._compiled = _PerConnection()
 
-    def _compiled(self, shape):
-        cache = self._local.__dict__.setdefault("cache", {})
-        if shape not in cache:
-            queryset = self.build(shape, *self.placeholders)
-            compiler = queryset.query.get_compiler(using=queryset.db)
-            sql, params = compiler.as_sql()
-            positions = []
-            for placeholder in self.placeholders:
-                found = [i for i, p in enumerate(params) if isinstance(p, type(placeholder)) and p == placeholder]
-                if len(found) != 1:
-                    raise ImproperlyConfigured(f"placeholder {placeholder!r} is {len(found)} parameters of {sql}")
-                # With the type Django gave it: on PostgreSQL an integer column's value is wrapped
-                # (psycopg's Int4…) so the server knows its type.
-                positions.append((found[0], type(params[found[0]])))
-            fields = [column[0] for column in compiler.select[: compiler.col_count]]
-            cache[shape] = (queryset.db, sql, list(params), positions, compiler, compiler.get_converters(fields))
-        return cache[shape]
+    def _compile(self, shape):
+        queryset = self.build(shape, *self.placeholders)
+        compiler = queryset.query.get_compiler(using=queryset.db)
+        sql, params = compiler.as_sql()
+        slots = _placeholder_slots(params, self.placeholders, sql)
+        fields = [column[0] for column in compiler.select[: compiler.col_count]]
+        return queryset.db, sql, list(params), slots, compiler, compiler.get_converters(fields)
 
     def rows(self, shape, *values) -> list[tuple]:
-        using, sql, params, positions, compiler, converters = self._compiled(shape)
-        params = list(params)
-        for (position, kind), value in zip(positions, values, strict=True):
-            params[position] = value if type(value) is kind else kind(value)
+        using, sql, params, slots, compiler, converters = self._compiled.get(shape, lambda: self._compile(shape))
         with connections[using].cursor() as cursor:
-            cursor.execute(sql, params)
+            cursor.execute(sql, _with_values(params, slots, values))
             rows = cursor.fetchall()
         width = compiler.col_count
         if converters:
             rows = compiler.apply_converters(rows, converters)
         return [tuple(row[:width]) for row in rows]
+
+
+class CompiledUpdate:
+    """QuerySet.update() on the rows of a filter that is the same every time but for its
+    placeholders (as CompiledQuery's), compiled by Django once per connection and set of columns.
+
+    `build(*placeholders)` returns the filtered queryset. `update(*values, **columns)` writes what
+    `build(*values).update(**columns)` would, and returns the number of rows matched. Each
+    column's value is prepared by its field on every call, as Django's compiler prepares it
+    (get_db_prep_save; a model instance for a foreign key gives its key); a value that is None
+    writes NULL, and an expression (F("attempts") + 1) is part of the statement, so each of those
+    is a shape of its own. Compiling checks that the parameters Django wrote are the ones prepared
+    here, so a field that writes itself differently (a placeholder of its own, a value Django
+    transforms) fails loudly instead of writing something else."""
+
+    def __init__(self, build, *placeholders):
+        self.build, self.placeholders = build, placeholders
+        self._compiled = _PerConnection()
+        self._target = None
+
+    def _model_and_db(self):
+        if self._target is None:
+            model = self.build(*self.placeholders).model
+            self._target = (model, router.db_for_write(model))
+        return self._target
+
+    def statement(self, *values, **columns) -> tuple[str, str, list]:
+        """The database alias, the SQL and its parameters, for a caller that runs it as part of
+        a statement of its own (insert_and_update)."""
+        model, using = self._model_and_db()
+        db = connections[using]
+        meta = model._meta
+        prepared, shape = [], []
+        for name, value in columns.items():
+            if hasattr(value, "resolve_expression"):
+                shape.append((name, value))
+                continue
+            field = meta.get_field(name)
+            if field.remote_field and hasattr(value, "prepare_database_save"):
+                value = value.prepare_database_save(field)
+            value = field.get_db_prep_save(value, connection=db)
+            shape.append((name, value is None))
+            if value is not None:
+                prepared.append(value)
+        shape = tuple(shape)
+        sql, set_slots, where, where_slots = self._compiled.get(shape, lambda: self._compile(shape, columns, prepared))
+        params = [prepared[slot] if type(slot) is int else slot.value for slot in set_slots]
+        return using, sql, params + _with_values(where, where_slots, values)
+
+    def _compile(self, shape: tuple, columns: dict, prepared: list):
+        queryset = self.build(*self.placeholders)
+        model, using = self._model_and_db()
+        query = queryset.query.chain(UpdateQuery)
+        query.add_update_values(columns)
+        if query.related_updates:
+            raise ImproperlyConfigured(f"{model.__name__}: an update of a parent model's columns is not compiled")
+        compiler = query.get_compiler(using=using)
+        sql, params = compiler.as_sql()
+        set_slots, count = [], 0
+        for (field, _model, value), (_name, kind) in zip(query.values, shape, strict=True):
+            if hasattr(field, "get_placeholder"):
+                raise ImproperlyConfigured(f"{field} writes itself with a placeholder of its own: not compiled")
+            if kind is False:  # a value: prepared on each call
+                set_slots.append(count)
+                count += 1
+            elif kind is not True:  # an expression (True: NULL, no parameter)
+                resolved = value.resolve_expression(query, allow_joins=False, for_save=True)
+                set_slots += [_Constant(p) for p in compiler.compile(resolved)[1]]
+        params = list(params)
+        mine = [prepared[slot] if type(slot) is int else slot.value for slot in set_slots]
+        if len(params) < len(mine) or not all(map(_same, params, mine)):
+            raise ImproperlyConfigured(f"the parameters of {sql} are not the values prepared for it: not compiled")
+        where = params[len(set_slots) :]
+        return sql, set_slots, where, _placeholder_slots(where, self.placeholders, sql)
+
+    def update(self, *values, **columns) -> int:
+        using, sql, params = self.statement(*values, **columns)
+        with transaction.mark_for_rollback_on_error(using), connections[using].cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.rowcount
+
+
+class _Constant:
+    """A parameter of an expression's own (the 1 of F("attempts") + 1): the same on every call."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+
+def _same(written, prepared) -> bool:
+    if type(written) is not type(prepared):
+        return False
+    # psycopg's JSON adapters compare by identity: what they wrap is what is written.
+    return written == prepared or (hasattr(written, "obj") and written.obj == prepared.obj)
+
+
+_INT_KEY = -(2**62) + 8  # never a key: stands for the row's in a compiled statement
+_UUID_KEY = uuid.UUID("00000000-0000-4000-8000-00000000c0de")
+
+
+@functools.cache
+def _by_key(model) -> CompiledUpdate:
+    placeholder = _UUID_KEY if isinstance(model._meta.pk, UUIDField) else _INT_KEY
+    return CompiledUpdate(lambda key: model._default_manager.filter(pk=key), placeholder)
+
+
+def update_row(model, pk, **columns) -> int:
+    """`model.objects.filter(pk=pk).update(**columns)`, compiled once per connection and set of
+    columns (CompiledUpdate): the runbook engine writes a step's row two or three times per step."""
+    return _by_key(model).update(pk, **columns)

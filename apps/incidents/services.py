@@ -1,9 +1,12 @@
-from django.db import transaction
+import uuid
+
+from django.db import router, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from apps.core.errors import DomainError
 from apps.core.query_params import ascii_integer
+from apps.core.sql import CompiledQuery, insert_row, update_all_columns
 from apps.incidents.models import (
     Incident,
     IncidentCounter,
@@ -34,7 +37,8 @@ def parse_severity(value) -> int:
 
 
 def _record_event(*, incident: Incident, actor: str, **fields) -> IncidentEvent:
-    event = IncidentEvent.objects.create(incident=incident, actor=actor or "", **fields)
+    event = IncidentEvent(incident=incident, actor=actor or "", **fields)
+    insert_row(event)
     transaction.on_commit(lambda: incident_event_committed.send(sender=IncidentEvent, event_id=event.pk))
     return event
 
@@ -85,6 +89,22 @@ def incident_create(
     return incident
 
 
+# The incident a change locks: read on every status change, so compiled once per connection.
+_INCIDENT_FIELDS = [field.attname for field in Incident._meta.concrete_fields]
+_LOCKED = CompiledQuery(
+    lambda _shape, pk: Incident.objects.select_for_update().filter(pk=pk).order_by().values_list(*_INCIDENT_FIELDS),
+    uuid.UUID("00000000-0000-4000-8000-0000000011c0"),  # never an incident's key: stands for it
+)
+
+
+def _locked(incident_id) -> Incident:
+    # A key that is no UUID raises ValidationError, as .get(pk=…) does.
+    found = _LOCKED.rows(None, Incident._meta.pk.to_python(incident_id))
+    if not found:
+        raise Incident.DoesNotExist("Incident matching query does not exist.")
+    return Incident.from_db(router.db_for_read(Incident), _INCIDENT_FIELDS, found[0])
+
+
 @transaction.atomic
 def incident_update(*, incident_id, status=None, severity=None, actor: str = "", **fields) -> Incident:
     """Change an incident; a new status or severity becomes a timeline event that fires runbooks.
@@ -92,7 +112,7 @@ def incident_update(*, incident_id, status=None, severity=None, actor: str = "",
     The row is locked so two concurrent changes each see the other's result and record an
     accurate from→to; a change to the value it already has records nothing (and fires nothing).
     """
-    incident = Incident.objects.select_for_update().get(pk=incident_id)
+    incident = _locked(incident_id)
     events = []
     if status is not None:
         new_status = parse_status(status)
@@ -120,7 +140,7 @@ def incident_update(*, incident_id, status=None, severity=None, actor: str = "",
     # The one unique field, the number, is never changed here: checking it again would be a query
     # per change (every status change through the API) that cannot fail.
     incident.full_clean(validate_unique=False)
-    incident.save()
+    update_all_columns(incident)
     for event in events:
         # Every event carries the incident's state after the change: runbook conditions match on it.
         _record_event(

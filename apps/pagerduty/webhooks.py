@@ -20,6 +20,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from apps.core.queueing import enqueue
+from apps.core.sql import CompiledQuery
 from apps.pagerduty import tasks
 from apps.pagerduty.models import PagerDutyConnection, WebhookDelivery
 from apps.pagerduty.signals import webhook_event_received
@@ -196,11 +197,7 @@ def webhooks_recover(*, pending_after_seconds: int | None = None, max_age_hours:
 def webhooks_replay_unlinked(*, connection: PagerDutyConnection, pagerduty_incident_id: str) -> int:
     """A link was just made: events PagerDuty sent before we knew the incident (its webhook can
     arrive before our create request's answer) are processed again, now that they have a home."""
-    replay = list(
-        WebhookDelivery.objects.filter(
-            connection=connection, pagerduty_incident_id=pagerduty_incident_id, outcome=NO_LINK
-        ).values_list("pk", flat=True)[:100]
-    )
+    replay = [pk for (pk,) in _UNLINKED.rows(None, connection.pk, pagerduty_incident_id)]
     if replay:
         WebhookDelivery.objects.filter(pk__in=replay).update(processed_at=None, outcome="")
         for delivery_id in replay:
@@ -209,3 +206,11 @@ def webhooks_replay_unlinked(*, connection: PagerDutyConnection, pagerduty_incid
 
 
 NO_LINK = "no incident of ours is linked to this PagerDuty incident"
+# Read after every link a step makes: compiled once per connection (apps.core.sql).
+_UNLINKED = CompiledQuery(
+    lambda _shape, connection_id, pd_incident_id: WebhookDelivery.objects.filter(
+        connection_id=connection_id, pagerduty_incident_id=pd_incident_id, outcome=NO_LINK
+    ).values_list("pk")[:100],
+    -(2**62) + 51,
+    "\x00pagerduty incident\x00",
+)

@@ -6,11 +6,14 @@ webhook over through its `webhook_event_received` signal, inside the transaction
 delivery processed.
 """
 
+import uuid
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import router
 from django.utils import timezone
 
+from apps.core.sql import CompiledQuery, CompiledUpdate, update_row
 from apps.incidents.models import IncidentStatus
 from apps.incidents.services import incident_record_pagerduty_event, incident_update
 from apps.pagerduty.errors import PagerDutyError
@@ -181,18 +184,62 @@ def _other_open_links(link: PagerDutyIncidentLink) -> bool:
 
 def link_mark_sent(*, link: PagerDutyIncidentLink, status: str, step_run: StepRun | None) -> None:
     """Written before our request: its webhook can arrive before PagerDuty's answer to us."""
-    PagerDutyIncidentLink.objects.filter(pk=link.pk).update(
-        sent_status=status, sent_by=step_run, sent_at=timezone.now()
-    )
+    update_row(PagerDutyIncidentLink, link.pk, sent_status=status, sent_by=step_run, sent_at=timezone.now())
+
+
+# The link and its PagerDuty incident, as the steps that act on a linked incident name them; the
+# link a step just made, while no request was marked on it. Compiled once per connection
+# (apps.core.sql): the steps read and write them once or twice a step.
+_LINK_FIELDS = [field.attname for field in PagerDutyIncidentLink._meta.concrete_fields]
+_INCIDENT_PLACEHOLDER = uuid.UUID("00000000-0000-4000-8000-00000000111c")
+_PD_INCIDENT_PLACEHOLDER = "\x00pagerduty incident\x00"
+_LINK = CompiledQuery(
+    lambda _shape, incident_id, pd_incident_id: (
+        PagerDutyIncidentLink.objects.filter(incident_id=incident_id, pagerduty_incident_id=pd_incident_id)
+        .order_by("pk")
+        .values_list(*_LINK_FIELDS)[:1]
+    ),
+    _INCIDENT_PLACEHOLDER,
+    _PD_INCIDENT_PLACEHOLDER,
+)
+_LINKS_OF = CompiledUpdate(
+    lambda incident_id, pd_incident_id: PagerDutyIncidentLink.objects.filter(
+        incident_id=incident_id, pagerduty_incident_id=pd_incident_id
+    ),
+    _INCIDENT_PLACEHOLDER,
+    _PD_INCIDENT_PLACEHOLDER,
+)
+_RESOLVED_BY_PAGERDUTY = CompiledQuery(
+    lambda _shape, pd_incident_id: PagerDutyIncidentLink.objects.filter(
+        pagerduty_incident_id=pd_incident_id, mirrored_at__isnull=False, status="resolved"
+    ).values_list("pk")[:1],
+    _PD_INCIDENT_PLACEHOLDER,
+)
+_UNSENT = CompiledUpdate(lambda pk: PagerDutyIncidentLink.objects.filter(pk=pk, sent_at__isnull=True), -(2**62) + 41)
+
+
+def link_of(*, incident_id, pagerduty_incident_id: str) -> PagerDutyIncidentLink | None:
+    """Our incident's link to that PagerDuty incident (the first made, should there be several)."""
+    found = _LINK.rows(None, incident_id, pagerduty_incident_id)
+    if not found:
+        return None
+    return PagerDutyIncidentLink.from_db(router.db_for_read(PagerDutyIncidentLink), _LINK_FIELDS, found[0])
+
+
+def links_set_status(*, incident_id, pagerduty_incident_id: str, status: str) -> int:
+    return _LINKS_OF.update(incident_id, pagerduty_incident_id, status=status)
+
+
+def resolved_by_pagerduty(*, pagerduty_incident_id: str) -> bool:
+    """PagerDuty said (its webhook or a read) that this incident is resolved, on any link to it."""
+    return bool(_RESOLVED_BY_PAGERDUTY.rows(None, pagerduty_incident_id))
 
 
 def link_created(*, link: PagerDutyIncidentLink, step_run: StepRun | None) -> None:
     """A link was just made by a step: its incident.triggered is that step's echo, and events that
     came before the link are applied now."""
     started = (step_run.started_at if step_run else None) or timezone.now()
-    PagerDutyIncidentLink.objects.filter(pk=link.pk, sent_at__isnull=True).update(
-        sent_status="triggered", sent_by=step_run, sent_at=started
-    )
+    _UNSENT.update(link.pk, sent_status="triggered", sent_by=step_run, sent_at=started)
     if link.connection is not None:
         webhooks_replay_unlinked(connection=link.connection, pagerduty_incident_id=link.pagerduty_incident_id)
 

@@ -24,7 +24,14 @@ from apps.core.errors import Conflict, DomainError
 from apps.core.limits import STORED_BODY_MAX_CHARS
 from apps.core.queueing import enqueue
 from apps.core.redaction import redact_data, redact_headers
-from apps.core.sql import hold_prefetched, insert_and_update, insert_with_children, prepared_for_insert
+from apps.core.sql import (
+    CompiledUpdate,
+    hold_prefetched,
+    insert_and_update,
+    insert_with_children,
+    prepared_for_insert,
+    update_row,
+)
 from apps.core.validators import storable_json
 from apps.incidents.models import IncidentEvent
 from apps.incidents.services import incident_trigger_runbook
@@ -248,6 +255,12 @@ def _sleep(seconds: float) -> None:
     time.sleep(seconds)
 
 
+# The run, while this execution's lease on it holds.
+_LEASED = CompiledUpdate(
+    lambda pk, token: RunbookRun.objects.filter(pk=pk, lease_token=token), -(2**62) + 31, "\x00lease token\x00"
+)
+
+
 class _Lease:
     """The run's lease as this execution holds it.
 
@@ -264,7 +277,7 @@ class _Lease:
         if self.expires_at >= now + timedelta(seconds=extra_seconds + lease / 2):
             return True
         until = now + timedelta(seconds=lease + extra_seconds)
-        if not RunbookRun.objects.filter(pk=self.run_id, lease_token=self.token).update(lease_expires_at=until):
+        if not _LEASED.update(self.run_id, self.token, lease_expires_at=until):
             return False
         self.expires_at = until
         return True
@@ -394,7 +407,7 @@ def _finish(execution: _Execution, *, stopped_by: StepRun | None) -> RunbookRun:
         "lease_token": "",
         "lease_expires_at": None,
     }
-    if RunbookRun.objects.filter(pk=run.pk, lease_token=execution.lease.token).update(**values):
+    if _LEASED.update(run.pk, execution.lease.token, **values):
         for name, value in values.items():
             setattr(run, name, value)
     else:
@@ -448,7 +461,7 @@ class _StepRecord:
             setattr(self.step_run, name, value)
         exchange, self._unwritten = self._unwritten, None
         if exchange is None:
-            StepRun.objects.filter(pk=self.step_run.pk).update(**values)
+            update_row(StepRun, self.step_run.pk, **values)
         else:
             if self._unwritten_is_own:
                 values = {**values, "attempts": F("attempts") + 1}

@@ -25,6 +25,7 @@ from django.utils import timezone
 from apps.audit.services import audit_record
 from apps.core.errors import Conflict, DomainError
 from apps.core.queueing import enqueue
+from apps.core.sql import CompiledQuery
 from apps.incidents.models import Incident, IncidentEventKind
 from apps.runbooks import tasks
 from apps.runbooks.executors import StepContext, StepFailed
@@ -188,16 +189,22 @@ def _refusal(step_run: StepRun) -> str:
     return f"Only members of the group {group!r} may decide step {step_run.key!r}"
 
 
-def waits_resume_for_event(*, event_id) -> int:
-    """An incident changed status: end the waits of its runs that wanted this status."""
-    # One query on every status change (the waiting-steps index keeps it small); nothing else
-    # unless a run of this incident waits.
-    waiting = StepRun.objects.filter(
+_WAITING_ON_EVENT = CompiledQuery(
+    lambda _shape, event_id: StepRun.objects.filter(
         status=RunStatus.WAITING,
         action=WAIT_FOR_STATUS,
         run__incident__events__pk=event_id,
         run__incident__events__kind=IncidentEventKind.STATUS_CHANGED,
-    ).values_list("pk", "run__incident__events__to_status")[:SWEEP_BATCH]
+    ).values_list("pk", "run__incident__events__to_status")[:SWEEP_BATCH],
+    -(2**62) + 61,  # never an event's key: stands for it in the compiled statement
+)
+
+
+def waits_resume_for_event(*, event_id) -> int:
+    """An incident changed status: end the waits of its runs that wanted this status."""
+    # One query on every status change (the waiting-steps index keeps it small), compiled once per
+    # connection; nothing else unless a run of this incident waits.
+    waiting = _WAITING_ON_EVENT.rows(None, int(event_id))
     return sum(_resume_on_status(step_run_id=pk, status=status) for pk, status in waiting)
 
 

@@ -1,17 +1,27 @@
 """apps.core.sql.insert_with_children: a run, its steps and the event's stamp in one statement on
 PostgreSQL, all or nothing on every database, and objects holding the keys the rows got."""
 
+import uuid
+
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, transaction
 from django.db import connection as db
-from django.db.models import Q
+from django.db.models import F, Q
+from django.db.models.sql.compiler import SQLUpdateCompiler
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from apps.core.sql import CompiledQuery, insert_with_children
+from apps.core.sql import (
+    CompiledQuery,
+    CompiledUpdate,
+    insert_row,
+    insert_with_children,
+    update_all_columns,
+    update_row,
+)
 from apps.incidents.models import IncidentEvent
-from apps.runbooks.models import RunbookRun, StepRun
+from apps.runbooks.models import PagerDutyIncidentLink, RunbookRun, StepRun
 from tests.factories import IncidentFactory, RunbookFactory
 
 pytestmark = pytest.mark.django_db
@@ -166,3 +176,165 @@ def test_a_placeholder_that_does_not_reach_the_sql_as_one_parameter_is_refused()
     )
     with pytest.raises(ImproperlyConfigured, match="is 0 parameters"):
         transformed.rows(None, "someone")
+
+
+# --- CompiledUpdate, insert_row, update_all_columns: writes compiled once per connection -----------
+
+
+@pytest.fixture
+def steps(event):
+    run = _run(event, RunbookFactory())
+    children = _steps("page", "resolve")
+    insert_with_children(run, children, link="run")
+    return run, children
+
+
+def _by_run_and_token(pk, token):
+    return RunbookRun.objects.filter(pk=pk, lease_token=token)
+
+
+def test_a_compiled_update_writes_what_queryset_update_writes(steps):
+    run, (page, resolve) = steps
+    builds = []
+
+    def build(pk, token):
+        builds.append((pk, token))
+        return _by_run_and_token(pk, token)
+
+    leased = CompiledUpdate(build, -(2**62) + 1, "\x00token\x00")
+    run.lease_token = "mine"
+    run.save()
+    when = timezone.now()
+    assert leased.update(run.pk, "theirs", status="running", lease_expires_at=when) == 0  # not its lease
+    run.refresh_from_db()
+    assert (run.status, run.lease_expires_at) == ("pending", None)
+    assert leased.update(run.pk, "mine", status="running", lease_expires_at=when) == 1
+    run.refresh_from_db()
+    assert (run.status, run.lease_expires_at) == ("running", when)
+    # Another run's row: the key is each call's own, not the first call's.
+    other = _run(event=run.event, runbook=RunbookFactory())
+    other.lease_token = "mine"
+    insert_with_children(other, [], link="run")
+    assert leased.update(other.pk, "mine", status="failed", lease_expires_at=when) == 1
+    run.refresh_from_db()
+    assert run.status == "running" and RunbookRun.objects.get(pk=other.pk).status == "failed"
+    assert len(builds) == 2  # the filter once to learn the model, once to compile the one shape
+    # None is NULL: a statement of its own shape.
+    assert leased.update(run.pk, "mine", status="succeeded", lease_expires_at=None) == 1
+    run.refresh_from_db()
+    assert (run.status, run.lease_expires_at) == ("succeeded", None)
+
+
+def test_every_kind_of_value_is_prepared_by_its_field(steps):
+    run, (page, resolve) = steps
+    started = timezone.now()
+    for attempt in (1, 2):
+        update_row(
+            StepRun,
+            page.pk,
+            status="running",
+            rendered={"title": f"Database down ({attempt})", "n": [attempt]},
+            response={"status": 201, "body": {"ok": True}},
+            started_at=started,
+            finished_at=None,
+            attempts=F("attempts") + 1,
+            step=None,
+        )
+    page.refresh_from_db()
+    assert page.status == "running"
+    assert page.rendered == {"title": "Database down (2)", "n": [2]}
+    assert page.response == {"status": 201, "body": {"ok": True}}
+    assert (page.started_at, page.finished_at, page.attempts) == (started, None, 2)
+    resolve.refresh_from_db()
+    assert (resolve.status, resolve.attempts, resolve.rendered) == ("pending", 0, {})  # only the row named
+
+
+def test_a_model_instance_for_a_foreign_key_writes_its_key(steps, event):
+    run, (page, resolve) = steps
+    link = PagerDutyIncidentLink.objects.create(incident=event.incident, pagerduty_incident_id="PABC123")
+    update_row(PagerDutyIncidentLink, link.pk, sent_by=page, sent_status="triggered")
+    link.refresh_from_db()
+    assert (link.sent_by_id, link.sent_status) == (page.pk, "triggered")
+    update_row(PagerDutyIncidentLink, link.pk, sent_by=resolve)
+    link.refresh_from_db()
+    assert link.sent_by_id == resolve.pk
+
+
+def test_a_uuid_placeholder_takes_each_calls_key(event):
+    ours = event.incident
+    theirs = IncidentFactory()
+    for incident in (ours, theirs):
+        PagerDutyIncidentLink.objects.create(incident=incident, pagerduty_incident_id="PSAME01")
+    of_incident = CompiledUpdate(
+        lambda incident_id, pd: PagerDutyIncidentLink.objects.filter(incident_id=incident_id, pagerduty_incident_id=pd),
+        uuid.UUID("00000000-0000-4000-8000-000000000001"),
+        "\x00pd\x00",
+    )
+    assert of_incident.update(ours.pk, "PSAME01", status="resolved") == 1
+    assert of_incident.update(str(theirs.pk), "POTHER1", status="resolved") == 0
+    statuses = dict(PagerDutyIncidentLink.objects.values_list("incident_id", "status"))
+    assert statuses == {ours.pk: "resolved", theirs.pk: "triggered"}
+
+
+def test_a_where_placeholder_django_transforms_is_refused(steps):
+    run, _ = steps
+    transformed = CompiledUpdate(lambda token: RunbookRun.objects.filter(lease_token__icontains=token), "tok\x00")
+    with pytest.raises(ImproperlyConfigured, match="is 0 parameters"):
+        transformed.update("mine", status="failed")
+    run.refresh_from_db()
+    assert run.status == "pending"
+
+
+def test_a_value_written_otherwise_than_prepared_is_refused(steps, monkeypatch):
+    run, (page, _) = steps
+    as_sql = SQLUpdateCompiler.as_sql
+
+    def altered(self):
+        sql, params = as_sql(self)
+        return sql, ("something else", *params[1:])
+
+    monkeypatch.setattr(SQLUpdateCompiler, "as_sql", altered)
+    with pytest.raises(ImproperlyConfigured, match="not the values prepared for it"):
+        CompiledUpdate(lambda pk: StepRun.objects.filter(pk=pk), -(2**62) + 2).update(page.pk, error="boom")
+    page.refresh_from_db()
+    assert page.error == ""
+
+
+def test_insert_row_writes_one_statement_and_gives_the_key(event):
+    with CaptureQueriesContext(db) as captured:
+        made = [IncidentEvent(incident=event.incident, kind="manual", runbook_slug=f"rb-{n}") for n in range(3)]
+        for one in made:
+            insert_row(one)
+    assert len(captured.captured_queries) == 3
+    for one in made:
+        stored = IncidentEvent.objects.get(pk=one.pk)
+        assert (stored.runbook_slug, stored.incident_id) == (one.runbook_slug, event.incident.pk)
+        assert stored.created_at == one.created_at and one.created_at is not None  # auto_now_add, as save() stamps it
+        assert not one._state.adding
+
+
+def test_an_insert_written_otherwise_than_prepared_is_refused(event, monkeypatch):
+    from apps.core import sql
+
+    compiled = sql._insert_compiled
+
+    def altered(*args):
+        text, params = compiled(*args)
+        return text, ["something else", *params[1:]]
+
+    monkeypatch.setattr(sql, "_insert_compiled", altered)
+    monkeypatch.setattr(sql, "_INSERTS", sql._PerConnection())  # nothing compiled by earlier tests
+    with pytest.raises(ImproperlyConfigured, match="not the values prepared for it"):
+        insert_row(IncidentEvent(incident=event.incident, kind="manual"))
+    assert not IncidentEvent.objects.filter(kind="manual").exists()
+
+
+def test_update_all_columns_writes_the_row_as_save_would(event):
+    incident = event.incident
+    before = incident.updated_at
+    incident.title, incident.status, incident.resolved_at = "Checkout is down", "Resolved", timezone.now()
+    assert update_all_columns(incident) == 1
+    stored = type(incident).objects.get(pk=incident.pk)
+    assert (stored.title, stored.status, stored.resolved_at) == ("Checkout is down", "Resolved", incident.resolved_at)
+    assert stored.updated_at == incident.updated_at and incident.updated_at > before  # auto_now stamped
+    assert stored.number == incident.number and stored.created_at == incident.created_at

@@ -308,8 +308,7 @@ class AddResponder(Action):
 
     def execute(self, ctx: StepContext, planned: PlannedRequest) -> dict:
         incident_id = planned.path.split("/")[2]
-        known = PagerDutyIncidentLink.objects.filter(pagerduty_incident_id=incident_id, mirrored_at__isnull=False)
-        if known.filter(status="resolved").exists():
+        if mirror.resolved_by_pagerduty(pagerduty_incident_id=incident_id):
             raise StepFailed(
                 f"PagerDuty incident {incident_id} is resolved (PagerDuty said so): responders asked to join it would "
                 "not be paged. Create a new PagerDuty incident first (pagerduty.create_incident)",
@@ -459,7 +458,7 @@ class ResolveIncident(Action):
 
     def execute(self, ctx: StepContext, planned: PlannedRequest) -> dict:
         incident_id = planned.path.split("/")[2]
-        link = PagerDutyIncidentLink.objects.filter(incident=ctx.incident, pagerduty_incident_id=incident_id).first()
+        link = mirror.link_of(incident_id=ctx.incident.pk, pagerduty_incident_id=incident_id)
         if link is not None and link.status == "resolved":
             # PagerDuty said so (its webhook, a read, or its answer to our own resolve), and a resolved
             # PagerDuty incident never reopens: nothing to send, and no echo to wait for.
@@ -483,9 +482,7 @@ class ResolveIncident(Action):
             if "already resolved" not in str(exc).lower():
                 raise
             already, status = True, "resolved"
-        PagerDutyIncidentLink.objects.filter(incident=ctx.incident, pagerduty_incident_id=incident_id).update(
-            status=status
-        )
+        mirror.links_set_status(incident_id=ctx.incident.pk, pagerduty_incident_id=incident_id, status=status)
         return {"incident_id": incident_id, "status": status, "already_resolved": already}
 
     def reconcile(self, ctx: StepContext, planned: PlannedRequest) -> dict | None:

@@ -204,13 +204,15 @@ def upsert(obj, *, unique_fields: list[str], update_fields: list[str]) -> None:
 
 def insert_with_children(parent, children: list, *, link: str, then=None) -> None:
     """INSERT `parent` and `children` (each pointing at it through its foreign key `link`), then
-    `then` = (queryset, values), an UPDATE as QuerySet.update would write it. All or nothing; the
-    objects get their primary keys, as save() and bulk_create() would give them.
+    `then`, an UPDATE as CompiledUpdate.statement() gives it. All or nothing; the objects get their
+    primary keys, as save() and bulk_create() would give them.
 
     On PostgreSQL one statement, a data-modifying WITH: the children name the parent's key through
-    its RETURNING, so it is one round trip and, outside a transaction, one commit. Elsewhere, or
-    inside a transaction (which a failure must not abort for the caller), in a transaction or
-    savepoint of its own."""
+    its RETURNING, so it is one round trip and, outside a transaction, one commit. Its SQL is
+    compiled by Django once per connection and shape (the models, the number of children, the
+    UPDATE), its parameters prepared by the fields on every call. Elsewhere, or inside a
+    transaction (which a failure must not abort for the caller), in a transaction or savepoint of
+    its own."""
     model = type(parent)
     using = router.db_for_write(model)
     db = connections[using]
@@ -222,46 +224,22 @@ def insert_with_children(parent, children: list, *, link: str, then=None) -> Non
             if children:
                 type(children[0]).objects.using(using).bulk_create(children)
             if then is not None:
-                queryset, values = then
-                queryset.using(using).update(**values)
+                _, sql, params = then
+                with db.cursor() as cursor:
+                    cursor.execute(sql, params)
         return
 
-    meta = model._meta
-    parts, params = [], []
-    insert = InsertQuery(model)
-    insert.insert_values(_insert_fields(model), [parent])
-    compiler = insert.get_compiler(using=using)
-    compiler.returning_fields = [meta.pk]
-    [(sql, sql_params)] = compiler.as_sql()
-    parts.append(f"new_parent AS ({sql})")
-    params += sql_params
-    if children:
-        child_model = type(children[0])
-        child_meta = child_model._meta
-        column = child_meta.get_field(link).attname
-        for child in children:
-            # An expression, compiled into each row by Django's own INSERT compiler.
-            setattr(child, column, RawSQL(f"SELECT {db.ops.quote_name(meta.pk.column)} FROM new_parent", ()))
-        insert = InsertQuery(child_model)
-        insert.insert_values(_insert_fields(child_model), children)
-        compiler = insert.get_compiler(using=using)
-        compiler.returning_fields = [child_meta.pk]
-        [(sql, sql_params)] = compiler.as_sql()
-        parts.append(f"new_children AS ({sql})")
-        params += sql_params
+    child_model = type(children[0]) if children else None
+    column = child_model._meta.get_field(link).attname if children else None
+    params = _insert_params(parent, db)
+    for child in children:
+        params += _insert_params(child, db, leaving_out=column)
     if then is not None:
-        queryset, values = then
-        update = queryset.query.chain(UpdateQuery)
-        update.add_update_values(values)
-        sql, sql_params = update.get_compiler(using=using).as_sql()
-        parts.append(f"updated AS ({sql})")
-        params += sql_params
-    pk = db.ops.quote_name(meta.pk.column)
-    # The children's keys in the order of their rows: PostgreSQL's RETURNING follows the VALUES,
-    # which bulk_create() relies on as well.
-    children_keys = f"ARRAY(SELECT {db.ops.quote_name(child_meta.pk.column)} FROM new_children)" if children else "NULL"
+        params += then[2]
+    shape = (model, child_model, len(children), link, then[1] if then is not None else None)
+    sql = _WITH_CHILDREN.get(shape, lambda: _with_children_sql(parent, children, column, then, using, params))
     with transaction.atomic(using=using) if db.in_atomic_block else nullcontext(), db.cursor() as cursor:
-        cursor.execute(f"WITH {', '.join(parts)} SELECT {pk}, {children_keys} FROM new_parent", params)
+        cursor.execute(sql, params)
         parent_pk, children_pks = cursor.fetchone()
     parent.pk = parent_pk
     parent._state.adding, parent._state.db = False, using
@@ -269,6 +247,63 @@ def insert_with_children(parent, children: list, *, link: str, then=None) -> Non
         setattr(child, column, parent_pk)
         child.pk = child_pk
         child._state.adding, child._state.db = False, using
+
+
+_WITH_CHILDREN = _PerConnection()
+
+
+def _insert_params(obj, db, *, leaving_out: str | None = None) -> list:
+    """The parameters of `obj`'s INSERT as Django's compiler prepares them (pre_save with add=True
+    first, as save() stamps auto_now_add), without the column `leaving_out`."""
+    return [
+        field.get_db_prep_save(field.pre_save(obj, add=True), connection=db)
+        for field in _insert_fields(type(obj))
+        if field.attname != leaving_out
+    ]
+
+
+def _with_children_sql(parent, children: list, column: str | None, then, using: str, prepared: list) -> str:
+    db = connections[using]
+    meta = type(parent)._meta
+    parts, params = [], []
+    insert = InsertQuery(type(parent))
+    insert.insert_values(_insert_fields(type(parent)), [parent], raw=True)  # pre_save ran for the parameters
+    compiler = insert.get_compiler(using=using)
+    compiler.returning_fields = [meta.pk]
+    [(sql, sql_params)] = compiler.as_sql()
+    parts.append(f"new_parent AS ({sql})")
+    params += sql_params
+    children_keys = "NULL"
+    if children:
+        child_model = type(children[0])
+        child_meta = child_model._meta
+        if any(hasattr(f, "get_placeholder") for f in [*_insert_fields(type(parent)), *_insert_fields(child_model)]):
+            raise ImproperlyConfigured("a field that writes itself with a placeholder of its own: not compiled")
+        parent_key = RawSQL(f"SELECT {db.ops.quote_name(meta.pk.column)} FROM new_parent", ())
+        kept = [getattr(child, column) for child in children]
+        for child in children:
+            # An expression, compiled into each row by Django's own INSERT compiler.
+            setattr(child, column, parent_key)
+        insert = InsertQuery(child_model)
+        insert.insert_values(_insert_fields(child_model), children, raw=True)  # pre_save ran for the parameters
+        compiler = insert.get_compiler(using=using)
+        compiler.returning_fields = [child_meta.pk]
+        [(sql, sql_params)] = compiler.as_sql()
+        for child, value in zip(children, kept, strict=True):
+            setattr(child, column, value)
+        parts.append(f"new_children AS ({sql})")
+        params += sql_params
+        # The children's keys in the order of their rows: PostgreSQL's RETURNING follows the VALUES,
+        # which bulk_create() relies on as well.
+        children_keys = f"ARRAY(SELECT {db.ops.quote_name(child_meta.pk.column)} FROM new_children)"
+    if then is not None:
+        _, sql, sql_params = then
+        parts.append(f"updated AS ({sql})")
+        params += sql_params
+    if len(params) != len(prepared) or not all(map(_same, params, prepared)):
+        raise ImproperlyConfigured("the parameters of a parent's and children's INSERT are not the values prepared")
+    pk = db.ops.quote_name(meta.pk.column)
+    return f"WITH {', '.join(parts)} SELECT {pk}, {children_keys} FROM new_parent"
 
 
 def hold_prefetched(instance, name: str, objects: list) -> None:

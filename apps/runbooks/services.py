@@ -151,12 +151,13 @@ def runs_create_for_event(*, event_id: int, queue_from: int = 0) -> list[Runbook
     return created
 
 
-def _undispatched(event: IncidentEvent):
-    return IncidentEvent.objects.filter(pk=event.pk, dispatched_at__isnull=True)
+_UNDISPATCHED = CompiledUpdate(
+    lambda pk: IncidentEvent.objects.filter(pk=pk, dispatched_at__isnull=True), -(2**62) + 32
+)
 
 
 def _stamp_dispatched(event: IncidentEvent) -> None:
-    _undispatched(event).update(dispatched_at=timezone.now())
+    _UNDISPATCHED.update(event.pk, dispatched_at=timezone.now())
 
 
 @transaction.atomic
@@ -198,7 +199,7 @@ def _run_create(
         run.status, run.lease_token, run.lease_expires_at = RunStatus.RUNNING, uuid.uuid4().hex, _lease_until()
         run.executions, run.started_at = 1, timezone.now()
     step_runs = [_step_run_of(step, position) for position, step in enumerate(steps)]
-    then = (_undispatched(event), {"dispatched_at": timezone.now()}) if stamp else None
+    then = _UNDISPATCHED.statement(event.pk, dispatched_at=timezone.now()) if stamp else None
     insert_with_children(run, step_runs, link="run", then=then)
     for step_run in step_runs:
         step_run.run = run

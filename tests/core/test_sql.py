@@ -43,8 +43,12 @@ def _steps(*keys):
     ]
 
 
-def _undispatched(event):
-    return IncidentEvent.objects.filter(pk=event.pk, dispatched_at__isnull=True)
+_UNDISPATCHED = CompiledUpdate(lambda pk: IncidentEvent.objects.filter(pk=pk, dispatched_at__isnull=True), -(2**62) + 3)
+
+
+def _stamp(event, when=None):
+    """The event stamped dispatched, unless it already is: the UPDATE insert_with_children ends with."""
+    return _UNDISPATCHED.statement(event.pk, dispatched_at=when or timezone.now())
 
 
 @pytest.mark.django_db(transaction=True)
@@ -53,7 +57,7 @@ def test_writes_the_parent_its_children_and_the_update_and_gives_them_their_keys
     run, steps = _run(event, RunbookFactory()), _steps("a", "b", "c")
     stamp = timezone.now()
     with CaptureQueriesContext(db) as queries:
-        insert_with_children(run, steps, link="run", then=(_undispatched(event), {"dispatched_at": stamp}))
+        insert_with_children(run, steps, link="run", then=_stamp(event, stamp))
     if db.vendor == "postgresql":
         assert [q["sql"].split(" ", 2)[:2] for q in queries.captured_queries] == [["WITH", "new_parent"]]
 
@@ -81,7 +85,7 @@ def test_a_child_refused_leaves_nothing_written(event):
             _run(event, RunbookFactory()),
             _steps("a", "a"),
             link="run",
-            then=(_undispatched(event), {"dispatched_at": timezone.now()}),
+            then=_stamp(event),
         )
     assert not RunbookRun.objects.exists() and not StepRun.objects.exists()
     event.refresh_from_db()
@@ -99,7 +103,7 @@ def test_a_parent_refused_inside_a_transaction_leaves_the_transaction_usable(eve
                 _run(event, runbook),
                 _steps("b"),
                 link="run",
-                then=(_undispatched(event), {"dispatched_at": timezone.now()}),
+                then=_stamp(event),
             )
         assert RunbookRun.objects.filter(runbook=runbook, event=event).count() == 1
     assert list(StepRun.objects.values_list("key", flat=True)) == ["a"]
@@ -115,7 +119,7 @@ def test_the_update_touches_only_the_rows_its_queryset_names(event):
         _run(event, RunbookFactory()),
         _steps("a"),
         link="run",
-        then=(_undispatched(other), {"dispatched_at": timezone.now()}),
+        then=_stamp(other),
     )
     event.refresh_from_db()
     other.refresh_from_db()
@@ -338,3 +342,23 @@ def test_update_all_columns_writes_the_row_as_save_would(event):
     assert (stored.title, stored.status, stored.resolved_at) == ("Checkout is down", "Resolved", incident.resolved_at)
     assert stored.updated_at == incident.updated_at and incident.updated_at > before  # auto_now stamped
     assert stored.number == incident.number and stored.created_at == incident.created_at
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_parent_and_children_of_the_same_shape_are_written_each_with_its_own_values(event):
+    """The statement is compiled once per shape; each call's rows are its own."""
+    second = IncidentEvent.objects.create(incident=event.incident, kind="status_changed", to_status="Resolved")
+    written = []
+    for target, keys in ((event, ("page", "resolve")), (second, ("ack", "note"))):
+        run, steps = _run(target, RunbookFactory()), _steps(*keys)
+        steps[1].inputs = {"for": target.to_status}
+        insert_with_children(run, steps, link="run", then=_stamp(target))
+        written.append((run, steps))
+    for (run, steps), target in zip(written, (event, second), strict=True):
+        stored = RunbookRun.objects.get(pk=run.pk)
+        assert (stored.event_id, stored.runbook_id) == (target.pk, run.runbook_id)
+        rows = list(StepRun.objects.filter(run=run).order_by("position").values_list("key", "inputs", "run_id"))
+        assert rows == [(s.key, s.inputs, run.pk) for s in steps]
+        target.refresh_from_db()
+        assert target.dispatched_at is not None
+    assert [s.inputs for s in written[1][1]] == [{"n": 0}, {"for": "Resolved"}]

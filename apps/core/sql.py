@@ -63,10 +63,14 @@ class _PerConnection:
         self._local = threading.local()
 
     def get(self, shape, compile_):
-        cache = self._local.__dict__.setdefault("cache", {})
-        if shape not in cache:
-            cache[shape] = compile_()
-        return cache[shape]
+        try:
+            return self._local.cache[shape]
+        except AttributeError:
+            self._local.cache = {}
+        except KeyError:
+            pass
+        compiled = self._local.cache[shape] = compile_()
+        return compiled
 
 
 def _insert_fields(model):

@@ -12,8 +12,7 @@ def connection_get(*, name: str, with_mappings: bool = False) -> PagerDutyConnec
     same statement and kept on it (`mappings`), so planning a page costs no round trip of its own;
     elsewhere `mappings` is None and mappings_for() reads them when asked."""
     if with_mappings and database.vendor == "postgresql":
-        found = list(PagerDutyConnection.objects.raw(_with_mappings_sql(), [name]))
-        connection = found[0] if found else None
+        connection = _with_mappings(name)
     else:
         connection = PagerDutyConnection.objects.filter(name=name).first()
     if connection is None:
@@ -31,6 +30,41 @@ def connection_get(*, name: str, with_mappings: bool = False) -> PagerDutyConnec
     return connection
 
 
+_FIELDS = PagerDutyConnection._meta.concrete_fields
+_NAMES = [field.attname for field in _FIELDS]
+
+
+def _with_mappings(name: str) -> PagerDutyConnection | None:
+    # A cursor and from_db(), as a RawQuerySet does for a row (its converters: the API key's
+    # decryption), without resolving the columns again on every call.
+    with database.cursor() as cursor:
+        cursor.execute(_with_mappings_sql(), [name])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    values = list(row[: len(_FIELDS)])
+    for index, converters in _converters():
+        for converter in converters:
+            values[index] = converter(values[index], _FIELDS[index], database)
+    connection = PagerDutyConnection.from_db(database.alias, _NAMES, values)
+    connection.service_keys, connection.service_ids, connection.urgency_keys, connection.urgency_values = row[
+        len(_FIELDS) :
+    ]
+    return connection
+
+
+@functools.cache
+def _converters() -> list:
+    table = PagerDutyConnection._meta.db_table
+    found = []
+    for index, field in enumerate(_FIELDS):
+        column = field.get_col(table)
+        converters = database.ops.get_db_converters(column) + field.get_db_converters(database)
+        if converters:
+            found.append((index, converters))
+    return found
+
+
 @functools.cache
 def _with_mappings_sql() -> str:
     # Written once per process, from the models' own table names; the name is the one parameter.
@@ -38,8 +72,9 @@ def _with_mappings_sql() -> str:
     connections = PagerDutyConnection._meta.db_table
     services, urgencies = ServiceMapping._meta.db_table, UrgencyMapping._meta.db_table
     mine = f"FROM {services} s WHERE s.connection_id = c.id ORDER BY s.id"
+    columns = ", ".join(f"c.{database.ops.quote_name(field.column)}" for field in _FIELDS)
     return (
-        f"SELECT c.*, ARRAY(SELECT s.service {mine}) AS service_keys, "
+        f"SELECT {columns}, ARRAY(SELECT s.service {mine}) AS service_keys, "
         f"ARRAY(SELECT s.pagerduty_service_id {mine}) AS service_ids, "
         f"ARRAY(SELECT u.severity FROM {urgencies} u ORDER BY u.id) AS urgency_keys, "
         f"ARRAY(SELECT u.urgency FROM {urgencies} u ORDER BY u.id) AS urgency_values "

@@ -93,3 +93,37 @@ def test_three_step_run_stays_within_the_query_budget(postgresql, pd, pd_connect
         f"{len(first)} queries for a first 3-step run; the budget is {FIRST_RUN_BUDGET}"
     )
     assert len(queries) <= BUDGET, f"{len(queries)} queries for one 3-step run; the budget is {BUDGET}"
+
+
+def test_a_runs_statements_are_compiled_once_per_connection(postgresql, pd, pd_connection, monkeypatch):
+    """After a worker's first run, Django compiles no SQL for the next one: every statement from the
+    dispatch task to the run's end comes from apps.core.sql's caches, with the call's values."""
+    from django.db.models.sql import compiler
+
+    from apps.runbooks import services
+
+    spec = three_step_runbook(slug="compiled", name="compiled", to_status="Identified", requester_id="PSREADM")
+    runbook_upsert_from_spec(spec=spec)
+    _three_step_run(pd, monkeypatch, "QINC101")  # compiles the run's statements
+    dispatching, compiled = [], []
+    for kind in (compiler.SQLCompiler, compiler.SQLInsertCompiler, compiler.SQLUpdateCompiler):
+
+        def counted(self, *args, _as_sql=kind.as_sql, **kwargs):
+            if dispatching:
+                compiled.append(f"{type(self).__name__} {self.query.model.__name__}")
+            return _as_sql(self, *args, **kwargs)
+
+        monkeypatch.setattr(kind, "as_sql", counted)
+    event_dispatch = services.event_dispatch
+
+    def dispatch(**kwargs):
+        dispatching.append(True)
+        try:
+            return event_dispatch(**kwargs)
+        finally:
+            dispatching.clear()
+
+    monkeypatch.setattr(services, "event_dispatch", dispatch)
+    queries = _three_step_run(pd, monkeypatch, "QINC102")
+    assert len(queries) == BUDGET
+    assert compiled == []

@@ -1,6 +1,6 @@
 """Writes the ORM spreads over several statements, as one statement each (and rows so read or
-written held as a prefetch would hold them); reads the hot path makes again and again, compiled
-once per connection.
+written held as a prefetch would hold them); the reads and writes the hot path makes again and
+again, compiled by Django once per connection and prepared with each call's values.
 
 Every statement is a round trip and, outside a transaction, a commit (a WAL flush on PostgreSQL).
 The runbook engine writes a few rows per step on the path between a status change and the

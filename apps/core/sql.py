@@ -134,7 +134,7 @@ def _insert_statement(obj, using: str, raw: bool, *, conflict=None, returning: b
             raise ImproperlyConfigured(f"the parameters of {sql} are not the values prepared for it: not compiled")
         return sql
 
-    return _INSERTS.get((model, conflict, returning), compile_), params
+    return _INSERTS.get((using, model, conflict, returning), compile_), params
 
 
 def _insert_compiled(obj, using: str, raw: bool, conflict, returning: bool) -> tuple[str, list]:
@@ -240,7 +240,7 @@ def insert_with_children(parent, children: list, *, link: str, then=None) -> Non
         params += _insert_params(child, db, leaving_out=column)
     if then is not None:
         params += then[2]
-    shape = (model, child_model, len(children), link, then[1] if then is not None else None)
+    shape = (using, model, child_model, len(children), link, then[1] if then is not None else None)
     sql = _WITH_CHILDREN.get(shape, lambda: _with_children_sql(parent, children, column, then, using, params))
     with transaction.atomic(using=using) if db.in_atomic_block else nullcontext(), db.cursor() as cursor:
         cursor.execute(sql, params)

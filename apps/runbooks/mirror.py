@@ -196,7 +196,7 @@ _PD_INCIDENT_PLACEHOLDER = "\x00pagerduty incident\x00"
 _LINK = CompiledQuery(
     lambda _shape, incident_id, pd_incident_id: (
         PagerDutyIncidentLink.objects.filter(incident_id=incident_id, pagerduty_incident_id=pd_incident_id)
-        .order_by("pk")
+        .order_by("-created_at")  # as .first() took it, by the model's ordering
         .values_list(*_LINK_FIELDS)[:1]
     ),
     _INCIDENT_PLACEHOLDER,
@@ -210,16 +210,20 @@ _LINKS_OF = CompiledUpdate(
     _PD_INCIDENT_PLACEHOLDER,
 )
 _RESOLVED_BY_PAGERDUTY = CompiledQuery(
-    lambda _shape, pd_incident_id: PagerDutyIncidentLink.objects.filter(
-        pagerduty_incident_id=pd_incident_id, mirrored_at__isnull=False, status="resolved"
-    ).values_list("pk")[:1],
+    lambda _shape, pd_incident_id: (
+        PagerDutyIncidentLink.objects.filter(
+            pagerduty_incident_id=pd_incident_id, mirrored_at__isnull=False, status="resolved"
+        )
+        .order_by()
+        .values_list("pk")[:1]
+    ),
     _PD_INCIDENT_PLACEHOLDER,
 )
 _UNSENT = CompiledUpdate(lambda pk: PagerDutyIncidentLink.objects.filter(pk=pk, sent_at__isnull=True), -(2**62) + 41)
 
 
 def link_of(*, incident_id, pagerduty_incident_id: str) -> PagerDutyIncidentLink | None:
-    """Our incident's link to that PagerDuty incident (the first made, should there be several)."""
+    """Our incident's link to that PagerDuty incident (the newest, should there be several)."""
     found = _LINK.rows(None, incident_id, pagerduty_incident_id)
     if not found:
         return None

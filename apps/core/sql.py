@@ -121,10 +121,10 @@ def _insert_statement(obj, using: str, raw: bool, *, conflict=None, returning: b
     model = type(obj)
     db = connections[using]
     fields = _insert_fields(model)
-    values = [getattr(obj, f.attname) if raw else f.pre_save(obj, add=True) for f in fields]
-    if any(hasattr(value, "resolve_expression") for value in values):  # part of the SQL: not compiled
+    params = _insert_params(obj, db, raw=raw)
+    # An expression stays one (get_db_prep_save passes it through) and is part of the SQL: not compiled.
+    if any(hasattr(param, "resolve_expression") for param in params):
         return _insert_compiled(obj, using, True, conflict, returning)
-    params = [f.get_db_prep_save(value, connection=db) for f, value in zip(fields, values, strict=True)]
 
     def compile_():
         if any(hasattr(f, "get_placeholder") for f in fields):
@@ -256,11 +256,12 @@ def insert_with_children(parent, children: list, *, link: str, then=None) -> Non
 _WITH_CHILDREN = _PerConnection()
 
 
-def _insert_params(obj, db, *, leaving_out: str | None = None) -> list:
+def _insert_params(obj, db, *, raw: bool = False, leaving_out: str | None = None) -> list:
     """The parameters of `obj`'s INSERT as Django's compiler prepares them (pre_save with add=True
-    first, as save() stamps auto_now_add), without the column `leaving_out`."""
+    first, as save() stamps auto_now_add; `raw`: the values as they are), without the column
+    `leaving_out`."""
     return [
-        field.get_db_prep_save(field.pre_save(obj, add=True), connection=db)
+        field.get_db_prep_save(getattr(obj, field.attname) if raw else field.pre_save(obj, add=True), connection=db)
         for field in _insert_fields(type(obj))
         if field.attname != leaving_out
     ]
